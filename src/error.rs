@@ -1,0 +1,258 @@
+//! The crate's one error type.
+
+use std::any::Any;
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Mutex;
+
+/// A boxed error, as tower and hyper pass them around.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What went wrong; see [`Error::kind`].
+///
+/// The kinds split into two groups that matter for retries: the request was
+/// *provably not processed* by the server ([`Draining`](ErrorKind::Draining),
+/// [`Refused`](ErrorKind::Refused), [`NoReadyEndpoint`](ErrorKind::NoReadyEndpoint)),
+/// or it *may have been processed* ([`ForceClosed`](ErrorKind::ForceClosed),
+/// [`Request`](ErrorKind::Request)). This crate replays only the first group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A builder was given a value it cannot work with.
+    Config,
+    /// Opening a connection (TCP, TLS or the HTTP/2 handshake) failed.
+    Connect,
+    /// The connection is draining (aged, told to go away, or closed) and did not
+    /// take the request; [`Error::take_request`] gives the request back.
+    Draining,
+    /// No connection became ready within the client's `ready_timeout`.
+    NoReadyEndpoint,
+    /// The request was still running when the connection's drain timeout ended
+    /// and the connection was closed by force. It may have been processed.
+    ForceClosed,
+    /// The server provably did not process the request (`REFUSED_STREAM`, or a
+    /// `GOAWAY` whose last-stream-id is below it), but it could not be replayed:
+    /// its replay was used up or its body could not be replayed.
+    Refused,
+    /// Resolving the endpoints' host name failed.
+    Resolve,
+    /// The request failed on the wire (I/O error, reset, protocol error) and may
+    /// have been processed, so it is not replayed.
+    Request,
+}
+
+impl ErrorKind {
+    fn describe(self) -> &'static str {
+        match self {
+            ErrorKind::Config => "invalid configuration",
+            ErrorKind::Connect => "connect failed",
+            ErrorKind::Draining => "connection is draining and did not take the request",
+            ErrorKind::NoReadyEndpoint => "no endpoint became ready within the ready timeout",
+            ErrorKind::ForceClosed => "connection closed by force after its drain timeout",
+            ErrorKind::Refused => "server refused the request without processing it",
+            ErrorKind::Resolve => "resolving endpoints failed",
+            ErrorKind::Request => "request failed",
+        }
+    }
+}
+
+/// The error of every service, layer and builder in this crate.
+///
+/// It carries an [`ErrorKind`], an optional message, an optional `source()`
+/// (hyper's or h2's error, an I/O error, ...) and, for requests that were never
+/// sent, the request itself so the caller can send it elsewhere.
+///
+/// ```
+/// use tower_max_connection_age::{Error, ErrorKind};
+///
+/// let err = Error::config("max_connection_age must be greater than zero");
+/// assert_eq!(err.kind(), ErrorKind::Config);
+/// assert!(err.to_string().contains("max_connection_age"));
+/// ```
+pub struct Error {
+    inner: Box<Inner>,
+}
+
+struct Inner {
+    kind: ErrorKind,
+    message: Option<Cow<'static, str>>,
+    source: Option<BoxError>,
+    // `Mutex` only makes the request `Sync` so that `Error` fits in a `BoxError`;
+    // it is reached through `&mut self`, which never locks.
+    request: Option<Mutex<Box<dyn Any + Send>>>,
+}
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind) -> Self {
+        Error {
+            inner: Box::new(Inner {
+                kind,
+                message: None,
+                source: None,
+                request: None,
+            }),
+        }
+    }
+
+    pub(crate) fn with_message(mut self, message: impl Into<Cow<'static, str>>) -> Self {
+        self.inner.message = Some(message.into());
+        self
+    }
+
+    pub(crate) fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.inner.source = Some(source.into());
+        self
+    }
+
+    pub(crate) fn with_request<R: Send + 'static>(mut self, request: R) -> Self {
+        self.inner.request = Some(Mutex::new(Box::new(request)));
+        self
+    }
+
+    pub(crate) fn set_kind(&mut self, kind: ErrorKind) {
+        self.inner.kind = kind;
+    }
+
+    /// An [`ErrorKind::Config`] error with a message naming the bad setting.
+    pub fn config(message: impl Into<Cow<'static, str>>) -> Self {
+        Error::new(ErrorKind::Config).with_message(message)
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> ErrorKind {
+        self.inner.kind
+    }
+
+    /// The connection was draining and gave the request back unsent.
+    pub fn is_draining(&self) -> bool {
+        self.kind() == ErrorKind::Draining
+    }
+
+    /// No endpoint became ready within `ready_timeout`.
+    pub fn is_no_ready_endpoint(&self) -> bool {
+        self.kind() == ErrorKind::NoReadyEndpoint
+    }
+
+    /// The request was cut when its connection was closed after the drain timeout.
+    pub fn is_force_closed(&self) -> bool {
+        self.kind() == ErrorKind::ForceClosed
+    }
+
+    /// The server provably did not process the request, but it was not replayed.
+    pub fn is_refused(&self) -> bool {
+        self.kind() == ErrorKind::Refused
+    }
+
+    /// A builder rejected its configuration.
+    pub fn is_config(&self) -> bool {
+        self.kind() == ErrorKind::Config
+    }
+
+    /// Opening a connection failed.
+    pub fn is_connect(&self) -> bool {
+        self.kind() == ErrorKind::Connect
+    }
+
+    /// Resolving the endpoints failed.
+    pub fn is_resolve(&self) -> bool {
+        self.kind() == ErrorKind::Resolve
+    }
+
+    /// True when the server provably did not process the request, so sending it
+    /// again cannot run it twice.
+    pub fn is_unprocessed(&self) -> bool {
+        matches!(
+            self.kind(),
+            ErrorKind::Draining | ErrorKind::Refused | ErrorKind::NoReadyEndpoint
+        )
+    }
+
+    /// Takes back the request this error carries, if it carries one of type `R`.
+    ///
+    /// Requests come back with [`ErrorKind::Draining`] errors: they were never
+    /// written to the connection. `R` is the request type the failing service
+    /// was called with.
+    pub fn take_request<R: 'static>(&mut self) -> Option<R> {
+        let slot = self.inner.request.take()?;
+        let boxed = slot.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match boxed.downcast::<R>() {
+            Ok(request) => Some(*request),
+            Err(other) => {
+                self.inner.request = Some(Mutex::new(other));
+                None
+            }
+        }
+    }
+
+    /// True when this error still carries the request it failed to send.
+    pub fn has_request(&self) -> bool {
+        self.inner.request.is_some()
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.inner.kind);
+        if let Some(message) = &self.inner.message {
+            d.field("message", message);
+        }
+        if let Some(source) = &self.inner.source {
+            d.field("source", source);
+        }
+        d.field("has_request", &self.inner.request.is_some());
+        d.finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.inner.kind.describe())?;
+        if let Some(message) = &self.inner.message {
+            write!(f, ": {message}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner
+            .source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// Turns any boxed error into this crate's [`Error`], keeping ours as they are.
+pub(crate) fn from_box(err: BoxError, kind: ErrorKind) -> Error {
+    match err.downcast::<Error>() {
+        Ok(ours) => *ours,
+        Err(other) => Error::new(kind).with_source(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_round_trips_through_a_box() {
+        let err = Error::new(ErrorKind::Draining).with_request(String::from("req"));
+        let boxed: BoxError = Box::new(err);
+        let mut back = from_box(boxed, ErrorKind::Request);
+        assert!(back.is_draining());
+        assert_eq!(back.take_request::<u32>(), None);
+        assert!(back.has_request(), "a wrong type must leave the request in place");
+        assert_eq!(back.take_request::<String>().as_deref(), Some("req"));
+        assert!(!back.has_request());
+    }
+
+    #[test]
+    fn foreign_errors_are_wrapped_with_their_source() {
+        let io = std::io::Error::other("boom");
+        let err = from_box(Box::new(io), ErrorKind::Connect);
+        assert!(err.is_connect());
+        assert_eq!(std::error::Error::source(&err).unwrap().to_string(), "boom");
+    }
+}

@@ -1,0 +1,75 @@
+//! HTTP/2 connections with a maximum age for tower: drained gracefully,
+//! rotated make-before-break, re-balanced across endpoints that come and go.
+//!
+//! HTTP/2 multiplexes every request over one long-lived connection, so a client
+//! that connected when a service had two pods stays pinned to them after it
+//! scales to ten. This crate gives each connection an age: once it is reached,
+//! a replacement is opened (to a freshly chosen endpoint), and only when that one
+//! is ready does the old connection stop taking requests, finish its in-flight
+//! ones, and close.
+//!
+//! # Module map
+//!
+//! | module | what it is |
+//! |---|---|
+//! | [`age`] | [`MaxConnectionAgeLayer`]: wraps any connection `MakeService` so each connection is an [`AgedConnection`] with a deadline (age + jitter), a drain, and a force-close after `drain_timeout`. It also tracks the connection's load until each response *body* ends. |
+//! | [`connector`] | [`Http2Connector`]: turns a hyper-util connector (`HttpConnector`, TLS, ...) and a `hyper::client::conn::http2::Builder` into connection services on `http2::SendRequest`, which hand unsent requests back. |
+//! | [`discover`] | [`RotatingDiscover`]: a `tower::discover::Discover` over a set of endpoints that opens `connections_per_endpoint` each, replaces aged connections make-before-break and closed ones with backoff. It never yields `Err` and never ends. |
+//! | [`replay`] | [`ReplayLayer`]: replays requests that came back unsent, and once those the server provably never processed (`REFUSED_STREAM`, above `GOAWAY`'s last-stream-id). Nothing else. |
+//! | [`client`] | [`Client`]: all of it composed, with a lock-free power-of-two-choices pick in the caller's task. |
+//! | [`error`] | [`Error`] and [`ErrorKind`]. |
+//!
+//! # The path of a request through [`Client`]
+//!
+//! ```text
+//! Client::call(req)                       caller's task, no Buffer hop
+//!   └─ replay loop                        body wrapped so it can be replayed
+//!        └─ p2c pick                      two random serving connections, lower load wins
+//!             └─ AgedConnection           refuses (gives the request back) once draining,
+//!                  │                      counts the request in flight until its body ends
+//!                  └─ Http2Connection     http2::SendRequest::try_send_request
+//!                       └─ hyper / h2     the connection task owns the socket
+//! ```
+//!
+//! Rotation happens off the request path: a background task owned by
+//! [`RotatingDiscover`] watches every connection's deadline and lifetime. At a
+//! deadline it connects the replacement; when that is ready it swaps it in,
+//! which drops the old connection handle and starts its drain. A request that
+//! raced the swap gets `Draining` back with its request and is replayed on the
+//! new connection.
+//!
+//! # Composing with tower
+//!
+//! The same parts stack with `ServiceBuilder` around tower's own balancer:
+//!
+//! ```no_run
+//! # async fn doc() -> Result<(), tower_max_connection_age::Error> {
+//! use std::time::Duration;
+//! use http_body_util::Empty;
+//! use bytes::Bytes;
+//! use tower::{ServiceBuilder, balance::p2c::Balance};
+//! use tower_max_connection_age::{
+//!     Http2Connector, MaxConnectionAgeLayer, ReplayLayer, RotatingDiscover,
+//!     replay::ReplayBody,
+//! };
+//!
+//! let make = ServiceBuilder::new()
+//!     .layer(MaxConnectionAgeLayer::new(Duration::from_secs(300)))
+//!     .service(Http2Connector::<_, ReplayBody<Empty<Bytes>>>::http());
+//! let discover = RotatingDiscover::builder()
+//!     .endpoint("http://127.0.0.1:50051".parse().unwrap())
+//!     .build(make)?;
+//! let service = ServiceBuilder::new()
+//!     .layer(ReplayLayer::new())
+//!     .buffer(1024)
+//!     .service(Balance::new(discover));
+//! # let _ = service;
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod error;
+
+pub use error::{BoxError, Error, ErrorKind};

@@ -174,7 +174,9 @@ impl Error {
     /// was called with.
     pub fn take_request<R: 'static>(&mut self) -> Option<R> {
         let slot = self.inner.request.take()?;
-        let boxed = slot.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let boxed = slot
+            .into_inner()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         match boxed.downcast::<R>() {
             Ok(request) => Some(*request),
             Err(other) => {
@@ -232,6 +234,26 @@ pub(crate) fn from_box(err: BoxError, kind: ErrorKind) -> Error {
     }
 }
 
+/// The h2 error behind `err`, if any (hyper wraps them; reach them via `source()`).
+pub(crate) fn find_h2<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a h2::Error> {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return Some(h2);
+        }
+        cur = e.source();
+    }
+    None
+}
+
+/// The server sent `GOAWAY` and this stream was above its last-stream-id, or
+/// was opened after it (h2 reports both as a remote go-away on the stream).
+pub(crate) fn is_remote_go_away(err: &Error) -> bool {
+    std::error::Error::source(err)
+        .and_then(find_h2)
+        .is_some_and(|e| e.is_go_away() && e.is_remote())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,7 +265,10 @@ mod tests {
         let mut back = from_box(boxed, ErrorKind::Request);
         assert!(back.is_draining());
         assert_eq!(back.take_request::<u32>(), None);
-        assert!(back.has_request(), "a wrong type must leave the request in place");
+        assert!(
+            back.has_request(),
+            "a wrong type must leave the request in place"
+        );
         assert_eq!(back.take_request::<String>().as_deref(), Some("req"));
         assert!(!back.has_request());
     }

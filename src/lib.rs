@@ -70,6 +70,18 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod age;
+pub mod client;
+pub mod connector;
+pub mod discover;
 pub mod error;
+pub mod load;
+pub mod replay;
 
+pub use age::{AgedConnection, MaxConnectionAgeLayer};
+pub use client::Client;
+pub use connector::{Http2Connection, Http2Connector};
+pub use discover::RotatingDiscover;
 pub use error::{BoxError, Error, ErrorKind};
+pub use load::LoadKind;
+pub use replay::ReplayLayer;

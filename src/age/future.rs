@@ -1,0 +1,152 @@
+//! Futures of [`AgedConnection`](super::AgedConnection) and [`MaxConnectionAge`](super::MaxConnectionAge).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use http::Response;
+use pin_project_lite::pin_project;
+
+use super::body::ResponseBody;
+use super::state::{ConnectionState, DrainReason, InFlight};
+use crate::error::{self, BoxError, Error, ErrorKind};
+
+pin_project! {
+    /// The response future of an [`AgedConnection`](super::AgedConnection).
+    pub struct ResponseFuture<F> {
+        #[pin]
+        kind: Kind<F>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F> {
+        Sent { #[pin] future: F, in_flight: Option<InFlight> },
+        Rejected { error: Option<Error> },
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn sent(future: F, in_flight: InFlight) -> Self {
+        ResponseFuture {
+            kind: Kind::Sent {
+                future,
+                in_flight: Some(in_flight),
+            },
+        }
+    }
+
+    pub(crate) fn rejected(error: Error) -> Self {
+        ResponseFuture {
+            kind: Kind::Rejected { error: Some(error) },
+        }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: http_body::Body,
+    E: Into<BoxError>,
+{
+    type Output = Result<Response<ResponseBody<B>>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Rejected { error } => Poll::Ready(Err(error
+                .take()
+                .expect("ResponseFuture polled after completion"))),
+            KindProj::Sent { future, in_flight } => {
+                let result = ready!(future.poll(cx));
+                let in_flight = in_flight
+                    .take()
+                    .expect("ResponseFuture polled after completion");
+                Poll::Ready(match result {
+                    Ok(response) => {
+                        in_flight.record_response();
+                        Ok(response.map(|body| ResponseBody::new(body, in_flight)))
+                    }
+                    Err(e) => Err(classify(
+                        error::from_box(e.into(), ErrorKind::Request),
+                        in_flight.state(),
+                    )),
+                })
+            }
+        }
+    }
+}
+
+/// Lets the connection learn from a failed request: a `GOAWAY` means it takes
+/// no more requests, and a request cut by our own force-close says so.
+pub(crate) fn classify(mut err: Error, state: &Arc<ConnectionState>) -> Error {
+    if error::is_remote_go_away(&err) {
+        state.start_draining(DrainReason::GoAway);
+    } else if err.is_draining() {
+        state.start_draining(DrainReason::Closed);
+    }
+    if err.kind() == ErrorKind::Request && state.handle.was_forced() {
+        err.set_kind(ErrorKind::ForceClosed);
+    }
+    err
+}
+
+pin_project! {
+    /// The future of [`MaxConnectionAge`](super::MaxConnectionAge): the inner
+    /// connect, then the connection wrapped with its deadline.
+    pub struct MakeFuture<F> {
+        #[pin]
+        kind: MakeKind<F>,
+    }
+}
+
+pin_project! {
+    #[project = MakeKindProj]
+    enum MakeKind<F> {
+        Connecting { #[pin] future: F, wrap: Option<super::layer::Wrap> },
+        Failed { error: Option<Error> },
+    }
+}
+
+impl<F> MakeFuture<F> {
+    pub(crate) fn connecting(future: F, wrap: super::layer::Wrap) -> Self {
+        MakeFuture {
+            kind: MakeKind::Connecting {
+                future,
+                wrap: Some(wrap),
+            },
+        }
+    }
+
+    pub(crate) fn failed(error: Error) -> Self {
+        MakeFuture {
+            kind: MakeKind::Failed { error: Some(error) },
+        }
+    }
+}
+
+impl<F, S, E> Future for MakeFuture<F>
+where
+    F: Future<Output = Result<S, E>>,
+    S: super::Connection,
+    E: Into<BoxError>,
+{
+    type Output = Result<super::AgedConnection<S>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            MakeKindProj::Failed { error } => Poll::Ready(Err(error
+                .take()
+                .expect("MakeFuture polled after completion"))),
+            MakeKindProj::Connecting { future, wrap } => {
+                let result = ready!(future.poll(cx));
+                let wrap = wrap.take().expect("MakeFuture polled after completion");
+                Poll::Ready(match result {
+                    Ok(service) => Ok(wrap.wrap(service)),
+                    Err(e) => Err(error::from_box(e.into(), ErrorKind::Connect)),
+                })
+            }
+        }
+    }
+}

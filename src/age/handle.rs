@@ -1,0 +1,136 @@
+//! [`ConnectionHandle`]: the transport's lifetime, seen from outside the service.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+/// What the age layer needs from a connection service besides `Service`: a
+/// way to learn that the transport has closed, and a way to close it by force
+/// once the drain timeout has passed.
+///
+/// Dropping a hyper `http2::SendRequest` only closes the connection after its
+/// in-flight streams finish, which is what draining wants but not what a
+/// force-close wants, so the transport needs a handle of its own.
+/// [`Http2Connection`](crate::Http2Connection) implements this; implement it
+/// for your own connection services to wrap them in
+/// [`MaxConnectionAgeLayer`](crate::MaxConnectionAgeLayer).
+pub trait Connection {
+    /// The handle of this connection's transport.
+    fn handle(&self) -> ConnectionHandle;
+}
+
+/// A cheap, cloneable handle on a connection's transport.
+///
+/// The transport's owner calls [`set_closed`](Self::set_closed) when it has
+/// closed (or holds the guard from [`closed_on_drop`](Self::closed_on_drop));
+/// anyone may wait for that with [`closed`](Self::closed) or end it with
+/// [`force_close`](Self::force_close).
+///
+/// ```
+/// use tower_max_connection_age::age::ConnectionHandle;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let handle = ConnectionHandle::new(|| println!("closing the socket"));
+/// let guard = handle.closed_on_drop();
+/// handle.force_close();
+/// drop(guard); // the transport task ended
+/// handle.closed().await;
+/// assert!(handle.is_closed() && handle.was_forced());
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct ConnectionHandle {
+    inner: Arc<Inner>,
+}
+
+type CloseFn = Box<dyn FnOnce() + Send>;
+
+struct Inner {
+    closed: AtomicBool,
+    forced: AtomicBool,
+    notify: Notify,
+    close: Mutex<Option<CloseFn>>,
+}
+
+impl ConnectionHandle {
+    /// A handle whose [`force_close`](Self::force_close) runs `close` once.
+    pub fn new(close: impl FnOnce() + Send + 'static) -> Self {
+        ConnectionHandle {
+            inner: Arc::new(Inner {
+                closed: AtomicBool::new(false),
+                forced: AtomicBool::new(false),
+                notify: Notify::new(),
+                close: Mutex::new(Some(Box::new(close))),
+            }),
+        }
+    }
+
+    /// Records that the transport has closed and wakes everyone waiting.
+    pub fn set_closed(&self) {
+        if !self.inner.closed.swap(true, Ordering::AcqRel) {
+            self.inner.notify.notify_waiters();
+        }
+    }
+
+    /// A guard that calls [`set_closed`](Self::set_closed) when dropped: hold it
+    /// in whatever owns the transport.
+    pub fn closed_on_drop(&self) -> ClosedOnDrop {
+        ClosedOnDrop(self.clone())
+    }
+
+    /// True once the transport has closed.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
+    /// True when [`force_close`](Self::force_close) was called.
+    pub fn was_forced(&self) -> bool {
+        self.inner.forced.load(Ordering::Acquire)
+    }
+
+    /// Closes the transport now; requests still in flight on it fail.
+    pub fn force_close(&self) {
+        self.inner.forced.store(true, Ordering::Release);
+        let close = self
+            .inner
+            .close
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(close) = close {
+            close();
+        }
+    }
+
+    /// Waits until the transport has closed.
+    pub async fn closed(&self) {
+        loop {
+            let notified = self.inner.notify.notified();
+            if self.is_closed() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl fmt::Debug for ConnectionHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionHandle")
+            .field("closed", &self.is_closed())
+            .field("forced", &self.was_forced())
+            .finish()
+    }
+}
+
+/// Marks its [`ConnectionHandle`] closed when dropped.
+#[derive(Debug)]
+pub struct ClosedOnDrop(ConnectionHandle);
+
+impl Drop for ClosedOnDrop {
+    fn drop(&mut self) {
+        self.0.set_closed();
+    }
+}

@@ -1,0 +1,88 @@
+//! Connections with a maximum age: [`MaxConnectionAgeLayer`] and [`AgedConnection`].
+//!
+//! Each connection gets a deadline, `max_age + U(0, jitter)`. A supervisor task
+//! per connection (cheap: it sleeps) acts on it even while nobody sends
+//! requests: it starts the drain (or, under
+//! [`RotatingDiscover`](crate::RotatingDiscover), asks for a replacement),
+//! waits for in-flight requests, and closes the transport by force after the
+//! drain timeout.
+
+mod body;
+mod future;
+mod handle;
+mod layer;
+mod service;
+pub(crate) mod state;
+
+use std::sync::Arc;
+
+use tokio::time::{Instant, sleep_until};
+
+pub use body::ResponseBody;
+pub use future::{MakeFuture, ResponseFuture};
+pub use handle::{ClosedOnDrop, Connection, ConnectionHandle};
+pub use layer::{DEFAULT_DRAIN_TIMEOUT, MaxConnectionAge, MaxConnectionAgeLayer};
+pub use service::AgedConnection;
+pub use state::DrainReason;
+
+pub(crate) use layer::AgeConfig;
+use state::{ConnectionState, Event};
+
+/// Drives one connection's life: deadline, drain, force-close.
+async fn supervise(state: Arc<ConnectionState>) {
+    let handle = state.handle.clone();
+    let deadline = sleep_until(state.deadline.unwrap_or_else(Instant::now));
+    tokio::pin!(deadline);
+    let mut deadline_passed = state.deadline.is_none();
+    while state.is_serving() {
+        tokio::select! {
+            _ = &mut deadline, if !deadline_passed => {
+                deadline_passed = true;
+                tracing::debug!(
+                    endpoint = %state.endpoint,
+                    age_ms = state.age().as_millis() as u64,
+                    managed = state.is_managed(),
+                    "connection deadline reached"
+                );
+                if state.is_managed() {
+                    state.emit(Event::Deadline);
+                } else {
+                    state.start_draining(DrainReason::Aged);
+                }
+            }
+            _ = state.changed() => {}
+            _ = handle.closed() => state.mark_closed(),
+        }
+    }
+
+    let drain_deadline = tokio::time::sleep(state.drain_timeout);
+    tokio::pin!(drain_deadline);
+    loop {
+        if state.in_flight() == 0 {
+            tracing::debug!(
+                endpoint = %state.endpoint,
+                age_ms = state.age().as_millis() as u64,
+                "connection drained"
+            );
+            break;
+        }
+        if handle.is_closed() {
+            break;
+        }
+        tokio::select! {
+            _ = state.changed() => {}
+            _ = handle.closed() => {}
+            _ = &mut drain_deadline => {
+                tracing::warn!(
+                    endpoint = %state.endpoint,
+                    age_ms = state.age().as_millis() as u64,
+                    in_flight = state.in_flight(),
+                    "drain timeout passed, closing connection by force"
+                );
+                handle.force_close();
+                break;
+            }
+        }
+    }
+    state.mark_closed();
+}

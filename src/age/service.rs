@@ -1,0 +1,160 @@
+//! [`AgedConnection`]: one connection with a deadline.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{Request, Response};
+use tokio::time::Instant;
+use tower_service::Service;
+
+use super::body::ResponseBody;
+use super::future::ResponseFuture;
+use super::state::{ConnectionState, DrainReason};
+use crate::error::{self, BoxError, Error, ErrorKind};
+
+/// One connection with an age deadline, made by
+/// [`MaxConnectionAgeLayer`](crate::MaxConnectionAgeLayer).
+///
+/// While it serves, it passes requests to the inner service and counts each
+/// one in flight until its response body ends. Once draining it refuses new
+/// requests with an [`ErrorKind::Draining`] error that carries the request
+/// (take it back with [`Error::take_request`]), and `poll_ready` fails, so
+/// tower's balancer evicts it. Dropping it starts its drain: in-flight
+/// requests finish, and after the drain timeout the transport is closed.
+///
+/// It implements [`tower::load::Load`] so it can sit in tower's `Balance`
+/// directly.
+pub struct AgedConnection<S> {
+    inner: S,
+    state: Arc<ConnectionState>,
+}
+
+impl<S> AgedConnection<S> {
+    pub(crate) fn new(inner: S, state: Arc<ConnectionState>) -> Self {
+        AgedConnection { inner, state }
+    }
+
+    pub(crate) fn state(&self) -> &Arc<ConnectionState> {
+        &self.state
+    }
+
+    pub(crate) fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    /// True while the connection takes new requests.
+    pub fn is_serving(&self) -> bool {
+        self.state.is_serving()
+    }
+
+    /// Why it stopped taking requests, if it has.
+    pub fn drain_reason(&self) -> Option<DrainReason> {
+        self.state.drain_reason()
+    }
+
+    /// How long ago the connection was opened.
+    pub fn age(&self) -> Duration {
+        self.state.age()
+    }
+
+    /// When it stops taking requests (or, when rotated, starts its
+    /// replacement); `None` when it never ages.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.state.deadline
+    }
+
+    /// Requests sent on it whose response body has not ended yet.
+    pub fn in_flight(&self) -> usize {
+        self.state.in_flight()
+    }
+
+    /// Stops taking new requests now; in-flight ones finish as usual.
+    pub fn start_draining(&self) {
+        self.state.start_draining(DrainReason::Replaced);
+    }
+}
+
+impl<S> Drop for AgedConnection<S> {
+    fn drop(&mut self) {
+        self.state.start_draining(DrainReason::Replaced);
+    }
+}
+
+impl<S> fmt::Debug for AgedConnection<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgedConnection")
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+pub(crate) fn draining<B: Send + 'static>(state: &ConnectionState, request: Request<B>) -> Error {
+    let reason = state.drain_reason();
+    Error::new(ErrorKind::Draining)
+        .with_message(format!("{} ({reason:?})", state.endpoint))
+        .with_request(request)
+}
+
+impl<S, B, RB> Service<Request<B>> for AgedConnection<S>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+    B: Send + 'static,
+    RB: http_body::Body,
+{
+    type Response = Response<ResponseBody<RB>>;
+    type Error = Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if !self.state.is_serving() {
+            return Poll::Ready(Err(
+                Error::new(ErrorKind::Draining).with_message(self.state.endpoint.clone())
+            ));
+        }
+        self.inner.poll_ready(cx).map_err(|e| {
+            self.state.start_draining(DrainReason::Closed);
+            error::from_box(e.into(), ErrorKind::Draining)
+        })
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        if !self.state.is_serving() {
+            return ResponseFuture::rejected(draining(&self.state, request));
+        }
+        let in_flight = self.state.begin();
+        ResponseFuture::sent(self.inner.call(request), in_flight)
+    }
+}
+
+impl<S> tower::load::Load for AgedConnection<S> {
+    type Metric = f64;
+
+    fn load(&self) -> f64 {
+        self.state.cost(Instant::now())
+    }
+}
+
+impl<B> AgedConnection<crate::connector::Http2Connection<B>>
+where
+    B: http_body::Body + Send + 'static,
+{
+    /// Sends through `&self` (the client shares connections between callers).
+    pub(crate) fn send(
+        &self,
+        request: Request<B>,
+    ) -> ResponseFuture<
+        impl std::future::Future<Output = Result<Response<hyper::body::Incoming>, Error>>
+        + Send
+        + 'static
+        + use<B>,
+    > {
+        if !self.state.is_serving() {
+            return ResponseFuture::rejected(draining(&self.state, request));
+        }
+        let in_flight = self.state.begin();
+        ResponseFuture::sent(self.inner.send(request), in_flight)
+    }
+}

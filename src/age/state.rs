@@ -1,0 +1,235 @@
+//! The state one connection shares between its service, its in-flight
+//! requests, its supervisor task and whoever manages its rotation.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::handle::ConnectionHandle;
+use crate::load::{Load, LoadKind};
+
+const SERVING: u8 = 0;
+const DRAINING: u8 = 1;
+const CLOSED: u8 = 2;
+
+/// Why a connection stopped taking new requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DrainReason {
+    /// Its deadline (age + jitter) passed and nobody manages its rotation.
+    Aged,
+    /// Its service handle was dropped: a replacement took its place, or its
+    /// endpoint left.
+    Replaced,
+    /// The server sent `GOAWAY`.
+    GoAway,
+    /// The transport closed (reset, I/O error, server gone).
+    Closed,
+}
+
+impl DrainReason {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => DrainReason::Aged,
+            1 => DrainReason::Replaced,
+            2 => DrainReason::GoAway,
+            _ => DrainReason::Closed,
+        }
+    }
+}
+
+/// What a connection tells the manager attached with [`ConnectionState::observe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Event {
+    /// The deadline passed; the connection keeps serving until it is replaced.
+    Deadline,
+    /// The connection stopped serving for a reason other than being replaced.
+    Lost,
+}
+
+type Observer = Box<dyn Fn(Event) + Send + Sync>;
+
+pub(crate) struct ConnectionState {
+    pub(crate) endpoint: String,
+    pub(crate) born: Instant,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) drain_timeout: Duration,
+    pub(crate) handle: ConnectionHandle,
+    phase: AtomicU8,
+    reason: AtomicU8,
+    in_flight: AtomicUsize,
+    /// Wakes the supervisor: the phase changed, or the last request finished.
+    wake: Notify,
+    observer: OnceLock<Observer>,
+    load: Load,
+    /// Nanoseconds since `born` of the last RTT sample.
+    stamp_ns: AtomicU64,
+}
+
+impl ConnectionState {
+    pub(crate) fn new(
+        endpoint: String,
+        deadline: Option<Instant>,
+        drain_timeout: Duration,
+        handle: ConnectionHandle,
+        load: LoadKind,
+    ) -> Arc<Self> {
+        Arc::new(ConnectionState {
+            endpoint,
+            born: Instant::now(),
+            deadline,
+            drain_timeout,
+            handle,
+            phase: AtomicU8::new(SERVING),
+            reason: AtomicU8::new(0),
+            in_flight: AtomicUsize::new(0),
+            wake: Notify::new(),
+            observer: OnceLock::new(),
+            load: Load::new(load),
+            stamp_ns: AtomicU64::new(0),
+        })
+    }
+
+    pub(crate) fn age(&self) -> Duration {
+        self.born.elapsed()
+    }
+
+    #[inline]
+    pub(crate) fn is_serving(&self) -> bool {
+        self.phase.load(Ordering::Acquire) == SERVING
+    }
+
+    pub(crate) fn drain_reason(&self) -> Option<DrainReason> {
+        (!self.is_serving()).then(|| DrainReason::from_u8(self.reason.load(Ordering::Acquire)))
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Attaches the rotation manager. A managed connection keeps serving past
+    /// its deadline until the manager replaces it (make-before-break).
+    pub(crate) fn observe(&self, observer: impl Fn(Event) + Send + Sync + 'static) {
+        let _ = self.observer.set(Box::new(observer));
+        // It may have stopped serving before the observer was attached.
+        if !self.is_serving() && self.drain_reason() != Some(DrainReason::Replaced) {
+            self.emit(Event::Lost);
+        }
+    }
+
+    pub(crate) fn is_managed(&self) -> bool {
+        self.observer.get().is_some()
+    }
+
+    pub(crate) fn emit(&self, event: Event) {
+        if let Some(observer) = self.observer.get() {
+            observer(event);
+        }
+    }
+
+    /// Stops taking new requests. Returns false when it already had.
+    pub(crate) fn start_draining(&self, reason: DrainReason) -> bool {
+        if self
+            .phase
+            .compare_exchange(SERVING, DRAINING, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        self.reason.store(reason as u8, Ordering::Release);
+        tracing::debug!(
+            endpoint = %self.endpoint,
+            age_ms = self.age().as_millis() as u64,
+            in_flight = self.in_flight(),
+            ?reason,
+            "connection draining started"
+        );
+        self.wake.notify_one();
+        if reason != DrainReason::Replaced {
+            self.emit(Event::Lost);
+        }
+        true
+    }
+
+    pub(crate) fn mark_closed(&self) {
+        self.start_draining(DrainReason::Closed);
+        self.phase.store(CLOSED, Ordering::Release);
+    }
+
+    /// Counts a request in flight until the returned guard is dropped.
+    #[inline]
+    pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight {
+            state: self.clone(),
+            start: Instant::now(),
+        }
+    }
+
+    /// The balancing cost of sending one more request here; lower is better.
+    #[inline]
+    pub(crate) fn cost(&self, now: Instant) -> f64 {
+        let since = self
+            .nanos_since_born(now)
+            .saturating_sub(self.stamp_ns.load(Ordering::Relaxed));
+        self.load.cost(self.in_flight(), since)
+    }
+
+    fn nanos_since_born(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.born).as_nanos() as u64
+    }
+
+    /// Resolves once the phase changed or, while draining, the last request ended.
+    pub(crate) async fn changed(&self) {
+        self.wake.notified().await
+    }
+}
+
+impl fmt::Debug for ConnectionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionState")
+            .field("endpoint", &self.endpoint)
+            .field("age", &self.age())
+            .field("serving", &self.is_serving())
+            .field("in_flight", &self.in_flight())
+            .finish()
+    }
+}
+
+/// One request in flight on a connection: held until its response body ends
+/// (or the request fails), so that draining waits for it and the load sees it.
+pub(crate) struct InFlight {
+    state: Arc<ConnectionState>,
+    start: Instant,
+}
+
+impl InFlight {
+    pub(crate) fn state(&self) -> &Arc<ConnectionState> {
+        &self.state
+    }
+
+    /// Records the time to response headers as an RTT sample.
+    pub(crate) fn record_response(&self) {
+        let now = Instant::now();
+        let state = &*self.state;
+        let now_ns = state.nanos_since_born(now);
+        let prev = state.stamp_ns.swap(now_ns, Ordering::Relaxed);
+        state.load.record(
+            now.saturating_duration_since(self.start),
+            now_ns.saturating_sub(prev),
+        );
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let state = &*self.state;
+        if state.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 && !state.is_serving() {
+            state.wake.notify_one();
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! [`ClientBuilder`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Uri;
+use http_body::Body;
+use hyper::client::conn::http2;
+use hyper::rt::{Read, Write};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::{Client, Shared, drive};
+use crate::age::{AgeConfig, MaxConnectionAgeLayer};
+use crate::connector::{Http2Connector, default_builder};
+use crate::discover::{AbortOnDrop, RotatingDiscover, RotatingDiscoverBuilder, validate_endpoint};
+use crate::error::{BoxError, Error};
+use crate::load::LoadKind;
+use crate::replay::ReplayConfig;
+
+/// The default [`ready_timeout`](ClientBuilder::ready_timeout): 10 s.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Builds a [`Client`]; start with [`Client::builder`].
+#[derive(Debug, Clone)]
+pub struct ClientBuilder<C = HttpConnector> {
+    connector: C,
+    http2: http2::Builder<TokioExecutor>,
+    discover: RotatingDiscoverBuilder,
+    age: AgeConfig,
+    replay: ReplayConfig,
+    ready_timeout: Duration,
+    origin: Option<Uri>,
+}
+
+impl ClientBuilder {
+    pub(crate) fn new() -> Self {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        ClientBuilder {
+            connector: http,
+            http2: default_builder(),
+            discover: RotatingDiscover::builder(),
+            age: AgeConfig::new(None),
+            replay: ReplayConfig::default(),
+            ready_timeout: DEFAULT_READY_TIMEOUT,
+            origin: None,
+        }
+    }
+}
+
+impl<C> ClientBuilder<C> {
+    /// Adds an endpoint (`http://10.0.0.1:8080`); the client keeps
+    /// `connections_per_endpoint` connections to each.
+    pub fn endpoint(mut self, endpoint: Uri) -> Self {
+        self.discover = self.discover.endpoint(endpoint);
+        self
+    }
+
+    /// Adds endpoints.
+    pub fn endpoints(mut self, endpoints: impl IntoIterator<Item = Uri>) -> Self {
+        self.discover = self.discover.endpoints(endpoints);
+        self
+    }
+
+    /// Parses and adds an endpoint; a malformed one fails [`build`](Self::build).
+    pub fn endpoint_str(self, endpoint: &str) -> Result<Self, Error> {
+        let uri = endpoint
+            .parse::<Uri>()
+            .map_err(|e| Error::config(format!("endpoint `{endpoint}` is not a URI: {e}")))?;
+        validate_endpoint(&uri)?;
+        Ok(self.endpoint(uri))
+    }
+
+    /// The scheme and authority put on requests whose URI has none (tonic
+    /// sends path-only URIs). Default: the first endpoint.
+    pub fn origin(mut self, origin: Uri) -> Self {
+        self.origin = Some(origin);
+        self
+    }
+
+    /// Connections live this long (plus jitter), then are replaced
+    /// make-before-break. Default: unset, connections never age.
+    pub fn max_connection_age(mut self, age: Duration) -> Self {
+        self.age.max_age = Some(age);
+        self
+    }
+
+    /// The most added to each connection's age, at random. Default: 10% of
+    /// `max_connection_age`; `Duration::ZERO` turns it off.
+    pub fn max_connection_age_jitter(mut self, jitter: Duration) -> Self {
+        self.age.jitter = Some(jitter);
+        self
+    }
+
+    /// How long a replaced connection may finish its in-flight requests
+    /// before it is closed by force. Default: 30 s.
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.age.drain_timeout = timeout;
+        self
+    }
+
+    /// Connections kept to each endpoint. Default: 1. Behind an L4 load
+    /// balancer (a virtual IP), more connections reach more backends.
+    pub fn connections_per_endpoint(mut self, n: usize) -> Self {
+        self.discover = self.discover.connections_per_endpoint(n);
+        self
+    }
+
+    /// How many times a request that came back unsent is sent again.
+    /// Default: 3.
+    pub fn max_retries(mut self, n: usize) -> Self {
+        self.replay.max_retries = n;
+        self
+    }
+
+    /// Body bytes kept per request so a refused request can be replayed.
+    /// Default: 64 KiB.
+    pub fn replay_buffer_limit(mut self, bytes: usize) -> Self {
+        self.replay.buffer_limit = bytes;
+        self
+    }
+
+    /// Whether requests the server provably did not process are replayed
+    /// once. Default: true.
+    pub fn replay_refused(mut self, enabled: bool) -> Self {
+        self.replay.replay_refused = enabled;
+        self
+    }
+
+    /// How long a request waits for a ready connection before it fails with
+    /// [`ErrorKind::NoReadyEndpoint`](crate::ErrorKind::NoReadyEndpoint).
+    /// Default: [`DEFAULT_READY_TIMEOUT`] (10 s).
+    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
+        self.ready_timeout = timeout;
+        self
+    }
+
+    /// How connections measure load for the balancer. Default: peak-EWMA.
+    pub fn load(mut self, load: LoadKind) -> Self {
+        self.age.load = load;
+        self
+    }
+
+    /// The delay before reconnecting after a failure: from `min`, doubling
+    /// up to `max`, jittered. Default: 50 ms to 5 s.
+    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.discover = self.discover.reconnect_backoff(min, max);
+        self
+    }
+
+    /// hyper's HTTP/2 settings (window sizes, keep-alive, ...). Default:
+    /// hyper's defaults with its Tokio timer.
+    pub fn http2(mut self, builder: http2::Builder<TokioExecutor>) -> Self {
+        self.http2 = builder;
+        self
+    }
+
+    /// The transport connector: any hyper-util connector, such as a TLS
+    /// connector around `HttpConnector`. Default: `HttpConnector` with
+    /// `TCP_NODELAY`.
+    pub fn connector<C2>(self, connector: C2) -> ClientBuilder<C2> {
+        ClientBuilder {
+            connector,
+            http2: self.http2,
+            discover: self.discover,
+            age: self.age,
+            replay: self.replay,
+            ready_timeout: self.ready_timeout,
+            origin: self.origin,
+        }
+    }
+
+    /// Checks the configuration and starts the client's background task.
+    /// Must be called inside a Tokio runtime.
+    pub fn build<B>(self) -> Result<Client<B>, Error>
+    where
+        C: Service<Uri> + Clone + Send + 'static,
+        C::Response: Read + Write + Unpin + Send + 'static,
+        C::Error: Into<BoxError>,
+        C::Future: Send,
+        B: Body<Data = Bytes> + Unpin + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        self.age.validate()?;
+        self.discover.validate()?;
+        if self.ready_timeout.is_zero() {
+            return Err(Error::config("ready_timeout must be greater than zero"));
+        }
+        let origin = match self.origin {
+            Some(origin) => origin,
+            None => self
+                .discover
+                .first_endpoint()
+                .cloned()
+                .ok_or_else(|| Error::config("no endpoints given"))?,
+        };
+        validate_endpoint(&origin)?;
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| Error::config("a Client must be built inside a Tokio runtime"))?;
+        let make = MaxConnectionAgeLayer::from_config(self.age)
+            .layer(Http2Connector::new(self.connector, self.http2));
+        let discover = self.discover.build(make)?;
+        let shared = Arc::new_cyclic(|weak| {
+            let driver = runtime.spawn(drive(weak.clone(), discover));
+            Shared::new(
+                self.ready_timeout,
+                self.replay,
+                origin,
+                AbortOnDrop(driver.abort_handle()),
+            )
+        });
+        Ok(Client { shared })
+    }
+}

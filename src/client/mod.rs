@@ -1,0 +1,362 @@
+//! [`Client`]: aged connections, discovery, balancing and replay, composed.
+
+mod builder;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, Uri};
+use http_body::Body;
+use hyper::body::Incoming;
+use rand::Rng;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tower::discover::Change;
+use tower_service::Service;
+
+pub use builder::{ClientBuilder, DEFAULT_READY_TIMEOUT};
+
+use crate::age::{AgedConnection, ResponseBody};
+use crate::connector::Http2Connection;
+use crate::discover::{AbortOnDrop, EndpointKey, RotatingDiscover};
+use crate::error::{BoxError, Error, ErrorKind};
+use crate::replay::{ReplayBody, ReplayConfig, Replayer};
+
+type Conn<B> = AgedConnection<Http2Connection<ReplayBody<B>>>;
+
+/// The future of [`Client`]'s `call`.
+pub type ResponseFuture =
+    Pin<Box<dyn Future<Output = Result<Response<ResponseBody<Incoming>>, Error>> + Send>>;
+
+/// An HTTP/2 client whose connections age out and rotate make-before-break,
+/// balanced by power-of-two-choices over their load, replaying the requests
+/// that provably did not run.
+///
+/// `Client` is cheap to clone (all clones share the connections) and is a
+/// `tower::Service<http::Request<B>>`, so it serves as a tonic `GrpcService`
+/// and inside axum handlers. Requests are balanced in the caller's task: no
+/// `Buffer` worker hop.
+///
+/// ```no_run
+/// # async fn doc() -> Result<(), tower_max_connection_age::Error> {
+/// use std::time::Duration;
+/// use http_body_util::Full;
+/// use bytes::Bytes;
+/// use tower::ServiceExt;
+/// use tower_max_connection_age::Client;
+///
+/// let client = Client::builder()
+///     .endpoint("http://10.0.0.1:8080".parse().unwrap())
+///     .endpoint("http://10.0.0.2:8080".parse().unwrap())
+///     .max_connection_age(Duration::from_secs(60))
+///     .build::<Full<Bytes>>()?;
+/// let request = http::Request::get("http://my-svc:8080/").body(Full::default()).unwrap();
+/// let response = client.oneshot(request).await?;
+/// # let _ = response;
+/// # Ok(())
+/// # }
+/// ```
+pub struct Client<B> {
+    shared: Arc<Shared<B>>,
+}
+
+impl<B> Clone for Client<B> {
+    fn clone(&self) -> Self {
+        Client {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<B> fmt::Debug for Client<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("connections", &self.connection_count())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// Counters of what a [`Client`] did, for health endpoints, tests and logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Connections opened and put into service.
+    pub opened: u64,
+    /// Connections that replaced a live one of the same slot (rotations).
+    pub rotated: u64,
+    /// Connections removed because they closed or their endpoint left.
+    pub removed: u64,
+    /// Requests sent again after coming back unsent or refused.
+    pub replayed: u64,
+    /// Requests that found no serving connection and had to wait for one.
+    pub waited: u64,
+}
+
+struct Shared<B> {
+    connections: RwLock<Vec<(EndpointKey, Conn<B>)>>,
+    /// Wakes requests waiting for a ready connection.
+    changed: Notify,
+    ready_timeout: Duration,
+    replay: ReplayConfig,
+    origin: (Scheme, Authority),
+    opened: AtomicU64,
+    rotated: AtomicU64,
+    removed: AtomicU64,
+    replayed: AtomicU64,
+    waited: AtomicU64,
+    _driver: AbortOnDrop,
+}
+
+impl<B> Shared<B> {
+    fn new(
+        ready_timeout: Duration,
+        replay: ReplayConfig,
+        origin: Uri,
+        driver: AbortOnDrop,
+    ) -> Self {
+        let parts = origin.into_parts();
+        Shared {
+            connections: RwLock::new(Vec::new()),
+            changed: Notify::new(),
+            ready_timeout,
+            replay,
+            origin: (
+                parts.scheme.unwrap_or(Scheme::HTTP),
+                parts.authority.expect("validated: endpoint has a host"),
+            ),
+            opened: AtomicU64::new(0),
+            rotated: AtomicU64::new(0),
+            removed: AtomicU64::new(0),
+            replayed: AtomicU64::new(0),
+            waited: AtomicU64::new(0),
+            _driver: driver,
+        }
+    }
+
+    fn apply(&self, change: Change<EndpointKey, Conn<B>>) {
+        let mut connections = self.connections.write().unwrap_or_else(|p| p.into_inner());
+        match change {
+            Change::Insert(key, connection) => {
+                self.opened.fetch_add(1, Ordering::Relaxed);
+                match connections.iter_mut().find(|(k, _)| *k == key) {
+                    // Dropping the old one starts its drain.
+                    Some(slot) => {
+                        self.rotated.fetch_add(1, Ordering::Relaxed);
+                        slot.1 = connection;
+                    }
+                    None => connections.push((key, connection)),
+                }
+                drop(connections);
+                self.changed.notify_waiters();
+            }
+            Change::Remove(key) => {
+                let before = connections.len();
+                connections.retain(|(k, _)| *k != key);
+                let removed = before - connections.len();
+                self.removed.fetch_add(removed as u64, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Moves the discover's changes into the shared connection list, for as long
+/// as a `Client` exists.
+async fn drive<B>(
+    shared: Weak<Shared<B>>,
+    mut discover: RotatingDiscover<Http2Connection<ReplayBody<B>>>,
+) {
+    while let Some(Ok(change)) = discover.next().await {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        shared.apply(change);
+    }
+}
+
+impl Client<()> {
+    /// Starts a [`ClientBuilder`].
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::new()
+    }
+}
+
+impl<B> Client<B> {
+    /// Connections currently in service.
+    pub fn connection_count(&self) -> usize {
+        self.read().len()
+    }
+
+    /// The endpoint of each connection in service (one entry per connection).
+    pub fn endpoints(&self) -> Vec<Uri> {
+        self.read()
+            .iter()
+            .map(|(k, _)| k.endpoint().clone())
+            .collect()
+    }
+
+    /// What the client did so far.
+    pub fn stats(&self) -> Stats {
+        let s = &self.shared;
+        Stats {
+            opened: s.opened.load(Ordering::Relaxed),
+            rotated: s.rotated.load(Ordering::Relaxed),
+            removed: s.removed.load(Ordering::Relaxed),
+            replayed: s.replayed.load(Ordering::Relaxed),
+            waited: s.waited.load(Ordering::Relaxed),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<(EndpointKey, Conn<B>)>> {
+        self.shared
+            .connections
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Power of two choices: two distinct random connections, the one with the
+/// lower load wins; connections that stopped serving are skipped.
+fn pick<B>(connections: &[(EndpointKey, Conn<B>)]) -> Option<&Conn<B>> {
+    let serving = |c: &Conn<B>| c.is_serving() && c.inner().is_open();
+    let n = connections.len();
+    let (a, b) = match n {
+        0 => return None,
+        1 => (0, 0),
+        _ => {
+            let mut rng = rand::rng();
+            let a = rng.random_range(0..n);
+            let b = rng.random_range(0..n - 1);
+            (a, if b >= a { b + 1 } else { b })
+        }
+    };
+    let (ca, cb) = (&connections[a].1, &connections[b].1);
+    match (serving(ca), serving(cb)) {
+        (true, true) if a != b => {
+            let now = Instant::now();
+            Some(if cb.state().cost(now) < ca.state().cost(now) {
+                cb
+            } else {
+                ca
+            })
+        }
+        (true, _) => Some(ca),
+        (false, true) => Some(cb),
+        (false, false) => connections.iter().map(|(_, c)| c).find(|c| serving(c)),
+    }
+}
+
+impl<B> Client<B>
+where
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    /// Sends on a picked connection, or gives the request back if none serves.
+    #[allow(clippy::type_complexity, clippy::result_large_err)]
+    fn try_send(
+        &self,
+        request: Request<ReplayBody<B>>,
+    ) -> Result<
+        impl Future<Output = Result<Response<ResponseBody<Incoming>>, Error>> + Send + 'static + use<B>,
+        Request<ReplayBody<B>>,
+    > {
+        let connections = self.read();
+        match pick(&connections) {
+            Some(connection) => Ok(connection.send(request)),
+            None => Err(request),
+        }
+    }
+
+    /// Waits until a connection serves, up to the ready timeout.
+    async fn send_when_ready(
+        &self,
+        mut request: Request<ReplayBody<B>>,
+        wait_until: &mut Option<Instant>,
+    ) -> Result<Response<ResponseBody<Incoming>>, Error> {
+        self.shared.waited.fetch_add(1, Ordering::Relaxed);
+        loop {
+            let changed = self.shared.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            match self.try_send(request) {
+                Ok(sent) => return sent.await,
+                Err(back) => request = back,
+            }
+            let deadline =
+                *wait_until.get_or_insert_with(|| Instant::now() + self.shared.ready_timeout);
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return Err(Error::new(ErrorKind::NoReadyEndpoint).with_message(format!(
+                    "waited {:?}; {} connection(s) known, none serving",
+                    self.shared.ready_timeout,
+                    self.connection_count()
+                )));
+            }
+        }
+    }
+
+    /// Puts the origin on a path-only URI (as tonic sends them).
+    fn with_origin(&self, mut request: Request<B>) -> Result<Request<B>, Error> {
+        if request.uri().scheme().is_none() {
+            let mut parts = std::mem::take(request.uri_mut()).into_parts();
+            parts.scheme = Some(self.shared.origin.0.clone());
+            parts.authority = Some(self.shared.origin.1.clone());
+            if parts.path_and_query.is_none() {
+                parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+            }
+            *request.uri_mut() = Uri::from_parts(parts).map_err(|e| {
+                Error::new(ErrorKind::Request)
+                    .with_message("bad request URI")
+                    .with_source(e)
+            })?;
+        }
+        Ok(request)
+    }
+
+    async fn send(self, request: Request<B>) -> Result<Response<ResponseBody<Incoming>>, Error> {
+        let request = self.with_origin(request)?;
+        let (mut replayer, mut request) = Replayer::wrap(request, self.shared.replay);
+        let mut wait_until = None;
+        loop {
+            // The fast path: a connection serves, no waiting set up.
+            let result = match self.try_send(request) {
+                Ok(sent) => sent.await,
+                Err(back) => self.send_when_ready(back, &mut wait_until).await,
+            };
+            match result {
+                Ok(response) => return Ok(response),
+                Err(error) => {
+                    request = replayer.after(error).await?;
+                    self.shared.replayed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+impl<B> Service<Request<B>> for Client<B>
+where
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody<Incoming>>;
+    type Error = Error;
+    type Future = ResponseFuture;
+
+    /// Always ready: waiting for a connection happens per request, bounded by
+    /// `ready_timeout`, so one slow endpoint never blocks callers' readiness.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        Box::pin(self.clone().send(request))
+    }
+}

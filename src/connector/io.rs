@@ -1,0 +1,112 @@
+//! [`ClosableIo`]: a transport that can be closed by force from outside.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use futures_util::task::AtomicWaker;
+use hyper::rt::{Read, ReadBufCursor, Write};
+
+use crate::age::{ClosedOnDrop, ConnectionHandle};
+
+/// The switch shared by a [`ClosableIo`] and its handle's force-close.
+#[derive(Default)]
+pub(crate) struct Switch {
+    off: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Switch {
+    pub(crate) fn turn_off(&self) {
+        self.off.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+}
+
+/// Wraps the connection's IO so that a force-close reaches the task that owns
+/// it: hyper runs the h2 connection in a task of its own, so neither dropping
+/// `SendRequest` nor aborting the dispatch task ends in-flight streams. Once
+/// switched off, reads and writes fail and h2 fails every open stream. It also
+/// marks the handle closed when h2 drops it, which is the real "transport
+/// closed" signal.
+pub(crate) struct ClosableIo<T> {
+    io: T,
+    switch: Arc<Switch>,
+    _closed: ClosedOnDrop,
+}
+
+impl<T> ClosableIo<T> {
+    pub(crate) fn new(io: T) -> (Self, ConnectionHandle) {
+        let switch = Arc::new(Switch::default());
+        let handle = ConnectionHandle::new({
+            let switch = switch.clone();
+            move || switch.turn_off()
+        });
+        let io = ClosableIo {
+            io,
+            switch,
+            _closed: handle.closed_on_drop(),
+        };
+        (io, handle)
+    }
+
+    fn check(&self, cx: &mut Context<'_>) -> io::Result<()> {
+        self.switch.waker.register(cx.waker());
+        if self.switch.off.load(Ordering::Acquire) {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "connection closed by force after its drain timeout",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl<T: Read + Unpin> Read for ClosableIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.check(cx)?;
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: Write + Unpin> Write for ClosableIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.switch.off.load(Ordering::Acquire) {
+            self.check(cx)?;
+        }
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if self.switch.off.load(Ordering::Acquire) {
+            self.check(cx)?;
+        }
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}

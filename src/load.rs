@@ -1,0 +1,108 @@
+//! The load metric each connection reports to the balancer.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// How a connection's load is measured for power-of-two-choices.
+///
+/// Both count a request as pending until its response *body* has ended (or
+/// was dropped), not only until its headers arrived, so long streams weigh
+/// on the connection they occupy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum LoadKind {
+    /// Peak-EWMA of the time to response headers, times pending requests + 1,
+    /// as in Finagle and tower's `PeakEwma`. `decay` is how fast old samples
+    /// are forgotten. A connection with no sample yet costs nothing, so a
+    /// fresh replacement is tried at once.
+    PeakEwma {
+        /// The decay time of the moving average (default 10 s).
+        decay: Duration,
+    },
+    /// The number of requests in flight.
+    PendingRequests,
+}
+
+impl Default for LoadKind {
+    fn default() -> Self {
+        LoadKind::PeakEwma {
+            decay: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Lock-free load state: the RTT estimate is one atomic `f64`. Concurrent
+/// updates may lose a sample, which a load heuristic can afford.
+pub(crate) struct Load {
+    kind: LoadKind,
+    decay_ns: f64,
+    rtt_ns: AtomicU64,
+}
+
+impl Load {
+    pub(crate) fn new(kind: LoadKind) -> Self {
+        let decay_ns = match kind {
+            LoadKind::PeakEwma { decay } => decay.as_nanos().max(1) as f64,
+            LoadKind::PendingRequests => 1.0,
+        };
+        Load {
+            kind,
+            decay_ns,
+            rtt_ns: AtomicU64::new(0f64.to_bits()),
+        }
+    }
+
+    /// `since_sample_ns`: time since the last sample, for the decay.
+    #[inline]
+    pub(crate) fn cost(&self, pending: usize, since_sample_ns: u64) -> f64 {
+        match self.kind {
+            LoadKind::PendingRequests => pending as f64,
+            LoadKind::PeakEwma { .. } => {
+                let rtt = f64::from_bits(self.rtt_ns.load(Ordering::Relaxed));
+                let decayed = rtt * (-(since_sample_ns as f64) / self.decay_ns).exp();
+                decayed * (pending as f64 + 1.0)
+            }
+        }
+    }
+
+    pub(crate) fn record(&self, rtt: Duration, since_last_ns: u64) {
+        if let LoadKind::PeakEwma { .. } = self.kind {
+            let sample = rtt.as_nanos() as f64;
+            let estimate = f64::from_bits(self.rtt_ns.load(Ordering::Relaxed));
+            let next = if sample > estimate {
+                sample
+            } else {
+                let recency = (-(since_last_ns as f64) / self.decay_ns).exp();
+                estimate * recency + sample * (1.0 - recency)
+            };
+            self.rtt_ns.store(next.to_bits(), Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peak_ewma_jumps_to_peaks_and_decays_slowly() {
+        let load = Load::new(LoadKind::default());
+        assert_eq!(load.cost(5, 0), 0.0, "no sample yet costs nothing");
+        load.record(Duration::from_millis(10), 0);
+        assert_eq!(load.cost(0, 0), 10e6);
+        assert_eq!(load.cost(1, 0), 20e6, "pending requests multiply the cost");
+        load.record(Duration::from_millis(1), 1_000);
+        assert!(
+            load.cost(0, 0) > 9.9e6,
+            "a fast sample right after moves it little"
+        );
+        assert!(load.cost(0, 60_000_000_000) < 1e5, "idle time decays it");
+    }
+
+    #[test]
+    fn pending_requests_counts_only_pending() {
+        let load = Load::new(LoadKind::PendingRequests);
+        load.record(Duration::from_secs(1), 0);
+        assert_eq!(load.cost(3, 0), 3.0);
+    }
+}

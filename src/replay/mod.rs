@@ -1,0 +1,172 @@
+//! Replaying requests that provably did not run: [`ReplayLayer`].
+//!
+//! Two kinds of failed request are sent again, and nothing else:
+//!
+//! - requests that came back **unsent**: the connection was draining or closed
+//!   before it wrote them ([`ErrorKind::Draining`] carries the request), up to
+//!   `max_retries` times (default 3);
+//! - requests the server **provably never processed**: `REFUSED_STREAM`, or a
+//!   stream above a `GOAWAY`'s last-stream-id (RFC 9113 §8.7), once, and only
+//!   when the body can be rebuilt: it was empty, or everything it sent fit in
+//!   the replay buffer (default 64 KiB).
+//!
+//! An I/O error, a timeout, a reset after the server took the stream, or a
+//! force-close may have left the request processed: the caller gets the typed
+//! error and decides. So this crate never runs a request twice.
+
+mod body;
+mod layer;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{Extensions, HeaderMap, Method, Request, Uri, Version};
+use http_body::Body;
+use tokio::sync::oneshot;
+
+pub use body::ReplayBody;
+pub use layer::{Replay, ReplayLayer};
+
+use crate::error::{Error, ErrorKind};
+use body::Returned;
+
+/// The default number of times an unsent request is sent again.
+pub const DEFAULT_MAX_RETRIES: usize = 3;
+/// The default replay buffer per request body: 64 KiB.
+pub const DEFAULT_BUFFER_LIMIT: usize = 64 * 1024;
+
+/// How long to wait for hyper to hand back a refused request's body. hyper
+/// drops it as soon as it sees the reset; this bound only keeps a lost body
+/// from holding the caller.
+const BODY_RETURN_WAIT: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReplayConfig {
+    pub(crate) max_retries: usize,
+    pub(crate) buffer_limit: usize,
+    pub(crate) replay_refused: bool,
+}
+
+impl Default for ReplayConfig {
+    fn default() -> Self {
+        ReplayConfig {
+            max_retries: DEFAULT_MAX_RETRIES,
+            buffer_limit: DEFAULT_BUFFER_LIMIT,
+            replay_refused: true,
+        }
+    }
+}
+
+/// The request head, kept to rebuild a refused request (hyper consumed it).
+struct Head {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+    extensions: Extensions,
+}
+
+impl Head {
+    fn of(parts: &Parts) -> Self {
+        Head {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+            extensions: parts.extensions.clone(),
+        }
+    }
+
+    fn into_request<B>(self, body: B) -> Request<B> {
+        let mut request = Request::new(body);
+        *request.method_mut() = self.method;
+        *request.uri_mut() = self.uri;
+        *request.version_mut() = self.version;
+        *request.headers_mut() = self.headers;
+        *request.extensions_mut() = self.extensions;
+        request
+    }
+}
+
+/// One request's replay bookkeeping.
+pub(crate) struct Replayer<B> {
+    config: ReplayConfig,
+    head: Option<Head>,
+    returned: Option<oneshot::Receiver<Returned<B>>>,
+    unsent_retries: usize,
+    refused_replayed: bool,
+}
+
+impl<B> Replayer<B>
+where
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
+{
+    /// Wraps the body so it can be replayed.
+    pub(crate) fn wrap(
+        request: Request<B>,
+        config: ReplayConfig,
+    ) -> (Self, Request<ReplayBody<B>>) {
+        let (parts, body) = request.into_parts();
+        let head = config.replay_refused.then(|| Head::of(&parts));
+        let (body, returned) = if config.replay_refused {
+            ReplayBody::tapped(body, config.buffer_limit)
+        } else {
+            (ReplayBody::new(body), None)
+        };
+        let replayer = Replayer {
+            config,
+            head,
+            returned,
+            unsent_retries: 0,
+            refused_replayed: false,
+        };
+        (replayer, Request::from_parts(parts, body))
+    }
+
+    /// Decides about a failed attempt: `Ok` is the request to send again,
+    /// `Err` the error to give the caller.
+    pub(crate) async fn after(&mut self, mut err: Error) -> Result<Request<ReplayBody<B>>, Error> {
+        match err.kind() {
+            ErrorKind::Draining if self.unsent_retries < self.config.max_retries => {
+                match err.take_request::<Request<ReplayBody<B>>>() {
+                    Some(request) => {
+                        self.unsent_retries += 1;
+                        tracing::debug!(attempt = self.unsent_retries, error = %err, "replaying unsent request");
+                        Ok(request)
+                    }
+                    None => Err(err),
+                }
+            }
+            ErrorKind::Refused if !self.refused_replayed => {
+                let Some(head) = self.head.take() else {
+                    return Err(err);
+                };
+                self.refused_replayed = true;
+                let body = match self.returned.take() {
+                    None => ReplayBody::empty(),
+                    Some(returned) => {
+                        match tokio::time::timeout(BODY_RETURN_WAIT, returned).await {
+                            Ok(Ok(returned)) => match ReplayBody::from_returned(returned) {
+                                Some(body) => body,
+                                None => {
+                                    return Err(err.with_message(
+                                        "not replayed: the body was larger than the replay buffer",
+                                    ));
+                                }
+                            },
+                            _ => {
+                                return Err(
+                                    err.with_message("not replayed: the body was not handed back")
+                                );
+                            }
+                        }
+                    }
+                };
+                tracing::debug!(error = %err, "replaying request the server did not process");
+                Ok(head.into_request(body))
+            }
+            _ => Err(err),
+        }
+    }
+}

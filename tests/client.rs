@@ -1,0 +1,369 @@
+//! The client path end to end: real HTTP/2 over loopback sockets.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full, StreamBody};
+use support::backend::{Backend, Script, start_pods, wait_until};
+use tower::ServiceExt;
+use tower_max_connection_age::{Client, ErrorKind};
+
+type Body = Full<Bytes>;
+
+fn get(uri: impl std::fmt::Display, id: &str) -> Request<Body> {
+    Request::get(uri.to_string())
+        .header("x-request-id", id)
+        .body(Body::default())
+        .unwrap()
+}
+
+async fn text(
+    response: http::Response<impl http_body::Body<Error = impl std::fmt::Debug>>,
+) -> String {
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+/// Waits until the client has `n` connections in service.
+async fn connected<B>(client: &Client<B>, n: usize) {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while client.connection_count() < n {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("client did not connect in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_under_load_fails_nothing_and_every_backend_keeps_traffic() {
+    let pods = start_pods(3).await;
+    let client = Client::builder()
+        .endpoints(pods.iter().map(Backend::uri))
+        .max_connection_age(Duration::from_millis(200))
+        .build::<Body>()
+        .unwrap();
+    connected(&client, 3).await;
+    let uri = format!("http://svc.test:{}/", pods[0].addr.port());
+    let report = support::load::run(
+        client.clone(),
+        &uri,
+        32,
+        Duration::from_secs(5),
+        Duration::from_secs(1),
+    )
+    .await;
+
+    assert!(
+        report.failed.is_empty(),
+        "failed requests: {:?}",
+        &report.failed[..report.failed.len().min(5)]
+    );
+    assert!(report.ok > 1000, "only {} requests succeeded", report.ok);
+    let stats = client.stats();
+    // 5 s / ~210 ms per connection is ~23 rotations each; demand a third of it.
+    assert!(
+        stats.rotated >= 3 * 8,
+        "only {} rotations: {stats:?}",
+        stats.rotated
+    );
+    for pod in &pods {
+        assert!(
+            pod.connections() >= 8,
+            "{} saw only {} connections",
+            pod.addr,
+            pod.connections()
+        );
+        for (second, bucket) in report.buckets.iter().enumerate().take(5) {
+            let n = bucket.get(&pod.addr.to_string()).copied().unwrap_or(0);
+            assert!(
+                n > 0,
+                "{} got no traffic in second {second}: {bucket:?}",
+                pod.addr
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn make_before_break_one_connection_never_waits_for_a_connect() {
+    let pods = start_pods(1).await;
+    let client = Client::builder()
+        .endpoint(pods[0].uri())
+        .max_connection_age(Duration::from_millis(100))
+        .max_connection_age_jitter(Duration::ZERO)
+        .build::<Body>()
+        .unwrap();
+    connected(&client, 1).await;
+    let before = client.stats();
+    let report = support::load::run(
+        client.clone(),
+        &pods[0].uri().to_string(),
+        4,
+        Duration::from_millis(1500),
+        Duration::from_millis(100),
+    )
+    .await;
+    let stats = client.stats();
+    assert!(report.failed.is_empty(), "failed: {:?}", report.failed);
+    assert!(
+        stats.rotated - before.rotated >= 8,
+        "too few rotations: {stats:?}"
+    );
+    assert_eq!(
+        stats.waited, before.waited,
+        "a request waited for a connection during rotation: {stats:?}"
+    );
+    assert!(pods[0].connections() >= 9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_request_on_an_aging_connection_completes() {
+    let pods = start_pods(1).await;
+    let client = Client::builder()
+        .endpoint(pods[0].uri())
+        .max_connection_age(Duration::from_millis(200))
+        .drain_timeout(Duration::from_secs(10))
+        .build::<Body>()
+        .unwrap();
+    connected(&client, 1).await;
+    let response = client
+        .clone()
+        .oneshot(get(format!("{}sleep/2000", pods[0].uri()), "long"))
+        .await
+        .unwrap();
+    assert!(
+        client.stats().rotated >= 1,
+        "the connection should have rotated meanwhile"
+    );
+    assert!(text(response).await.starts_with(&pods[0].addr.to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_running_past_the_drain_timeout_is_force_closed() {
+    let pods = start_pods(1).await;
+    let client = Client::builder()
+        .endpoint(pods[0].uri())
+        .max_connection_age(Duration::from_millis(200))
+        .drain_timeout(Duration::from_millis(300))
+        .build::<Body>()
+        .unwrap();
+    connected(&client, 1).await;
+    let err = client
+        .clone()
+        .oneshot(get(format!("{}sleep/5000", pods[0].uri()), "too-long"))
+        .await
+        .unwrap_err();
+    assert!(err.is_force_closed(), "{err:?}");
+    assert_eq!(
+        pods[0].executions("too-long"),
+        1,
+        "a maybe-processed request must not be replayed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_streams_are_replayed_with_their_body() {
+    let pods = start_pods(1).await;
+    pods[0].script([Script::RefuseStreams(1)]);
+    let client = Client::builder()
+        .endpoint(pods[0].uri())
+        .build::<Body>()
+        .unwrap();
+    let request = Request::post(pods[0].uri())
+        .header("x-request-id", "post-1")
+        .body(Full::new(Bytes::from_static(b"twelve bytes")))
+        .unwrap();
+    let response = client.clone().oneshot(request).await.unwrap();
+    assert!(
+        text(response).await.ends_with(" 12"),
+        "the replay must carry the whole body"
+    );
+    assert_eq!(pods[0].executions("post-1"), 1);
+    assert_eq!(client.stats().replayed, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn goaway_above_the_last_stream_id_is_replayed_once_on_a_new_connection() {
+    let pods = start_pods(1).await;
+    pods[0].script([Script::GoAwayBeforeProcessing]);
+    let client = Client::builder()
+        .endpoint(pods[0].uri())
+        .build::<Body>()
+        .unwrap();
+    let request = Request::post(pods[0].uri())
+        .header("x-request-id", "post-2")
+        .body(Full::new(Bytes::from_static(b"hello")))
+        .unwrap();
+    let response = client.clone().oneshot(request).await.unwrap();
+    assert!(
+        text(response).await.contains(" 5 "),
+        "the replay must carry the whole body"
+    );
+    assert_eq!(pods[0].executions("post-2"), 1);
+    assert_eq!(
+        pods[0].connections(),
+        2,
+        "the replay went over a new connection"
+    );
+    assert_eq!(client.stats().replayed, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partly_sent_post_is_not_replayed_when_the_connection_dies() {
+    let pods = start_pods(1).await;
+    pods[0].script([Script::DieAfterFirstChunk]);
+    // A body that sends one chunk and then never ends.
+    let (tx, rx) = tokio::sync::mpsc::channel::<
+        Result<hyper::body::Frame<Bytes>, std::convert::Infallible>,
+    >(1);
+    tx.send(Ok(hyper::body::Frame::data(Bytes::from_static(b"first"))))
+        .await
+        .unwrap();
+    let body = StreamBody::new(tokio_stream_from(rx));
+    let client = Client::builder()
+        .endpoint(pods[0].uri())
+        .build::<StreamBody<_>>()
+        .unwrap();
+    let request = Request::post(pods[0].uri())
+        .header("x-request-id", "post-3")
+        .body(body)
+        .unwrap();
+    let err = client.clone().oneshot(request).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Request, "{err:?}");
+    assert!(!err.is_unprocessed());
+    assert_eq!(pods[0].executions("post-3"), 1, "exactly one execution");
+    assert_eq!(client.stats().replayed, 0);
+    drop(tx);
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Unpin + Send {
+    Box::pin(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_ready_endpoint_fails_after_the_ready_timeout() {
+    // A port with nothing listening.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let client = Client::builder()
+        .endpoint(format!("http://127.0.0.1:{port}").parse().unwrap())
+        .ready_timeout(Duration::from_millis(300))
+        .build::<Body>()
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let err = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.oneshot(get(format!("http://127.0.0.1:{port}/"), "x")),
+    )
+    .await
+    .expect("must not hang")
+    .unwrap_err();
+    assert!(err.is_no_ready_endpoint(), "{err:?}");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}
+
+#[tokio::test]
+async fn bad_configurations_are_typed_errors() {
+    let ok = || Client::builder().endpoint("http://127.0.0.1:1".parse().unwrap());
+    let cases = [
+        (
+            ok().max_connection_age(Duration::ZERO)
+                .build::<Body>()
+                .unwrap_err(),
+            "max_connection_age",
+        ),
+        (
+            ok().connections_per_endpoint(0)
+                .build::<Body>()
+                .unwrap_err(),
+            "connections_per_endpoint",
+        ),
+        (
+            Client::builder().build::<Body>().unwrap_err(),
+            "no endpoints",
+        ),
+        (
+            ok().ready_timeout(Duration::ZERO)
+                .build::<Body>()
+                .unwrap_err(),
+            "ready_timeout",
+        ),
+        (
+            ok().drain_timeout(Duration::ZERO)
+                .build::<Body>()
+                .unwrap_err(),
+            "drain_timeout",
+        ),
+        (
+            Client::builder()
+                .endpoint("127.0.0.1:80".parse().unwrap())
+                .build::<Body>()
+                .unwrap_err(),
+            "scheme",
+        ),
+        (
+            Client::builder()
+                .endpoint_str("http://exa mple")
+                .unwrap_err(),
+            "not a URI",
+        ),
+    ];
+    for (err, needle) in cases {
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+        assert!(
+            err.to_string().contains(needle),
+            "`{err}` should mention {needle}"
+        );
+    }
+}
+
+#[test]
+fn building_outside_a_runtime_is_a_typed_error() {
+    let err = Client::builder()
+        .endpoint("http://127.0.0.1:1".parse().unwrap())
+        .build::<Body>()
+        .unwrap_err();
+    assert!(
+        err.is_config() && err.to_string().contains("Tokio runtime"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relative_uris_get_the_origin_and_the_authority_is_kept() {
+    let pods = start_pods(2).await;
+    let client = Client::builder()
+        .endpoints(pods.iter().map(Backend::uri))
+        .origin("http://svc.test:8080".parse().unwrap())
+        .build::<Body>()
+        .unwrap();
+    connected(&client, 2).await;
+    for i in 0..20 {
+        let response = client
+            .clone()
+            .oneshot(get("/", &i.to_string()))
+            .await
+            .unwrap();
+        assert!(text(response).await.ends_with(" svc.test:8080"));
+        let response = client
+            .clone()
+            .oneshot(get("http://other.test/", "abs"))
+            .await
+            .unwrap();
+        assert!(text(response).await.ends_with(" other.test"));
+    }
+    assert!(
+        wait_until(&pods[1].record, Duration::from_secs(1), || pods[1]
+            .requests()
+            > 0)
+        .await
+    );
+}

@@ -1,0 +1,352 @@
+//! HTTP/2 backends on loopback, standing in for pods: one per loopback
+//! address (127.0.0.1, 127.0.0.2, ...) on one shared port.
+//!
+//! Normal connections are served by hyper. A connection can instead follow a
+//! [`Script`], written with h2 or raw frames, to misbehave on purpose.
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+
+/// How one accepted connection is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Script {
+    /// hyper's HTTP/2 server.
+    Serve,
+    /// Raw frames: answer the first HEADERS with GOAWAY(last-stream-id 0,
+    /// NO_ERROR) and close, so that stream provably was not processed.
+    GoAwayBeforeProcessing,
+    /// h2: reset the first `n` streams with REFUSED_STREAM (not executed),
+    /// then serve.
+    RefuseStreams(usize),
+    /// h2: count the request as executed, read one body chunk, then drop the
+    /// connection.
+    DieAfterFirstChunk,
+}
+
+/// What a backend saw.
+#[derive(Default)]
+pub struct Record {
+    requests: AtomicUsize,
+    connections: AtomicUsize,
+    /// Executions per `x-request-id`.
+    executed: Mutex<HashMap<String, usize>>,
+    /// Wakes waiters whenever a request or connection arrives.
+    pub seen: Notify,
+}
+
+impl Record {
+    fn request(&self, id: Option<&str>) {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        if let Some(id) = id {
+            *self
+                .executed
+                .lock()
+                .unwrap()
+                .entry(id.to_string())
+                .or_default() += 1;
+        }
+        self.seen.notify_waiters();
+    }
+}
+
+/// One backend ("pod").
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub record: Arc<Record>,
+    scripts: Arc<Mutex<VecDeque<Script>>>,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Backend {
+    /// Starts a backend on `ip:port` (`port` 0 picks one).
+    pub async fn start(ip: Ipv4Addr, port: u16) -> Backend {
+        let listener = TcpListener::bind((ip, port)).await.expect("bind backend");
+        Backend::serve(listener)
+    }
+
+    /// Serves on an already bound listener.
+    pub fn serve(listener: TcpListener) -> Backend {
+        let addr = listener.local_addr().unwrap();
+        let record = Arc::new(Record::default());
+        let scripts = Arc::new(Mutex::new(VecDeque::new()));
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        tasks.spawn(accept_loop(
+            listener,
+            addr,
+            record.clone(),
+            scripts.clone(),
+            stopped,
+        ));
+        Backend {
+            addr,
+            record,
+            scripts,
+            stop,
+            tasks,
+        }
+    }
+
+    /// The next accepted connections follow these scripts, in order.
+    pub fn script(&self, scripts: impl IntoIterator<Item = Script>) {
+        self.scripts.lock().unwrap().extend(scripts);
+    }
+
+    pub fn requests(&self) -> usize {
+        self.record.requests.load(Ordering::SeqCst)
+    }
+
+    pub fn connections(&self) -> usize {
+        self.record.connections.load(Ordering::SeqCst)
+    }
+
+    /// How many times the request with this `x-request-id` ran here.
+    pub fn executions(&self, id: &str) -> usize {
+        self.record
+            .executed
+            .lock()
+            .unwrap()
+            .get(id)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// All request ids and how often each ran.
+    pub fn executed(&self) -> HashMap<String, usize> {
+        self.record.executed.lock().unwrap().clone()
+    }
+
+    /// Stops accepting and resets every open connection (a killed pod).
+    pub async fn kill(mut self) {
+        let _ = self.stop.send(true);
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    pub fn uri(&self) -> http::Uri {
+        format!("http://{}", self.addr).parse().unwrap()
+    }
+}
+
+/// `n` backends on 127.0.0.1 .. 127.0.0.n, all on one port.
+pub async fn start_pods(n: u8) -> Vec<Backend> {
+    let first = Backend::start(Ipv4Addr::new(127, 0, 0, 1), 0).await;
+    let port = first.addr.port();
+    let mut pods = vec![first];
+    for i in 2..=n {
+        pods.push(Backend::start(Ipv4Addr::new(127, 0, 0, i), port).await);
+    }
+    pods
+}
+
+/// Adds pod number `i` (127.0.0.i) on the pods' port.
+pub async fn add_pod(pods: &[Backend], i: u8) -> Backend {
+    Backend::start(Ipv4Addr::new(127, 0, 0, i), pods[0].addr.port()).await
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    addr: SocketAddr,
+    record: Arc<Record>,
+    scripts: Arc<Mutex<VecDeque<Script>>>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(_) => continue,
+            },
+            _ = stopped.changed() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        record.connections.fetch_add(1, Ordering::SeqCst);
+        record.seen.notify_waiters();
+        let script = scripts.lock().unwrap().pop_front().unwrap_or(Script::Serve);
+        let record = record.clone();
+        connections.spawn(async move {
+            match script {
+                Script::Serve => serve_hyper(stream, addr, record).await,
+                Script::GoAwayBeforeProcessing => goaway_before_processing(stream).await,
+                Script::RefuseStreams(n) => serve_h2(stream, addr, record, n, false).await,
+                Script::DieAfterFirstChunk => serve_h2(stream, addr, record, 0, true).await,
+            }
+        });
+    }
+}
+
+/// The routes every backend serves:
+/// - `/sleep/{ms}`: answers after `ms` milliseconds;
+/// - `/stream/{ms}`: answers at once, ends the body after `ms` milliseconds;
+/// - anything else: answers with the backend address and the body length.
+async fn handle(
+    request: Request<Incoming>,
+    addr: SocketAddr,
+    record: Arc<Record>,
+) -> Result<Response<http_body_util::combinators::BoxBody<Bytes, Infallible>>, Infallible> {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    record.request(id.as_deref());
+    let path = request.uri().path().to_owned();
+    let authority = request
+        .uri()
+        .authority()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    if let Some(ms) = path.strip_prefix("/sleep/") {
+        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
+    }
+    if let Some(ms) = path.strip_prefix("/stream/") {
+        let ms: u64 = ms.parse().unwrap();
+        let body = http_body_util::StreamBody::new(futures_util::stream::once(async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from_static(b"done")))
+        }));
+        return Ok(Response::new(BodyExt::boxed(body)));
+    }
+    let body = request
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let text = format!("{addr} {} {authority}", body.len());
+    Ok(Response::builder()
+        .header("x-backend", addr.to_string())
+        .body(Full::new(Bytes::from(text)).boxed())
+        .unwrap())
+}
+
+async fn serve_hyper(stream: TcpStream, addr: SocketAddr, record: Arc<Record>) {
+    let service = hyper::service::service_fn(move |request| handle(request, addr, record.clone()));
+    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+}
+
+async fn serve_h2(
+    stream: TcpStream,
+    addr: SocketAddr,
+    record: Arc<Record>,
+    refuse: usize,
+    die: bool,
+) {
+    let Ok(mut connection) = h2::server::handshake(stream).await else {
+        return;
+    };
+    let mut refused = 0;
+    while let Some(Ok((request, mut respond))) = connection.accept().await {
+        if refused < refuse {
+            refused += 1;
+            respond.send_reset(h2::Reason::REFUSED_STREAM);
+            continue;
+        }
+        let id = request
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        record.request(id.as_deref());
+        let mut body = request.into_body();
+        if die {
+            let _ = body.data().await;
+            return; // drops the connection mid-request
+        }
+        let mut len = 0;
+        while let Some(Ok(chunk)) = body.data().await {
+            len += chunk.len();
+            let _ = body.flow_control().release_capacity(chunk.len());
+        }
+        let response = Response::builder()
+            .header("x-backend", addr.to_string())
+            .body(())
+            .unwrap();
+        if let Ok(mut send) = respond.send_response(response, false) {
+            let _ = send.send_data(Bytes::from(format!("{addr} {len}")), true);
+        }
+    }
+}
+
+/// Reads the client preface and frames; on the first HEADERS answers
+/// GOAWAY(last-stream-id 0, NO_ERROR), then closes once the client does.
+async fn goaway_before_processing(mut stream: TcpStream) {
+    let mut preface = [0u8; 24];
+    if stream.read_exact(&mut preface).await.is_err() {
+        return;
+    }
+    // Our SETTINGS (empty).
+    if stream
+        .write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0])
+        .await
+        .is_err()
+    {
+        return;
+    }
+    loop {
+        let mut header = [0u8; 9];
+        if stream.read_exact(&mut header).await.is_err() {
+            return;
+        }
+        let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+        let (kind, flags) = (header[3], header[4]);
+        let mut payload = vec![0u8; len];
+        if stream.read_exact(&mut payload).await.is_err() {
+            return;
+        }
+        match kind {
+            // SETTINGS without ACK: acknowledge it.
+            4 if flags & 1 == 0 => {
+                let ack = [0, 0, 0, 4, 1, 0, 0, 0, 0];
+                let Ok(()) = stream.write_all(&ack).await else {
+                    return;
+                };
+            }
+            // HEADERS: refuse everything with GOAWAY(0).
+            1 => {
+                let goaway = [0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+                let _ = stream.write_all(&goaway).await;
+                let _ = stream.flush().await;
+                // Wait for the client to close.
+                let mut rest = Vec::new();
+                let _ = stream.read_to_end(&mut rest).await;
+                return;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Waits until `check` holds, re-checking whenever the record sees traffic,
+/// for at most `limit`.
+pub async fn wait_until(record: &Record, limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    tokio::time::timeout(limit, async {
+        loop {
+            let seen = record.seen.notified();
+            if check() {
+                return;
+            }
+            seen.await;
+        }
+    })
+    .await
+    .is_ok()
+}

@@ -4,6 +4,7 @@
 //! ```ignore
 //! let dns = DnsServer::start().await;
 //! dns.set_a("svc.test.local.", &[Ipv4Addr::new(127, 0, 0, 1)], 5);
+//! dns.set_a_with_ttls("svc.test.local.", &[(Ipv4Addr::new(127, 0, 0, 2), 1)]);
 //! let resolver = HickoryResolver::with_nameserver(dns.addr())?;
 //! dns.pause(); // queries are dropped: lookups time out
 //! dns.resume();
@@ -13,7 +14,8 @@
 //! Answers: a name set with [`DnsServer::set_a`] gets its A records for an A
 //! query and an empty `NOERROR` answer for any other type; a name set with
 //! [`DnsServer::set_empty`] gets an empty `NOERROR` answer; any other name gets
-//! `NXDOMAIN`. No SOA record is sent, so no negative-caching TTL.
+//! `NXDOMAIN`. Negative answers carry no SOA record (so they are not cached)
+//! unless [`DnsServer::set_negative_ttl`] was called.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -24,6 +26,7 @@ use std::time::Duration;
 use hickory_server::Server;
 use hickory_server::net::runtime::Time;
 use hickory_server::proto::op::{Header, HeaderCounts, Metadata, ResponseCode};
+use hickory_server::proto::rr::rdata::SOA;
 use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
@@ -33,13 +36,15 @@ use tokio::sync::watch;
 /// What the server answers for one name.
 #[derive(Clone, Debug)]
 enum Zone {
-    A { ips: Vec<Ipv4Addr>, ttl: u32 },
+    A(Vec<(Ipv4Addr, u32)>),
     Empty,
 }
 
 struct State {
     zones: Mutex<HashMap<LowerName, Zone>>,
     paused: AtomicBool,
+    /// When set, negative answers carry an SOA record with this TTL.
+    negative_ttl: Mutex<Option<u32>>,
     /// Queries received (answered or dropped); a watch so tests can wait on it.
     queries: watch::Sender<usize>,
     /// Queries dropped while paused.
@@ -60,6 +65,7 @@ impl DnsServer {
         let state = Arc::new(State {
             zones: Mutex::new(HashMap::new()),
             paused: AtomicBool::new(false),
+            negative_ttl: Mutex::new(None),
             queries: watch::Sender::new(0),
             dropped: watch::Sender::new(0),
         });
@@ -86,13 +92,16 @@ impl DnsServer {
     /// is optional, case does not matter) with one A record per address, each
     /// with `ttl_secs`. An empty list is the same as [`set_empty`](Self::set_empty).
     pub fn set_a(&self, name: &str, ips: &[Ipv4Addr], ttl_secs: u32) {
-        let zone = if ips.is_empty() {
+        let records: Vec<_> = ips.iter().map(|ip| (*ip, ttl_secs)).collect();
+        self.set_a_with_ttls(name, &records);
+    }
+
+    /// Like [`set_a`](Self::set_a), with a TTL for each record.
+    pub fn set_a_with_ttls(&self, name: &str, records: &[(Ipv4Addr, u32)]) {
+        let zone = if records.is_empty() {
             Zone::Empty
         } else {
-            Zone::A {
-                ips: ips.to_vec(),
-                ttl: ttl_secs,
-            }
+            Zone::A(records.to_vec())
         };
         self.zones().insert(lower_name(name), zone);
     }
@@ -106,6 +115,18 @@ impl DnsServer {
     /// Removes `name`: queries for it get `NXDOMAIN`.
     pub fn remove(&self, name: &str) {
         self.zones().remove(&lower_name(name));
+    }
+
+    /// Sends an SOA record with `ttl_secs` (as its TTL and its `minimum`) in
+    /// every negative answer (`NXDOMAIN`, or `NOERROR` with no record of the
+    /// type asked), so that resolvers cache it (RFC 2308) and report it.
+    /// `None`, the default, sends no SOA: negative answers are not cached.
+    pub fn set_negative_ttl(&self, ttl_secs: Option<u32>) {
+        *self
+            .state
+            .negative_ttl
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = ttl_secs;
     }
 
     /// Drops every query from now on without answering, so clients time out.
@@ -209,7 +230,7 @@ impl RequestHandler for Handler {
             Ok(info) => info,
             Err(_) => {
                 metadata.response_code = ResponseCode::FormErr;
-                return send(&mut response_handle, request, metadata, &[]).await;
+                return send(&mut response_handle, request, metadata, &[], &[]).await;
             }
         };
         let query = info.query;
@@ -226,18 +247,37 @@ impl RequestHandler for Handler {
                 Vec::new()
             }
             Some(Zone::Empty) => Vec::new(),
-            Some(Zone::A { ips, ttl }) => match query.query_type() {
+            Some(Zone::A(records)) => match query.query_type() {
                 RecordType::A => {
                     let name = query.original().name().clone();
-                    ips.iter()
-                        .map(|ip| Record::from_rdata(name.clone(), ttl, RData::from(*ip)))
+                    records
+                        .iter()
+                        .map(|(ip, ttl)| Record::from_rdata(name.clone(), *ttl, RData::from(*ip)))
                         .collect()
                 }
                 _ => Vec::new(),
             },
         };
-        send(&mut response_handle, request, metadata, &records).await
+        let negative_ttl = *self
+            .state
+            .negative_ttl
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let soa = match negative_ttl {
+            Some(ttl) if records.is_empty() => vec![soa_record(query.original().name(), ttl)],
+            _ => Vec::new(),
+        };
+        send(&mut response_handle, request, metadata, &records, &soa).await
     }
+}
+
+/// An SOA record for the zone above `name`, for a negative answer.
+fn soa_record(name: &Name, ttl: u32) -> Record {
+    let zone = name.base_name();
+    let mname = Name::from_ascii("ns.test.local.").expect("valid name");
+    let rname = Name::from_ascii("hostmaster.test.local.").expect("valid name");
+    let soa = SOA::new(mname, rname, 1, 3600, 600, 86400, ttl);
+    Record::from_rdata(zone, ttl, RData::SOA(soa))
 }
 
 async fn send<R: ResponseHandler>(
@@ -245,12 +285,13 @@ async fn send<R: ResponseHandler>(
     request: &Request,
     metadata: Metadata,
     answers: &[Record],
+    soa: &[Record],
 ) -> ResponseInfo {
     let response = MessageResponseBuilder::from_message_request(request).build(
         metadata.clone(),
         answers.iter(),
         std::iter::empty(),
-        std::iter::empty(),
+        soa.iter(),
         std::iter::empty(),
     );
     match response_handle.send_response(response).await {

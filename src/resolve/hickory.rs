@@ -119,7 +119,8 @@ impl HickoryResolver {
     /// Whether answers may come from hickory's cache (until their TTL runs
     /// out) rather than from the name server. With `false` every lookup asks
     /// the name server. On by default, except for
-    /// [`with_nameserver`](Self::with_nameserver).
+    /// [`with_nameserver`](Self::with_nameserver). Clones share one cache, and
+    /// a lookup with caching off empties it.
     pub fn caching(mut self, enabled: bool) -> Self {
         self.caching = enabled;
         self

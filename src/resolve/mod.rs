@@ -85,8 +85,8 @@ impl Resolved for std::iter::Once<SocketAddr> {}
 /// Implemented for every `tower::Service<Name>` that is `Clone + Send +
 /// 'static`, whose `Response` implements [`Resolved`], whose `Error` converts
 /// into a [`BoxError`] and whose `Future` is `Send`: [`GaiResolver`],
-/// [`StaticResolver`], `HickoryResolver`, or a `tower::service_fn`. It cannot
-/// be implemented otherwise.
+/// [`StaticResolver`], `HickoryResolver`, or a `tower::service_fn`. To make a
+/// resolver of your own, implement `Service<Name>`; this trait comes with it.
 ///
 /// ```
 /// # async fn doc() -> Result<(), tower_max_connection_age::Error> {

@@ -288,7 +288,7 @@ async fn send<R: ResponseHandler>(
     soa: &[Record],
 ) -> ResponseInfo {
     let response = MessageResponseBuilder::from_message_request(request).build(
-        metadata.clone(),
+        metadata,
         answers.iter(),
         std::iter::empty(),
         soa.iter(),

@@ -17,6 +17,7 @@
 //! | [`discover`] | [`RotatingDiscover`]: a `tower::discover::Discover` over a set of endpoints that opens `connections_per_endpoint` each, replaces aged connections make-before-break and closed ones with backoff. It never yields `Err` and never ends. |
 //! | [`replay`] | [`ReplayLayer`]: replays requests that came back unsent, and once those the server provably never processed (`REFUSED_STREAM`, above `GOAWAY`'s last-stream-id). Nothing else. |
 //! | [`client`] | [`Client`]: all of it composed, with a lock-free power-of-two-choices pick in the caller's task. |
+//! | [`resolve`] | [`Resolve`](resolve::Resolve): any hyper-util resolver (`Service<Name>`) whose answer may carry a TTL; [`StaticResolver`](resolve::StaticResolver), and `HickoryResolver` (feature `hickory`) which reports the records' TTL. |
 //! | [`error`] | [`Error`] and [`ErrorKind`]. |
 //!
 //! # The path of a request through [`Client`]
@@ -77,6 +78,7 @@ pub mod discover;
 pub mod error;
 pub mod load;
 pub mod replay;
+pub mod resolve;
 
 pub use age::{AgedConnection, MaxConnectionAgeLayer};
 pub use client::Client;

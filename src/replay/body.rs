@@ -121,16 +121,16 @@ impl<B> Tap<B> {
 
 impl<B> Drop for ReplayBody<B> {
     fn drop(&mut self) {
-        if let Some(mut tap) = self.tap.take() {
-            if let Some(back) = tap.back.take() {
-                let replay = self.replay.take().map(|r| *r).unwrap_or_default();
-                let _ = back.send(Returned {
-                    sent: (!tap.overflow).then(|| std::mem::take(&mut tap.sent)),
-                    unsent: replay.chunks,
-                    trailers: tap.trailers.take().or(replay.trailers),
-                    rest: self.rest.take(),
-                });
-            }
+        if let Some(mut tap) = self.tap.take()
+            && let Some(back) = tap.back.take()
+        {
+            let replay = self.replay.take().map(|r| *r).unwrap_or_default();
+            let _ = back.send(Returned {
+                sent: (!tap.overflow).then(|| std::mem::take(&mut tap.sent)),
+                unsent: replay.chunks,
+                trailers: tap.trailers.take().or(replay.trailers),
+                rest: self.rest.take(),
+            });
         }
     }
 }

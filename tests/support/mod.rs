@@ -1,5 +1,18 @@
-//! Fixtures shared by the integration tests and the examples.
+//! Test fixtures shared by the integration tests and the examples.
+//!
+//! Include with `mod support;` from `tests/*.rs`, or from an example with
+//! `#[path = "../tests/support/mod.rs"] mod support;`.
+//!
+//! - [`backend`]: HTTP/2 backends ("pods") on 127.0.0.x with one port, that
+//!   count what they execute and can misbehave on purpose.
+//! - [`load`]: a bounded load generator that tallies responses per backend.
+//! - [`dns`]: an authoritative DNS server on loopback whose records change while
+//!   it runs, that can drop queries to simulate an outage, and counts queries.
+//! - [`proxy`]: an L4 TCP proxy that spreads connections round-robin over
+//!   backends, standing in for kube-proxy or a cloud network load balancer.
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod dns;
 pub mod load;
+pub mod proxy;

@@ -1,0 +1,161 @@
+//! The parts composed with tower's own stack, and `Client` inside tonic and axum.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use support::backend::{Backend, start_pods};
+use tower::ServiceBuilder;
+use tower::balance::p2c::Balance;
+use tower_max_connection_age::replay::ReplayBody;
+use tower_max_connection_age::{
+    Client, Http2Connector, MaxConnectionAgeLayer, ReplayLayer, RotatingDiscover,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tower_balance_over_rotating_discover_rotates_without_failures() {
+    let pods = start_pods(2).await;
+    let make = ServiceBuilder::new()
+        .layer(MaxConnectionAgeLayer::new(Duration::from_millis(200)))
+        .service(Http2Connector::<_, ReplayBody<Full<Bytes>>>::http());
+    let discover = RotatingDiscover::builder()
+        .endpoints(pods.iter().map(Backend::uri))
+        .build(make)
+        .unwrap();
+    let service = ServiceBuilder::new()
+        .layer(ReplayLayer::new())
+        .buffer(64)
+        .service(Balance::new(discover));
+
+    let uri = format!("http://svc.test:{}/", pods[0].addr.port());
+    let report = support::load::run(
+        service,
+        &uri,
+        8,
+        Duration::from_millis(2000),
+        Duration::from_millis(500),
+    )
+    .await;
+
+    assert!(
+        report.failed.is_empty(),
+        "failed: {:?}",
+        &report.failed[..report.failed.len().min(5)]
+    );
+    assert!(report.ok > 100);
+    for pod in &pods {
+        assert!(pod.requests() > 0, "{} got no traffic", pod.addr);
+        assert!(
+            pod.connections() >= 4,
+            "{} saw {} connections: no rotation",
+            pod.addr,
+            pod.connections()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tonic_health_client_runs_over_client() {
+    use tonic_health::ServingStatus;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("demo", ServingStatus::Serving)
+        .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+
+    let client = Client::builder()
+        .endpoint(format!("http://{addr}").parse().unwrap())
+        .max_connection_age(Duration::from_millis(100))
+        .build::<tonic::body::Body>()
+        .unwrap();
+    let mut health = HealthClient::new(client.clone());
+    // Call until the connection has rotated twice: every call must succeed.
+    let mut calls = 0;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while client.stats().rotated < 2 {
+            let response = health
+                .check(HealthCheckRequest {
+                    service: "demo".into(),
+                })
+                .await
+                .unwrap();
+            assert_eq!(
+                response.into_inner().status(),
+                ServingStatus::Serving.into()
+            );
+            calls += 1;
+        }
+    })
+    .await
+    .expect("connections did not rotate");
+    assert!(calls > 0);
+    let missing = health
+        .check(HealthCheckRequest {
+            service: "missing".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    assert!(
+        client.stats().rotated >= 1,
+        "connections should have rotated: {:?}",
+        client.stats()
+    );
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axum_handler_calls_backends_through_client() {
+    use axum::extract::State;
+    use axum::routing::get;
+
+    let pods = start_pods(2).await;
+    let upstream = Client::builder()
+        .endpoints(pods.iter().map(Backend::uri))
+        .build::<axum::body::Body>()
+        .unwrap();
+    async fn proxy(State(client): State<Client<axum::body::Body>>) -> String {
+        use tower::ServiceExt;
+        let request = http::Request::get("/from-axum")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = client.oneshot(request).await.unwrap();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        format!("upstream said: {}", String::from_utf8_lossy(&bytes))
+    }
+    let app = axum::Router::new()
+        .route("/", get(proxy))
+        .with_state(upstream);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let client = Client::builder()
+        .endpoint(format!("http://{addr}").parse().unwrap())
+        .build::<Full<Bytes>>()
+        .unwrap();
+    for _ in 0..10 {
+        use tower::ServiceExt;
+        let request = http::Request::get(format!("http://{addr}/"))
+            .body(Full::default())
+            .unwrap();
+        let response = client.clone().oneshot(request).await.unwrap();
+        assert!(response.status().is_success());
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        assert!(body.starts_with("upstream said: 127.0.0."), "{body}");
+    }
+    assert_eq!(pods.iter().map(Backend::requests).sum::<usize>(), 10);
+    server.abort();
+}

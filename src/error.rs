@@ -174,7 +174,9 @@ impl Error {
     /// was called with.
     pub fn take_request<R: 'static>(&mut self) -> Option<R> {
         let slot = self.inner.request.take()?;
-        let boxed = slot.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let boxed = slot
+            .into_inner()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         match boxed.downcast::<R>() {
             Ok(request) => Some(*request),
             Err(other) => {
@@ -243,7 +245,10 @@ mod tests {
         let mut back = from_box(boxed, ErrorKind::Request);
         assert!(back.is_draining());
         assert_eq!(back.take_request::<u32>(), None);
-        assert!(back.has_request(), "a wrong type must leave the request in place");
+        assert!(
+            back.has_request(),
+            "a wrong type must leave the request in place"
+        );
         assert_eq!(back.take_request::<String>().as_deref(), Some("req"));
         assert!(!back.has_request());
     }

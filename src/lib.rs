@@ -17,6 +17,7 @@
 //! | [`discover`] | [`RotatingDiscover`]: a `tower::discover::Discover` over a set of endpoints that opens `connections_per_endpoint` each, replaces aged connections make-before-break and closed ones with backoff. It never yields `Err` and never ends. |
 //! | [`replay`] | [`ReplayLayer`]: replays requests that came back unsent, and once those the server provably never processed (`REFUSED_STREAM`, above `GOAWAY`'s last-stream-id). Nothing else. |
 //! | [`client`] | [`Client`]: all of it composed, with a lock-free power-of-two-choices pick in the caller's task. |
+//! | [`server`] | [`server::Server`]: serves any tower HTTP service (axum, tonic `Routes`, hyper) over HTTP/1.1 and h2c with a maximum connection age (±10% jitter), an optional grace, an idle limit and graceful shutdown; on age HTTP/2 gets the two-phase `GOAWAY`, HTTP/1.1 `Connection: close`. |
 //! | [`error`] | [`Error`] and [`ErrorKind`]. |
 //!
 //! # The path of a request through [`Client`]
@@ -71,5 +72,6 @@
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod server;
 
 pub use error::{BoxError, Error, ErrorKind};

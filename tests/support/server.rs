@@ -119,7 +119,10 @@ impl Capture {
 
     /// The events whose message contains `message`.
     pub fn matching(&self, message: &str) -> Vec<Event> {
-        self.events().into_iter().filter(|e| e.is(message)).collect()
+        self.events()
+            .into_iter()
+            .filter(|e| e.is(message))
+            .collect()
     }
 
     pub fn count(&self, message: &str) -> usize {
@@ -317,9 +320,10 @@ pub async fn h2_client(
     oneshot::Receiver<Result<(), hyper::Error>>,
 ) {
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-        .await
-        .unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
     let (closed_tx, closed_rx) = oneshot::channel();
     tokio::spawn(async move {
         let _ = closed_tx.send(conn.await);
@@ -359,4 +363,28 @@ pub async fn closed(rx: oneshot::Receiver<Result<(), hyper::Error>>) -> Result<(
         .await
         .expect("connection did not close in time")
         .expect("connection task gone")
+}
+
+/// True when a failed tonic call provably never reached the server's
+/// service, so sending it again cannot run it twice:
+/// - an h2 `GOAWAY(NO_ERROR)` error from the server: the stream was above the
+///   final `GOAWAY`'s last-stream-id (RFC 9113 §6.8, §8.7);
+/// - hyper's `Canceled("connection closed")`: the request was still queued in
+///   hyper's dispatch channel when the connection task ended, never written.
+pub fn is_unprocessed(status: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(err) = source {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR);
+        }
+        if let Some(hyper) = err.downcast_ref::<hyper::Error>() {
+            // hyper keeps "connection closed" as the canceled error's cause.
+            if hyper.is_canceled() {
+                return std::error::Error::source(hyper)
+                    .is_some_and(|cause| cause.to_string() == "connection closed");
+            }
+        }
+        source = err.source();
+    }
+    false
 }

@@ -99,16 +99,22 @@ impl Error {
         self
     }
 
+    // Used by the client-side modules, which are not on the `server` branch.
+    #[allow(dead_code)]
     pub(crate) fn with_source(mut self, source: impl Into<BoxError>) -> Self {
         self.inner.source = Some(source.into());
         self
     }
 
+    // Used by the client-side modules, which are not on the `server` branch.
+    #[allow(dead_code)]
     pub(crate) fn with_request<R: Send + 'static>(mut self, request: R) -> Self {
         self.inner.request = Some(Mutex::new(Box::new(request)));
         self
     }
 
+    // Used by the client-side modules, which are not on the `server` branch.
+    #[allow(dead_code)]
     pub(crate) fn set_kind(&mut self, kind: ErrorKind) {
         self.inner.kind = kind;
     }
@@ -227,6 +233,8 @@ impl std::error::Error for Error {
 }
 
 /// Turns any boxed error into this crate's [`Error`], keeping ours as they are.
+// Used by the client-side modules, which are not on the `server` branch.
+#[allow(dead_code)]
 pub(crate) fn from_box(err: BoxError, kind: ErrorKind) -> Error {
     match err.downcast::<Error>() {
         Ok(ours) => *ours,

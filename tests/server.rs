@@ -38,7 +38,7 @@ struct TonicRun {
     /// Calls that failed, after replays when replaying was on.
     failures: Vec<tonic::Status>,
     /// Failed attempts that were replayed.
-    replayed: u64,
+    replayed: Vec<tonic::Status>,
 }
 
 /// Runs a tonic health server with a 500 ms age and a plain tonic `Channel`
@@ -67,16 +67,15 @@ async fn tonic_health_under_rotation(replay_unprocessed: bool) -> TonicRun {
         .await
         .unwrap();
     let ok = Arc::new(AtomicU64::new(0));
-    let replayed = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let run_for = Duration::from_secs(5);
     let workers: Vec<_> = (0..16)
         .map(|_| {
             let mut client = HealthClient::new(channel.clone());
             let ok = Arc::clone(&ok);
-            let replayed = Arc::clone(&replayed);
             tokio::spawn(async move {
                 let mut failures = Vec::new();
+                let mut replayed = Vec::new();
                 while started.elapsed() < run_for {
                     let mut attempts = 0;
                     loop {
@@ -97,7 +96,7 @@ async fn tonic_health_under_rotation(replay_unprocessed: bool) -> TonicRun {
                                     && attempts < 3
                                     && is_unprocessed(&status) =>
                             {
-                                replayed.fetch_add(1, Ordering::Relaxed);
+                                replayed.push(status);
                                 continue;
                             }
                             Err(status) => failures.push(status),
@@ -105,20 +104,23 @@ async fn tonic_health_under_rotation(replay_unprocessed: bool) -> TonicRun {
                         break;
                     }
                 }
-                failures
+                (failures, replayed)
             })
         })
         .collect();
     let mut failures = Vec::new();
+    let mut replayed = Vec::new();
     for worker in workers {
-        failures.extend(worker.await.unwrap());
+        let (failed, replays) = worker.await.unwrap();
+        failures.extend(failed);
+        replayed.extend(replays);
     }
     TonicRun {
         server,
         ok: ok.load(Ordering::Relaxed),
         processed: processed.load(Ordering::Relaxed),
         failures,
-        replayed: replayed.load(Ordering::Relaxed),
+        replayed,
     }
 }
 
@@ -174,10 +176,15 @@ async fn tonic_channel_with_transparent_retry_sees_zero_failed_calls_across_rota
         run.failures.is_empty(),
         "{} calls failed ({} replays): {:#?}",
         run.failures.len(),
-        run.replayed,
+        run.replayed.len(),
         describe(&run.failures)
     );
-    assert_eq!(run.processed, run.ok);
+    assert_eq!(
+        run.processed,
+        run.ok,
+        "the server processed a call that was replayed; replays: {:#?}",
+        describe(&run.replayed)
+    );
 }
 
 /// The brief's strict claim: a plain tonic `Channel` sees zero failed calls.

@@ -29,6 +29,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 use super::activity::{Activity, Protocol, TrackedService};
 use super::builder::Config;
 use super::jitter::jittered_age;
+use super::linger::{LINGER, Reclaim, linger};
 use crate::BoxError;
 
 /// Displays a peer address, or `unknown` for IO that has none.
@@ -66,9 +67,34 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Serves one connection until it closes. `drain` turns `true` (or its
-/// sender is dropped) when the server shuts down.
+/// Serves one connection until it closes, then lingers (see [`linger`]).
+/// `drain` turns `true` (or its sender is dropped) when the server shuts down.
 pub(crate) async fn serve_connection<IO, S, B>(
+    io: IO,
+    peer: Option<SocketAddr>,
+    service: S,
+    http: Arc<auto::Builder<TokioExecutor>>,
+    config: Arc<Config>,
+    drain: watch::Receiver<bool>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: tower::Service<http::Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let (io, mut back) = Reclaim::new(io);
+    serve(io, peer, service, http, config, drain).await;
+    // hyper's connection is dropped by now, which handed the IO back, unless
+    // an HTTP/1.1 upgrade took it (then it is the upgrade's to close).
+    if let Ok(io) = back.try_recv() {
+        linger(io, LINGER).await;
+    }
+}
+
+async fn serve<IO, S, B>(
     io: IO,
     peer: Option<SocketAddr>,
     service: S,
@@ -158,11 +184,17 @@ pub(crate) async fn serve_connection<IO, S, B>(
             cause = cause.as_str(),
             "GOAWAY sent (graceful: max stream id and PING, final GOAWAY on the PING ack)"
         ),
+        Protocol::Http1 if activity.in_flight() > 0 => tracing::debug!(
+            %peer,
+            age_ms,
+            cause = cause.as_str(),
+            "HTTP/1.1 response in flight gets Connection: close; closing after it"
+        ),
         Protocol::Http1 => tracing::debug!(
             %peer,
             age_ms,
             cause = cause.as_str(),
-            "HTTP/1.1 connection will send Connection: close and close after the current response"
+            "HTTP/1.1 connection idle between requests; closing it"
         ),
         Protocol::Unknown => tracing::debug!(
             %peer,

@@ -92,6 +92,7 @@ mod activity;
 mod builder;
 mod connection;
 mod jitter;
+mod linger;
 
 use std::future::{Future, poll_fn};
 use std::sync::Arc;

@@ -370,7 +370,8 @@ pub async fn closed(rx: oneshot::Receiver<Result<(), hyper::Error>>) -> Result<(
 /// - an h2 `GOAWAY(NO_ERROR)` error from the server: the stream was above the
 ///   final `GOAWAY`'s last-stream-id (RFC 9113 §6.8, §8.7);
 /// - hyper's `Canceled("connection closed")`: the request was still queued in
-///   hyper's dispatch channel when the connection task ended, never written.
+///   hyper's dispatch channel when the connection task ended, never written;
+///   `Canceled("connection was not ready")`: hyper refused it unsent.
 pub fn is_unprocessed(status: &tonic::Status) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
     while let Some(err) = source {
@@ -378,11 +379,28 @@ pub fn is_unprocessed(status: &tonic::Status) -> bool {
             return h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR);
         }
         if let Some(hyper) = err.downcast_ref::<hyper::Error>() {
-            // hyper keeps "connection closed" as the canceled error's cause.
+            // hyper keeps the reason as the canceled error's cause; both
+            // reasons mean hyper handed the request back unsent.
             if hyper.is_canceled() {
-                return std::error::Error::source(hyper)
-                    .is_some_and(|cause| cause.to_string() == "connection closed");
+                return std::error::Error::source(hyper).is_some_and(|cause| {
+                    let cause = cause.to_string();
+                    cause == "connection closed" || cause == "connection was not ready"
+                });
             }
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// True when a failed tonic call failed in the client's transport (hyper or
+/// h2 error somewhere in its sources) rather than with a status the server
+/// sent.
+pub fn is_transport(status: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(err) = source {
+        if err.is::<hyper::Error>() || err.is::<h2::Error>() {
+            return true;
         }
         source = err.source();
     }

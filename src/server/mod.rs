@@ -23,7 +23,10 @@
 //! - finishes its in-flight requests, however long by default, or until the
 //!   optional grace ends, when it is closed by force;
 //! - is drained the same way when it was idle too long, and when the server
-//!   shuts down.
+//!   shuts down;
+//! - is closed with a lingering close (FIN, then what the client still sends
+//!   is read and discarded until it closes, at most 1 s), so its last
+//!   responses are not destroyed by a TCP RST.
 //!
 //! | | this server | grpc-go | tonic 0.14 |
 //! |---|---|---|---|
@@ -79,6 +82,15 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # What clients see
+//!
+//! Clients that stop using a connection at the first `GOAWAY` and replay what
+//! the server provably did not process (grpc-go) see no failed call. tonic
+//! 0.14's `Channel` loses a few calls per rotation under load (about 0.2% at
+//! 16 concurrent callers and a 500 ms age): its hyper/h2 client keeps opening
+//! streams on a connection after the `GOAWAY` until the connection closes and
+//! retries none of them.
 //!
 //! # What it does not do
 //!

@@ -71,7 +71,12 @@ fn args() -> Result<Args, String> {
 fn row(label: &str, backends: &[SocketAddr], report: &LoadReport) -> String {
     let counts: Vec<String> = backends
         .iter()
-        .map(|b| format!("{:>6}", report.per_backend.get(&b.to_string()).unwrap_or(&0)))
+        .map(|b| {
+            format!(
+                "{:>6}",
+                report.per_backend.get(&b.to_string()).unwrap_or(&0)
+            )
+        })
         .collect();
     format!("{label:<7}{}", counts.join(" "))
 }

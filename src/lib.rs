@@ -18,6 +18,7 @@
 //! | [`replay`] | [`ReplayLayer`]: replays requests that came back unsent, and once those the server provably never processed (`REFUSED_STREAM`, above `GOAWAY`'s last-stream-id). Nothing else. |
 //! | [`client`] | [`Client`]: all of it composed, with a lock-free power-of-two-choices pick in the caller's task. |
 //! | [`resolve`] | [`Resolve`](resolve::Resolve): any hyper-util resolver (`Service<Name>`) whose answer may carry a TTL; [`StaticResolver`](resolve::StaticResolver), and `HickoryResolver` (feature `hickory`) which reports the records' TTL. |
+//! | [`server`] | [`server::Server`]: serves any tower HTTP service (axum, tonic `Routes`, hyper) over HTTP/1.1 and h2c with a maximum connection age (±10% jitter), an optional grace, an idle limit and graceful shutdown; on age HTTP/2 gets the two-phase `GOAWAY`, HTTP/1.1 `Connection: close`. |
 //! | [`error`] | [`Error`] and [`ErrorKind`]. |
 //!
 //! # The path of a request through [`Client`]
@@ -79,6 +80,7 @@ pub mod error;
 pub mod load;
 pub mod replay;
 pub mod resolve;
+pub mod server;
 
 pub use age::{AgedConnection, MaxConnectionAgeLayer};
 pub use client::Client;

@@ -79,6 +79,42 @@ impl Backend {
         Backend::serve(listener)
     }
 
+    /// Starts a backend served by this crate's [`Server`](tower_max_connection_age::server::Server),
+    /// so its connections age on the server side.
+    pub async fn start_aged(
+        ip: Ipv4Addr,
+        port: u16,
+        server: tower_max_connection_age::server::Server,
+    ) -> Backend {
+        let listener = TcpListener::bind((ip, port)).await.expect("bind backend");
+        let addr = listener.local_addr().unwrap();
+        let record = Arc::new(Record::default());
+        let (stop, _) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let counted = record.clone();
+        let incoming = futures_util::stream::unfold(listener, move |listener| {
+            let record = counted.clone();
+            async move {
+                let accepted = listener.accept().await.map(|(stream, _)| {
+                    record.connections.fetch_add(1, Ordering::SeqCst);
+                    record.seen.notify_waiters();
+                    stream
+                });
+                Some((accepted, listener))
+            }
+        });
+        let routes = record.clone();
+        let service = tower::service_fn(move |request| handle(request, addr, routes.clone()));
+        tasks.spawn(server.serve_incoming(Box::pin(incoming), service));
+        Backend {
+            addr,
+            record,
+            scripts: Arc::default(),
+            stop,
+            tasks,
+        }
+    }
+
     /// Serves on an already bound listener.
     pub fn serve(listener: TcpListener) -> Backend {
         let addr = listener.local_addr().unwrap();

@@ -10,9 +10,12 @@
 //!   it runs, that can drop queries to simulate an outage, and counts queries.
 //! - [`proxy`]: an L4 TCP proxy that spreads connections round-robin over
 //!   backends, standing in for kube-proxy or a cloud network load balancer.
+//! - [`server`]: helpers for the server-side tests: a tracing-event recorder,
+//!   a test server, slow axum routes, plain hyper clients.
 #![allow(dead_code)]
 
 pub mod backend;
 pub mod dns;
 pub mod load;
 pub mod proxy;
+pub mod server;

@@ -1,0 +1,231 @@
+//! One connection's life: serve, reach the age (or idle, or shutdown), drain,
+//! close.
+//!
+//! Draining is hyper's `graceful_shutdown()`, which does what grpc-go does:
+//! on HTTP/2 it sends `GOAWAY` with the largest stream id and a PING, and the
+//! final `GOAWAY` with the real last stream id once the PING comes back, so a
+//! request the client sent while the first `GOAWAY` was on the wire is still
+//! served rather than refused. On HTTP/1.1 the connection answers the request
+//! in flight with `Connection: close` and closes after it (or at once when
+//! idle). A connection still reading its first bytes is simply closed.
+//!
+//! The grace, when set, bounds the drain: when it ends the task drops the
+//! connection, which resets the remaining streams and closes the socket.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Response;
+use http_body::Body;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep_until, timeout};
+
+use super::activity::{Activity, Protocol, TrackedService};
+use super::builder::Config;
+use super::jitter::jittered_age;
+use super::linger::{LINGER, Reclaim, linger};
+use crate::BoxError;
+
+/// Displays a peer address, or `unknown` for IO that has none.
+#[derive(Clone, Copy)]
+pub(crate) struct Peer(pub(crate) Option<SocketAddr>);
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(addr) => addr.fmt(f),
+            None => f.write_str("unknown"),
+        }
+    }
+}
+
+/// Why a connection started to drain.
+#[derive(Debug, Clone, Copy)]
+enum Cause {
+    Age,
+    Idle,
+    Shutdown,
+}
+
+impl Cause {
+    fn as_str(self) -> &'static str {
+        match self {
+            Cause::Age => "max_connection_age",
+            Cause::Idle => "max_connection_idle",
+            Cause::Shutdown => "shutdown",
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Serves one connection until it closes, then lingers (see [`linger`]).
+/// `drain` turns `true` (or its sender is dropped) when the server shuts down.
+pub(crate) async fn serve_connection<IO, S, B>(
+    io: IO,
+    peer: Option<SocketAddr>,
+    service: S,
+    http: Arc<auto::Builder<TokioExecutor>>,
+    config: Arc<Config>,
+    drain: watch::Receiver<bool>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: tower::Service<http::Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let (io, mut back) = Reclaim::new(io);
+    serve(io, peer, service, http, config, drain).await;
+    // hyper's connection is dropped by now, which handed the IO back, unless
+    // an HTTP/1.1 upgrade took it (then it is the upgrade's to close).
+    if let Ok(io) = back.try_recv() {
+        linger(io, LINGER).await;
+    }
+}
+
+async fn serve<IO, S, B>(
+    io: IO,
+    peer: Option<SocketAddr>,
+    service: S,
+    http: Arc<auto::Builder<TokioExecutor>>,
+    config: Arc<Config>,
+    mut drain: watch::Receiver<bool>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: tower::Service<http::Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let peer = Peer(peer);
+    let accepted = Instant::now();
+    let max_age = config
+        .age
+        .map(|age| jittered_age(age, config.jitter, &mut rand::rng()));
+    let activity = Activity::new();
+    let service = TrackedService::new(service, Arc::clone(&activity));
+    let conn = http.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+
+    tracing::debug!(
+        %peer,
+        max_age_ms = max_age.map(millis),
+        "connection accepted"
+    );
+
+    let age_reached = async {
+        match max_age {
+            Some(age) => sleep_until(accepted + age).await,
+            None => std::future::pending().await,
+        }
+    };
+    let idle = async {
+        match config.idle {
+            Some(idle) => activity.idle_for(idle).await,
+            None => std::future::pending().await,
+        }
+    };
+    let shutdown = async {
+        // An error means the server's task is gone: drain as on shutdown.
+        let _ = drain.wait_for(|draining| *draining).await;
+    };
+
+    let cause = tokio::select! {
+        result = conn.as_mut() => {
+            let age_ms = millis(accepted.elapsed());
+            match result {
+                Ok(()) => tracing::debug!(%peer, age_ms, "connection closed by the client"),
+                Err(err) => tracing::debug!(%peer, age_ms, error = %err, "connection closed with an error"),
+            }
+            return;
+        }
+        () = age_reached => Cause::Age,
+        () = idle => Cause::Idle,
+        () = shutdown => Cause::Shutdown,
+    };
+
+    let age_ms = millis(accepted.elapsed());
+    let protocol = activity.protocol();
+    match cause {
+        Cause::Age => tracing::debug!(
+            %peer,
+            age_ms,
+            max_age_ms = max_age.map(millis),
+            in_flight = activity.in_flight(),
+            "max connection age reached; draining"
+        ),
+        Cause::Idle => tracing::debug!(%peer, age_ms, "max connection idle reached; draining"),
+        Cause::Shutdown => tracing::debug!(
+            %peer,
+            age_ms,
+            in_flight = activity.in_flight(),
+            "server shutting down; draining"
+        ),
+    }
+
+    conn.as_mut().graceful_shutdown();
+    match protocol {
+        Protocol::Http2 => tracing::debug!(
+            %peer,
+            age_ms,
+            cause = cause.as_str(),
+            "GOAWAY sent (graceful: max stream id and PING, final GOAWAY on the PING ack)"
+        ),
+        Protocol::Http1 if activity.in_flight() > 0 => tracing::debug!(
+            %peer,
+            age_ms,
+            cause = cause.as_str(),
+            "HTTP/1.1 response in flight gets Connection: close; closing after it"
+        ),
+        Protocol::Http1 => tracing::debug!(
+            %peer,
+            age_ms,
+            cause = cause.as_str(),
+            "HTTP/1.1 connection idle between requests; closing it"
+        ),
+        Protocol::Unknown => tracing::debug!(
+            %peer,
+            age_ms,
+            cause = cause.as_str(),
+            "graceful shutdown started before the first request"
+        ),
+    }
+
+    let drained = match config.grace {
+        Some(grace) => timeout(grace, conn.as_mut()).await.ok(),
+        None => Some(conn.as_mut().await),
+    };
+    let age_ms = millis(accepted.elapsed());
+    match drained {
+        Some(result) => tracing::debug!(
+            %peer,
+            age_ms,
+            cause = cause.as_str(),
+            protocol = protocol.as_str(),
+            error = result.err().map(tracing::field::display),
+            "connection closed gracefully"
+        ),
+        None => tracing::info!(
+            %peer,
+            age_ms,
+            cause = cause.as_str(),
+            in_flight = activity.in_flight(),
+            "grace ended; connection closed by force"
+        ),
+    }
+    // Dropping `conn` here closes the socket; on a forced close it also
+    // drops the in-flight streams.
+}

@@ -89,3 +89,8 @@ pub use discover::RotatingDiscover;
 pub use error::{BoxError, Error, ErrorKind};
 pub use load::LoadKind;
 pub use replay::ReplayLayer;
+
+/// The README's examples, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

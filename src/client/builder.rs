@@ -16,10 +16,13 @@ use tower_service::Service;
 use super::{Client, Shared, drive};
 use crate::age::{AgeConfig, MaxConnectionAgeLayer};
 use crate::connector::{Http2Connector, default_builder};
-use crate::discover::{AbortOnDrop, RotatingDiscover, RotatingDiscoverBuilder, validate_endpoint};
+use crate::discover::{
+    AbortOnDrop, BoxResolver, RotatingDiscover, RotatingDiscoverBuilder, validate_endpoint,
+};
 use crate::error::{BoxError, Error};
 use crate::load::LoadKind;
 use crate::replay::ReplayConfig;
+use crate::resolve::{GaiResolver, Resolve};
 
 /// The default [`ready_timeout`](ClientBuilder::ready_timeout): 10 s.
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,6 +37,8 @@ pub struct ClientBuilder<C = HttpConnector> {
     replay: ReplayConfig,
     ready_timeout: Duration,
     origin: Option<Uri>,
+    uri: Option<Uri>,
+    resolver: Option<BoxResolver>,
 }
 
 impl ClientBuilder {
@@ -48,11 +53,62 @@ impl ClientBuilder {
             replay: ReplayConfig::default(),
             ready_timeout: DEFAULT_READY_TIMEOUT,
             origin: None,
+            uri: None,
+            resolver: None,
         }
     }
 }
 
 impl<C> ClientBuilder<C> {
+    /// The service to call, such as `http://my-svc.ns.svc.cluster.local:8080`.
+    ///
+    /// Its host is resolved (with [`resolver`](Self::resolver)), again and
+    /// again, and every address becomes an endpoint with this port; requests
+    /// keep the host name as `:authority` / `Host`. With a headless Service
+    /// DNS lists every pod; with a virtual IP it lists one address, and
+    /// `connections_per_endpoint` with `max_connection_age` spread the load.
+    /// Use either this or [`endpoint`](Self::endpoint).
+    pub fn uri(mut self, uri: Uri) -> Self {
+        self.uri = Some(uri);
+        self
+    }
+
+    /// The resolver for [`uri`](Self::uri): any hyper-util resolver
+    /// (`Service<Name>`), such as [`HickoryResolver`](crate::resolve::HickoryResolver)
+    /// to follow record TTLs. Default: the system resolver (`GaiResolver`).
+    pub fn resolver<R: Resolve + Sync>(mut self, resolver: R) -> Self {
+        self.resolver = Some(BoxResolver::new(resolver));
+        self
+    }
+
+    /// How often [`uri`](Self::uri) is resolved again without a TTL, and
+    /// the longest a TTL is followed. Default: 10 s.
+    pub fn resolve_interval(mut self, interval: Duration) -> Self {
+        self.discover = self.discover.resolve_interval(interval);
+        self
+    }
+
+    /// The least time between two resolutions, whatever triggers them.
+    /// Default: 1 s.
+    pub fn min_resolve_interval(mut self, interval: Duration) -> Self {
+        self.discover = self.discover.min_resolve_interval(interval);
+        self
+    }
+
+    /// A lookup slower than this counts as failed. Default: 5 s.
+    pub fn resolve_timeout(mut self, timeout: Duration) -> Self {
+        self.discover = self.discover.resolve_timeout(timeout);
+        self
+    }
+
+    /// Whether an empty DNS answer empties the endpoint set. Default: false,
+    /// the last known endpoints are kept (see
+    /// [`RotatingDiscoverBuilder::empty_answer_clears`](crate::discover::RotatingDiscoverBuilder::empty_answer_clears)).
+    pub fn empty_answer_clears(mut self, clears: bool) -> Self {
+        self.discover = self.discover.empty_answer_clears(clears);
+        self
+    }
+
     /// Adds an endpoint (`http://10.0.0.1:8080`); the client keeps
     /// `connections_per_endpoint` connections to each.
     pub fn endpoint(mut self, endpoint: Uri) -> Self {
@@ -171,6 +227,8 @@ impl<C> ClientBuilder<C> {
             replay: self.replay,
             ready_timeout: self.ready_timeout,
             origin: self.origin,
+            uri: self.uri,
+            resolver: self.resolver,
         }
     }
 
@@ -185,15 +243,23 @@ impl<C> ClientBuilder<C> {
         B: Body<Data = Bytes> + Unpin + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        let discover = match self.uri {
+            Some(uri) => {
+                let resolver = self
+                    .resolver
+                    .unwrap_or_else(|| BoxResolver::new(GaiResolver::new()));
+                self.discover.resolve_boxed(uri, resolver)
+            }
+            None => self.discover,
+        };
         self.age.validate()?;
-        self.discover.validate()?;
+        discover.validate()?;
         if self.ready_timeout.is_zero() {
             return Err(Error::config("ready_timeout must be greater than zero"));
         }
         let origin = match self.origin {
             Some(origin) => origin,
-            None => self
-                .discover
+            None => discover
                 .first_endpoint()
                 .cloned()
                 .ok_or_else(|| Error::config("no endpoints given"))?,
@@ -203,13 +269,15 @@ impl<C> ClientBuilder<C> {
             .map_err(|_| Error::config("a Client must be built inside a Tokio runtime"))?;
         let make = MaxConnectionAgeLayer::from_config(self.age)
             .layer(Http2Connector::new(self.connector, self.http2));
-        let discover = self.discover.build(make)?;
+        let discover = discover.build(make)?;
+        let status = discover.status();
         let shared = Arc::new_cyclic(|weak| {
             let driver = runtime.spawn(drive(weak.clone(), discover));
             Shared::new(
                 self.ready_timeout,
                 self.replay,
                 origin,
+                status,
                 AbortOnDrop(driver.abort_handle()),
             )
         });

@@ -26,7 +26,7 @@ pub use builder::{ClientBuilder, DEFAULT_READY_TIMEOUT};
 
 use crate::age::{AgedConnection, ResponseBody};
 use crate::connector::Http2Connection;
-use crate::discover::{AbortOnDrop, EndpointKey, RotatingDiscover};
+use crate::discover::{AbortOnDrop, DiscoverStatus, EndpointKey, RotatingDiscover};
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::replay::{ReplayBody, ReplayConfig, Replayer};
 
@@ -108,6 +108,7 @@ struct Shared<B> {
     ready_timeout: Duration,
     replay: ReplayConfig,
     origin: (Scheme, Authority),
+    status: DiscoverStatus,
     opened: AtomicU64,
     rotated: AtomicU64,
     removed: AtomicU64,
@@ -121,6 +122,7 @@ impl<B> Shared<B> {
         ready_timeout: Duration,
         replay: ReplayConfig,
         origin: Uri,
+        status: DiscoverStatus,
         driver: AbortOnDrop,
     ) -> Self {
         let parts = origin.into_parts();
@@ -133,6 +135,7 @@ impl<B> Shared<B> {
                 parts.scheme.unwrap_or(Scheme::HTTP),
                 parts.authority.expect("validated: endpoint has a host"),
             ),
+            status,
             opened: AtomicU64::new(0),
             rotated: AtomicU64::new(0),
             removed: AtomicU64::new(0),
@@ -201,6 +204,11 @@ impl<B> Client<B> {
             .iter()
             .map(|(k, _)| k.endpoint().clone())
             .collect()
+    }
+
+    /// What discovery knows: the endpoints in service and how resolving went.
+    pub fn discover_status(&self) -> DiscoverStatus {
+        self.shared.status.clone()
     }
 
     /// What the client did so far.
@@ -293,12 +301,22 @@ where
             let deadline =
                 *wait_until.get_or_insert_with(|| Instant::now() + self.shared.ready_timeout);
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return Err(Error::new(ErrorKind::NoReadyEndpoint).with_message(format!(
-                    "waited {:?}; {} connection(s) known, none serving",
-                    self.shared.ready_timeout,
-                    self.connection_count()
-                )));
+                return Err(self.not_ready());
             }
+        }
+    }
+
+    /// Why no connection became ready: resolving failed, or none serves.
+    fn not_ready(&self) -> Error {
+        let waited = self.shared.ready_timeout;
+        let status = &self.shared.status;
+        match status.last_resolve_error() {
+            Some(error) if status.endpoints().is_empty() => Error::new(ErrorKind::Resolve)
+                .with_message(format!("no endpoint after waiting {waited:?}: {error}")),
+            _ => Error::new(ErrorKind::NoReadyEndpoint).with_message(format!(
+                "waited {waited:?}; {} connection(s) known, none serving",
+                self.connection_count()
+            )),
         }
     }
 

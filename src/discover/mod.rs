@@ -11,6 +11,8 @@
 //! (that would kill tower's `Balance`) and never ends while it is alive.
 
 mod backoff;
+mod resolution;
+mod status;
 mod worker;
 
 use std::convert::Infallible;
@@ -27,7 +29,14 @@ use tower_service::Service;
 
 use crate::age::AgedConnection;
 use crate::error::{BoxError, Error};
+use crate::resolve::Resolve;
 use backoff::Backoff;
+pub(crate) use resolution::BoxResolver;
+pub use resolution::{
+    DEFAULT_MIN_RESOLVE_INTERVAL, DEFAULT_RESOLVE_INTERVAL, DEFAULT_RESOLVE_TIMEOUT,
+};
+use resolution::{DnsTarget, ResolveConfig, Schedule};
+pub use status::DiscoverStatus;
 use worker::Worker;
 
 /// Identifies one connection slot: an endpoint and the index of the
@@ -80,7 +89,15 @@ impl fmt::Display for EndpointKey {
 /// ```
 pub struct RotatingDiscover<S> {
     changes: mpsc::UnboundedReceiver<Change<EndpointKey, AgedConnection<S>>>,
+    status: DiscoverStatus,
     _worker: AbortOnDrop,
+}
+
+impl<S> RotatingDiscover<S> {
+    /// What the discover currently knows: endpoints, last resolve error.
+    pub fn status(&self) -> DiscoverStatus {
+        self.status.clone()
+    }
 }
 
 impl RotatingDiscover<()> {
@@ -117,6 +134,8 @@ impl Drop for AbortOnDrop {
 #[derive(Debug, Clone)]
 pub struct RotatingDiscoverBuilder {
     endpoints: Vec<Uri>,
+    dns: Option<(Uri, BoxResolver)>,
+    resolve: ResolveConfig,
     connections_per_endpoint: usize,
     backoff: Backoff,
 }
@@ -125,6 +144,8 @@ impl Default for RotatingDiscoverBuilder {
     fn default() -> Self {
         RotatingDiscoverBuilder {
             endpoints: Vec::new(),
+            dns: None,
+            resolve: ResolveConfig::default(),
             connections_per_endpoint: 1,
             backoff: Backoff::default(),
         }
@@ -144,6 +165,58 @@ impl RotatingDiscoverBuilder {
         self
     }
 
+    /// Takes the endpoints from resolving `uri`'s host with `resolver`, again
+    /// and again: periodically, at every rotation, and when a connection is
+    /// lost or refused. Each address becomes an endpoint `scheme://ip:port`
+    /// with `uri`'s scheme and port (default 80 or 443).
+    ///
+    /// Use hyper-util's `GaiResolver` for the system resolver, or
+    /// [`HickoryResolver`](crate::resolve::HickoryResolver) (feature
+    /// `hickory`) to follow the records' TTL.
+    pub fn resolve<R: Resolve + Sync>(self, uri: Uri, resolver: R) -> Self {
+        self.resolve_boxed(uri, BoxResolver::new(resolver))
+    }
+
+    pub(crate) fn resolve_boxed(mut self, uri: Uri, resolver: BoxResolver) -> Self {
+        self.dns = Some((uri, resolver));
+        self
+    }
+
+    /// How often the host is resolved again when the answer carries no TTL,
+    /// and the longest a TTL is followed. Default:
+    /// [`DEFAULT_RESOLVE_INTERVAL`] (10 s).
+    pub fn resolve_interval(mut self, interval: Duration) -> Self {
+        self.resolve.interval = interval;
+        self
+    }
+
+    /// Resolutions are never closer than this, whatever triggers them (TTL,
+    /// rotations, lost connections). Default:
+    /// [`DEFAULT_MIN_RESOLVE_INTERVAL`] (1 s).
+    pub fn min_resolve_interval(mut self, interval: Duration) -> Self {
+        self.resolve.min_interval = interval;
+        self
+    }
+
+    /// A lookup that takes longer counts as failed. Default:
+    /// [`DEFAULT_RESOLVE_TIMEOUT`] (5 s).
+    pub fn resolve_timeout(mut self, timeout: Duration) -> Self {
+        self.resolve.timeout = timeout;
+        self
+    }
+
+    /// Whether a successful answer with no address empties the endpoint set.
+    ///
+    /// Default: false. An empty answer, like a failed or timed-out lookup,
+    /// keeps the last known endpoints and is retried with backoff, because
+    /// dropping every endpoint on a DNS blip is worse than serving a slightly
+    /// stale set (Envoy's STRICT_DNS and ginepro do the same). Set it when
+    /// an empty answer reliably means "scaled to zero".
+    pub fn empty_answer_clears(mut self, clears: bool) -> Self {
+        self.resolve.empty_clears = clears;
+        self
+    }
+
     /// Connections kept to each endpoint (default 1). Behind an L4 load
     /// balancer, more connections spread over more backends.
     pub fn connections_per_endpoint(mut self, n: usize) -> Self {
@@ -159,12 +232,25 @@ impl RotatingDiscoverBuilder {
     }
 
     pub(crate) fn first_endpoint(&self) -> Option<&Uri> {
-        self.endpoints.first()
+        self.dns
+            .as_ref()
+            .map(|(uri, _)| uri)
+            .or(self.endpoints.first())
     }
 
     pub(crate) fn validate(&self) -> Result<(), Error> {
-        if self.endpoints.is_empty() {
-            return Err(Error::config("no endpoints given"));
+        match (&self.dns, self.endpoints.is_empty()) {
+            (None, true) => return Err(Error::config("no endpoints given")),
+            (Some(_), false) => {
+                return Err(Error::config(
+                    "give either endpoints or a URI to resolve, not both",
+                ));
+            }
+            (Some((uri, resolver)), true) => {
+                DnsTarget::from_uri(uri, resolver.clone())?;
+                self.resolve.validate()?;
+            }
+            (None, false) => {}
         }
         for endpoint in &self.endpoints {
             validate_endpoint(endpoint)?;
@@ -192,16 +278,27 @@ impl RotatingDiscoverBuilder {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::config("RotatingDiscover must be built inside a Tokio runtime"))?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let keys = self.endpoints.iter().flat_map(|endpoint| {
-            (0..self.connections_per_endpoint).map(|slot| EndpointKey {
-                endpoint: endpoint.clone(),
-                slot,
-            })
-        });
-        let worker = Worker::new(make, keys.collect(), tx, self.backoff);
+        let schedule = match self.dns {
+            Some((uri, resolver)) => Some(Schedule::new(
+                DnsTarget::from_uri(&uri, resolver)?,
+                self.resolve,
+            )),
+            None => None,
+        };
+        let status = DiscoverStatus::new(self.endpoints.clone());
+        let worker = Worker::new(
+            make,
+            self.endpoints,
+            self.connections_per_endpoint,
+            schedule,
+            tx,
+            self.backoff,
+            status.clone(),
+        );
         let task = runtime.spawn(worker.run());
         Ok(RotatingDiscover {
             changes: rx,
+            status,
             _worker: AbortOnDrop(task.abort_handle()),
         })
     }

@@ -1,6 +1,6 @@
 //! The task behind [`RotatingDiscover`](super::RotatingDiscover).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,11 +14,13 @@ use tower::ServiceExt;
 use tower::discover::Change;
 use tower_service::Service;
 
-use super::EndpointKey;
 use super::backoff::Backoff;
+use super::resolution::Schedule;
+use super::{DiscoverStatus, EndpointKey};
 use crate::age::AgedConnection;
 use crate::age::state::{ConnectionState, Event};
 use crate::error::{self, BoxError, Error, ErrorKind};
+use crate::resolve::Resolution;
 
 type Changes<S> = mpsc::UnboundedSender<Change<EndpointKey, AgedConnection<S>>>;
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -31,6 +33,7 @@ enum Step<S> {
     Retry {
         key: EndpointKey,
     },
+    Resolved(Result<Resolution, Error>),
 }
 
 #[derive(Default)]
@@ -48,11 +51,17 @@ struct Slot {
 pub(crate) struct Worker<M, S> {
     make: M,
     slots: HashMap<EndpointKey, Slot>,
+    /// The endpoints in service, in the order they were added.
+    endpoints: Vec<Uri>,
+    per_endpoint: usize,
+    /// Re-resolution, when the endpoints come from a host name.
+    schedule: Option<Schedule>,
     changes: Changes<S>,
     events_tx: mpsc::UnboundedSender<(EndpointKey, u64, Event)>,
     events: mpsc::UnboundedReceiver<(EndpointKey, u64, Event)>,
     pending: FuturesUnordered<BoxFuture<Step<S>>>,
     backoff: Backoff,
+    status: DiscoverStatus,
 }
 
 impl<M, S> Worker<M, S>
@@ -64,28 +73,74 @@ where
 {
     pub(crate) fn new(
         make: M,
-        keys: Vec<EndpointKey>,
+        endpoints: Vec<Uri>,
+        per_endpoint: usize,
+        schedule: Option<Schedule>,
         changes: Changes<S>,
         backoff: Backoff,
+        status: DiscoverStatus,
     ) -> Self {
         let (events_tx, events) = mpsc::unbounded_channel();
         Worker {
             make,
-            slots: keys.into_iter().map(|k| (k, Slot::default())).collect(),
+            slots: HashMap::new(),
+            endpoints: Vec::new(),
+            per_endpoint,
+            schedule,
             changes,
             events_tx,
             events,
             pending: FuturesUnordered::new(),
             backoff,
+            status,
+        }
+        .with_endpoints(endpoints)
+    }
+
+    fn with_endpoints(mut self, endpoints: Vec<Uri>) -> Self {
+        for endpoint in endpoints {
+            self.add_endpoint(endpoint);
+        }
+        self
+    }
+
+    fn add_endpoint(&mut self, endpoint: Uri) {
+        for slot in 0..self.per_endpoint {
+            let key = EndpointKey {
+                endpoint: endpoint.clone(),
+                slot,
+            };
+            self.slots.insert(key, Slot::default());
+        }
+        self.endpoints.push(endpoint);
+    }
+
+    /// Takes an endpoint out: its connections leave the balancer and drain.
+    fn remove_endpoint(&mut self, endpoint: &Uri) {
+        self.endpoints.retain(|e| e != endpoint);
+        for slot in 0..self.per_endpoint {
+            let key = EndpointKey {
+                endpoint: endpoint.clone(),
+                slot,
+            };
+            if let Some(Slot {
+                current: Some(_), ..
+            }) = self.slots.remove(&key)
+            {
+                let _ = self.changes.send(Change::Remove(key));
+            }
         }
     }
 
     pub(crate) async fn run(mut self) {
-        let keys: Vec<_> = self.slots.keys().cloned().collect();
-        for key in keys {
-            self.connect(key).await;
-        }
+        self.connect_all_wanted().await;
         loop {
+            let resolve_due = async {
+                match &mut self.schedule {
+                    Some(schedule) if schedule.armed => schedule.timer.as_mut().await,
+                    _ => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 Some((key, generation, event)) = self.events.recv() => {
                     self.on_event(key, generation, event).await;
@@ -98,9 +153,118 @@ where
                         }
                         self.connect_if_wanted(key).await;
                     }
+                    Step::Resolved(result) => self.on_resolved(result).await,
                 },
+                () = resolve_due => self.start_resolve(),
                 _ = self.changes.closed() => return,
             }
+        }
+    }
+
+    fn start_resolve(&mut self) {
+        if let Some(schedule) = &mut self.schedule {
+            let lookup = schedule.start();
+            self.pending
+                .push(Box::pin(async move { Step::Resolved(lookup.await) }));
+        }
+    }
+
+    /// Re-resolves as soon as the minimum interval allows; true when the
+    /// resolution started now (so connects may wait for its answer).
+    fn resolve_soon(&mut self) -> bool {
+        let Some(schedule) = &mut self.schedule else {
+            return false;
+        };
+        if schedule.request() {
+            self.start_resolve();
+            true
+        } else {
+            false
+        }
+    }
+
+    async fn on_resolved(&mut self, result: Result<Resolution, Error>) {
+        let Some(schedule) = &mut self.schedule else {
+            return;
+        };
+        self.status.resolved();
+        match result {
+            Ok(answer) if !answer.is_empty() || schedule.config.empty_clears => {
+                let ttl = answer.ttl();
+                let next = schedule.succeeded(ttl);
+                let target = &schedule.target;
+                let fresh: Vec<Uri> = answer
+                    .addrs()
+                    .iter()
+                    .map(|addr| target.endpoint(*addr))
+                    .collect::<HashSet<_>>()
+                    .into_iter()
+                    .collect();
+                let removed: Vec<Uri> = self
+                    .endpoints
+                    .iter()
+                    .filter(|e| !fresh.contains(e))
+                    .cloned()
+                    .collect();
+                let added: Vec<Uri> = fresh
+                    .iter()
+                    .filter(|e| !self.endpoints.contains(e))
+                    .cloned()
+                    .collect();
+                tracing::debug!(
+                    host = %target.host,
+                    added = added.len(),
+                    removed = removed.len(),
+                    unchanged = fresh.len() - added.len(),
+                    ttl_s = ttl.map(|t| t.as_secs()),
+                    next_in_ms = next.as_millis() as u64,
+                    "resolved endpoints"
+                );
+                self.status.set_error(None);
+                for endpoint in &removed {
+                    self.remove_endpoint(endpoint);
+                }
+                for endpoint in added {
+                    self.add_endpoint(endpoint);
+                }
+            }
+            Ok(_) => {
+                let delay = schedule.failed();
+                tracing::warn!(
+                    host = %schedule.target.host,
+                    kept = self.endpoints.len(),
+                    retry_in_ms = delay.as_millis() as u64,
+                    "empty DNS answer, keeping the last known endpoints"
+                );
+                self.status.set_error(Some(format!(
+                    "resolving {} gave no address",
+                    schedule.target.host
+                )));
+            }
+            Err(error) => {
+                let delay = schedule.failed();
+                tracing::warn!(
+                    host = %schedule.target.host,
+                    %error,
+                    kept = self.endpoints.len(),
+                    retry_in_ms = delay.as_millis() as u64,
+                    "resolving failed, keeping the last known endpoints"
+                );
+                let detail = std::error::Error::source(&error)
+                    .map(|s| format!(": {s}"))
+                    .unwrap_or_default();
+                self.status.set_error(Some(format!("{error}{detail}")));
+            }
+        }
+        self.status.set_endpoints(self.endpoints.clone());
+        // New endpoints, and rotations that waited for this answer.
+        self.connect_all_wanted().await;
+    }
+
+    async fn connect_all_wanted(&mut self) {
+        let keys: Vec<_> = self.slots.keys().cloned().collect();
+        for key in keys {
+            self.connect_if_wanted(key).await;
         }
     }
 
@@ -134,7 +298,7 @@ where
         let wanted = self
             .slots
             .get(&key)
-            .is_some_and(|slot| slot.current.is_none() || slot.due);
+            .is_some_and(|slot| !slot.retry_scheduled && (slot.current.is_none() || slot.due));
         if wanted {
             self.connect(key).await;
         }
@@ -155,6 +319,7 @@ where
     }
 
     async fn on_connected(&mut self, key: EndpointKey, result: Result<AgedConnection<S>, Error>) {
+        // A connection to an endpoint that left meanwhile is dropped here.
         let Some(slot) = self.slots.get_mut(&key) else {
             return;
         };
@@ -191,6 +356,8 @@ where
                     "connect failed"
                 );
                 self.schedule_retry(key, delay);
+                // The endpoint may be gone: ask DNS again.
+                self.resolve_soon();
             }
         }
     }
@@ -207,7 +374,11 @@ where
                 // It lived its whole age: whatever failed before is over.
                 slot.failures = 0;
                 slot.due = true;
-                self.connect(key).await;
+                // Resolve first when allowed, so the replacement goes to a
+                // current address; otherwise the last answer is fresh enough.
+                if !self.resolve_soon() {
+                    self.connect(key).await;
+                }
             }
             Event::Lost => {
                 let Some(lost) = slot.current.take() else {
@@ -226,10 +397,12 @@ where
                     slot.failures = 0;
                 }
                 slot.failures += 1;
-                if slot.failures == 1 {
+                let failures = slot.failures;
+                self.resolve_soon();
+                if failures == 1 {
                     self.connect(key).await;
                 } else {
-                    let delay = self.backoff.delay(slot.failures - 1);
+                    let delay = self.backoff.delay(failures - 1);
                     self.schedule_retry(key, delay);
                 }
             }

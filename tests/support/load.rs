@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::fmt::Display;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -12,6 +11,15 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
+
+/// Request ids are unique across runs and only grow, so a test can tell
+/// requests made after some moment from those made before it.
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// The id the next request will get.
+pub fn next_id() -> u64 {
+    NEXT_ID.load(Ordering::SeqCst)
+}
 
 #[derive(Debug, Default)]
 pub struct LoadReport {
@@ -53,16 +61,14 @@ where
 {
     let start = Instant::now();
     let end = start + duration;
-    let next_id = Arc::new(AtomicU64::new(0));
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
         let service = service.clone();
         let uri = uri.to_owned();
-        let next_id = next_id.clone();
         workers.spawn(async move {
             let mut report = LoadReport::default();
             while Instant::now() < end {
-                let id = next_id.fetch_add(1, Ordering::Relaxed);
+                let id = NEXT_ID.fetch_add(1, Ordering::SeqCst);
                 let request = Request::get(&uri)
                     .header("x-request-id", id.to_string())
                     .body(Full::new(Bytes::new()))

@@ -305,14 +305,10 @@ async fn vip_mode_aged_connections_reach_a_backend_added_behind_the_proxy() {
     let mut pods = start_pods(3).await;
     let proxy = L4Proxy::start(pods.iter().map(|p| p.addr).collect()).await;
     let dns = DnsServer::start().await;
-    dns.set_a(
-        SVC,
-        &[*match proxy.addr().ip() {
-            std::net::IpAddr::V4(v4) => Box::new(v4),
-            std::net::IpAddr::V6(_) => unreachable!("the proxy binds IPv4"),
-        }],
-        30,
-    );
+    let std::net::IpAddr::V4(proxy_ip) = proxy.addr().ip() else {
+        panic!("the proxy binds IPv4");
+    };
+    dns.set_a(SVC, &[proxy_ip], 30);
     let port = proxy.addr().port();
     let vip = |age: Option<Duration>| {
         let builder = headless_client(&dns, port).connections_per_endpoint(4);

@@ -1,19 +1,25 @@
-//! Rebalancing demo: a new backend joins behind an L4 load balancer.
+//! Rebalancing demo: traffic follows backends that come and go.
 //!
-//! Three backends sit behind an in-process L4 TCP proxy that hands each new
-//! connection to the next backend in turn, as kube-proxy or a cloud NLB does.
-//! Two clients send the same load through it: a plain hyper client (one
-//! HTTP/2 connection, kept forever) and this crate's `Client` (4 connections,
-//! each aged out after `--age-ms`). A fourth backend joins mid-run. Each second
-//! the example prints how many requests every backend served for each client;
-//! the plain client stays pinned, the aged one spreads onto the new backend.
+//! `--mode vip` (the default): three backends sit behind an in-process L4 TCP
+//! proxy that hands each new connection to the next backend in turn, as
+//! kube-proxy or a cloud NLB does. Two clients send the same load through
+//! it: a plain hyper client (one HTTP/2 connection, kept forever) and this
+//! crate's `Client` (4 connections, each aged out after `--age-ms`). A fourth
+//! backend joins mid-run: the plain client stays pinned, the aged one spreads.
+//!
+//! `--mode headless` (needs `--features hickory`): a headless Service. An
+//! embedded DNS server lists the pods; the client resolves the service name
+//! again and again. The service scales 2 -> 4 -> 3 pods.
+//!
+//! Each second it prints how many requests every backend served. The last
+//! line is one JSON summary:
+//! `{"mode":..,"pinned_new_share":..,"aged_new_share":..,"min_share_ratio":..,"failed":..,"rotations":..}`
+//! where shares are over the last second, and `min_share_ratio` is the
+//! smallest per-backend share of the aged client divided by the fair share.
 //!
 //! ```text
-//! cargo run --release --example rebalance [-- --seconds 8 --join-at 3 --age-ms 1000 --json]
+//! cargo run --release --example rebalance [-- --mode vip|headless --seconds 9 --age-ms 1000 --json]
 //! ```
-//! The last line is one JSON summary:
-//! `{"pinned_new_share":..,"aged_new_share":..,"failed":..,"rotations":..}`
-//! (share of requests the added backend served in the last second).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -25,14 +31,16 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
-use support::backend::{add_pod, start_pods};
+use support::backend::{Backend, add_pod, start_pods};
 use support::load::LoadReport;
 use support::proxy::L4Proxy;
 use tower_max_connection_age::Client;
 
+type Body = Full<Bytes>;
+
 struct Args {
+    mode: String,
     seconds: u64,
-    join_at: u64,
     age: Duration,
     concurrency: usize,
     json: bool,
@@ -40,45 +48,56 @@ struct Args {
 
 fn args() -> Result<Args, String> {
     let mut args = Args {
-        seconds: 8,
-        join_at: 3,
+        mode: "vip".into(),
+        seconds: 9,
         age: Duration::from_millis(1000),
         concurrency: 8,
         json: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let mut value = |name: &str| -> Result<u64, String> {
-            it.next()
-                .and_then(|v| v.parse().ok())
-                .ok_or(format!("{name} needs a number"))
+        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
+        let number = |v: String, name: &str| {
+            v.parse::<u64>()
+                .map_err(|_| format!("{name} needs a number"))
         };
         match flag.as_str() {
-            "--seconds" => args.seconds = value("--seconds")?,
-            "--join-at" => args.join_at = value("--join-at")?,
-            "--age-ms" => args.age = Duration::from_millis(value("--age-ms")?),
-            "--concurrency" => args.concurrency = value("--concurrency")? as usize,
+            "--mode" => args.mode = value("--mode")?,
+            "--seconds" => args.seconds = number(value("--seconds")?, "--seconds")?,
+            "--age-ms" => args.age = Duration::from_millis(number(value("--age-ms")?, "--age-ms")?),
+            "--concurrency" => {
+                args.concurrency = number(value("--concurrency")?, "--concurrency")? as usize
+            }
             "--json" => args.json = true,
             other => return Err(format!("unknown flag {other}")),
         }
     }
-    if args.join_at >= args.seconds || args.age.is_zero() || args.concurrency == 0 {
-        return Err("need --join-at < --seconds, --age-ms > 0, --concurrency > 0".into());
+    if !["vip", "headless"].contains(&args.mode.as_str()) {
+        return Err(format!("unknown mode {}: use vip or headless", args.mode));
+    }
+    if args.seconds < 6 || args.age.is_zero() || args.concurrency == 0 {
+        return Err("need --seconds >= 6, --age-ms > 0, --concurrency > 0".into());
     }
     Ok(args)
 }
 
+/// Requests per backend, in the backends' order.
 fn row(label: &str, backends: &[SocketAddr], report: &LoadReport) -> String {
     let counts: Vec<String> = backends
         .iter()
         .map(|b| {
             format!(
-                "{:>6}",
+                "{:>10}",
                 report.per_backend.get(&b.to_string()).unwrap_or(&0)
             )
         })
         .collect();
-    format!("{label:<7}{}", counts.join(" "))
+    format!("  {label:<6}{}", counts.join(""))
+}
+
+fn header(second: u64, backends: &[SocketAddr]) -> String {
+    let names: Vec<String> = backends.iter().map(|b| format!("{:>10}", b.ip())).collect();
+    format!("t={second:<2}s   {}", names.join(""))
 }
 
 fn share(report: &LoadReport, backend: SocketAddr) -> f64 {
@@ -86,38 +105,61 @@ fn share(report: &LoadReport, backend: SocketAddr) -> f64 {
     *report.per_backend.get(&backend.to_string()).unwrap_or(&0) as f64 / total.max(1) as f64
 }
 
-#[tokio::main]
-async fn main() {
-    let args = match args() {
-        Ok(args) => args,
-        Err(e) => {
-            eprintln!("rebalance: {e}");
-            std::process::exit(2);
-        }
-    };
+/// The smallest share any of `backends` had, over the fair share.
+fn min_share_ratio(report: &LoadReport, backends: &[SocketAddr]) -> f64 {
+    let fair = 1.0 / backends.len() as f64;
+    backends
+        .iter()
+        .map(|b| share(report, *b) / fair)
+        .fold(f64::INFINITY, f64::min)
+}
+
+struct Summary {
+    mode: &'static str,
+    pinned_new_share: Option<f64>,
+    aged_new_share: Option<f64>,
+    min_share_ratio: f64,
+    failed: usize,
+    rotations: u64,
+}
+
+impl Summary {
+    fn json(&self) -> String {
+        let opt = |v: Option<f64>| v.map_or("null".to_owned(), |v| format!("{v:.3}"));
+        format!(
+            "{{\"mode\":\"{}\",\"pinned_new_share\":{},\"aged_new_share\":{},\"min_share_ratio\":{:.3},\"failed\":{},\"rotations\":{}}}",
+            self.mode,
+            opt(self.pinned_new_share),
+            opt(self.aged_new_share),
+            self.min_share_ratio,
+            self.failed,
+            self.rotations
+        )
+    }
+}
+
+async fn vip(args: &Args) -> Summary {
     let mut pods = start_pods(3).await;
     let proxy = L4Proxy::start(pods.iter().map(|p| p.addr).collect()).await;
     let uri = format!("http://{}/", proxy.addr());
-
     let pinned = HyperClient::builder(TokioExecutor::new())
         .http2_only(true)
-        .build_http::<Full<Bytes>>();
+        .build_http::<Body>();
     let aged = Client::builder()
         .endpoint(uri.parse().unwrap())
         .connections_per_endpoint(4)
         .max_connection_age(args.age)
-        .build::<Full<Bytes>>()
+        .build::<Body>()
         .expect("valid configuration");
-
+    let join_at = args.seconds / 3;
     println!(
-        "3 backends behind an L4 proxy at {}; a 4th joins at {}s. Requests per backend per second:",
-        proxy.addr(),
-        args.join_at
+        "3 backends behind an L4 proxy at {}; a 4th joins at {join_at}s. Requests per backend per second:",
+        proxy.addr()
     );
     let mut failed = 0;
     let (mut last_pinned, mut last_aged) = (LoadReport::default(), LoadReport::default());
     for second in 0..args.seconds {
-        if second == args.join_at {
+        if second == join_at {
             let pod = add_pod(&pods, 4).await;
             proxy.add_backend(pod.addr);
             println!("-- backend {} joined --", pod.addr);
@@ -130,29 +172,128 @@ async fn main() {
         );
         failed += p.failed.len() + a.failed.len();
         let addrs: Vec<SocketAddr> = pods.iter().map(|p| p.addr).collect();
-        let header: Vec<String> = addrs.iter().map(|a| format!("{:>6}", a.ip())).collect();
-        println!("t={second}s {}", header.join(" "));
+        println!("{}", header(second, &addrs));
         println!("{}", row("plain", &addrs, &p));
         println!("{}", row("aged", &addrs, &a));
         (last_pinned, last_aged) = (p, a);
     }
-    let new = pods.last().map(|p| p.addr).expect("four pods");
-    let summary = format!(
-        "{{\"pinned_new_share\":{:.3},\"aged_new_share\":{:.3},\"failed\":{},\"rotations\":{}}}",
-        share(&last_pinned, new),
-        share(&last_aged, new),
-        failed,
-        aged.stats().rotated
+    let new = pods[3].addr;
+    let addrs: Vec<SocketAddr> = pods.iter().map(|p| p.addr).collect();
+    println!(
+        "last second, the new backend served {:.0}% of the plain client's requests and {:.0}% of the aged client's",
+        100.0 * share(&last_pinned, new),
+        100.0 * share(&last_aged, new)
     );
-    if !args.json {
-        println!(
-            "in the last second the new backend served {:.0}% of the plain client's requests and {:.0}% of the aged client's",
-            100.0 * share(&last_pinned, new),
-            100.0 * share(&last_aged, new)
-        );
+    let summary = Summary {
+        mode: "vip",
+        pinned_new_share: Some(share(&last_pinned, new)),
+        aged_new_share: Some(share(&last_aged, new)),
+        min_share_ratio: min_share_ratio(&last_aged, &addrs),
+        failed,
+        rotations: aged.stats().rotated,
+    };
+    stop(pods).await;
+    summary
+}
+
+#[cfg(feature = "hickory")]
+async fn headless(args: &Args) -> Summary {
+    use std::net::Ipv4Addr;
+
+    use support::dns::DnsServer;
+    use tower_max_connection_age::resolve::HickoryResolver;
+
+    const NAME: &str = "svc.demo.local.";
+    let ips = |pods: &[u8]| {
+        pods.iter()
+            .map(|i| Ipv4Addr::new(127, 0, 0, *i))
+            .collect::<Vec<_>>()
+    };
+    let mut pods: Vec<Backend> = start_pods(4).await;
+    let port = pods[0].addr.port();
+    let dns = DnsServer::start().await;
+    dns.set_a(NAME, &ips(&[1, 2]), 1);
+    let resolve_interval = Duration::from_millis(500);
+    let client = Client::builder()
+        .uri(format!("http://svc.demo.local:{port}").parse().unwrap())
+        .resolver(HickoryResolver::with_nameserver(dns.addr()).expect("resolver"))
+        .resolve_interval(resolve_interval)
+        .max_connection_age(args.age)
+        .build::<Body>()
+        .expect("valid configuration");
+    let uri = format!("http://svc.demo.local:{port}/");
+    let (out_at, in_at) = (args.seconds / 3, 2 * args.seconds / 3);
+    println!(
+        "headless service svc.demo.local (DNS at {}, resolved every {resolve_interval:?} or at the TTL): 2 pods, 4 at {out_at}s, 3 at {in_at}s",
+        dns.addr()
+    );
+    let mut live: Vec<u8> = vec![1, 2];
+    let mut failed = 0;
+    let mut last = LoadReport::default();
+    for second in 0..args.seconds {
+        if second == out_at {
+            live = vec![1, 2, 3, 4];
+            dns.set_a(NAME, &ips(&live), 1);
+            println!("-- DNS now lists 4 pods --");
+        }
+        if second == in_at {
+            live = vec![1, 2, 4];
+            dns.set_a(NAME, &ips(&live), 1);
+            println!("-- DNS now lists 3 pods (127.0.0.3 left) --");
+        }
+        let slice = Duration::from_secs(1);
+        let report = support::load::run(client.clone(), &uri, args.concurrency, slice, slice).await;
+        failed += report.failed.len();
+        let addrs: Vec<SocketAddr> = pods.iter().map(|p| p.addr).collect();
+        println!("{}", header(second, &addrs));
+        println!("{}", row("aged", &addrs, &report));
+        last = report;
     }
-    println!("{summary}");
+    let live_addrs: Vec<SocketAddr> = live.iter().map(|i| pods[*i as usize - 1].addr).collect();
+    let summary = Summary {
+        mode: "headless",
+        pinned_new_share: None,
+        aged_new_share: None,
+        min_share_ratio: min_share_ratio(&last, &live_addrs),
+        failed,
+        rotations: client.stats().rotated,
+    };
+    for pod in pods.drain(..) {
+        pod.kill().await;
+    }
+    summary
+}
+
+#[cfg(not(feature = "hickory"))]
+async fn headless(_: &Args) -> Summary {
+    eprintln!("rebalance: --mode headless needs the DNS resolver: add --features hickory");
+    std::process::exit(2);
+}
+
+async fn stop(pods: Vec<Backend>) {
     for pod in pods {
         pod.kill().await;
     }
+}
+
+#[tokio::main]
+async fn main() {
+    let args = match args() {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("rebalance: {e}");
+            std::process::exit(2);
+        }
+    };
+    let summary = match args.mode.as_str() {
+        "headless" => headless(&args).await,
+        _ => vip(&args).await,
+    };
+    if !args.json {
+        println!(
+            "min share ratio {:.2} (1.00 = perfectly even), {} failed requests, {} rotations",
+            summary.min_share_ratio, summary.failed, summary.rotations
+        );
+    }
+    println!("{}", summary.json());
 }

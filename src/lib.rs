@@ -90,7 +90,8 @@ pub use error::{BoxError, Error, ErrorKind};
 pub use load::LoadKind;
 pub use replay::ReplayLayer;
 
-/// The README's examples, compiled as doctests so they stay true.
-#[cfg(doctest)]
+/// The README's examples, compiled as doctests so they stay true (some use
+/// the `hickory` feature).
+#[cfg(all(doctest, feature = "hickory"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

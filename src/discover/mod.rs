@@ -192,9 +192,10 @@ impl RotatingDiscoverBuilder {
 
     /// Resolutions are never closer than this, whatever triggers them (TTL,
     /// rotations, lost connections). Default:
-    /// [`DEFAULT_MIN_RESOLVE_INTERVAL`] (1 s).
+    /// [`DEFAULT_MIN_RESOLVE_INTERVAL`] (1 s), or `resolve_interval` if that
+    /// is shorter.
     pub fn min_resolve_interval(mut self, interval: Duration) -> Self {
-        self.resolve.min_interval = interval;
+        self.resolve.min_interval = Some(interval);
         self
     }
 

@@ -87,7 +87,8 @@ impl DnsTarget {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ResolveConfig {
     pub(crate) interval: Duration,
-    pub(crate) min_interval: Duration,
+    /// `None`: the default, lowered to `interval` when that is shorter.
+    pub(crate) min_interval: Option<Duration>,
     pub(crate) timeout: Duration,
     pub(crate) empty_clears: bool,
 }
@@ -96,7 +97,7 @@ impl Default for ResolveConfig {
     fn default() -> Self {
         ResolveConfig {
             interval: DEFAULT_RESOLVE_INTERVAL,
-            min_interval: DEFAULT_MIN_RESOLVE_INTERVAL,
+            min_interval: None,
             timeout: DEFAULT_RESOLVE_TIMEOUT,
             empty_clears: false,
         }
@@ -104,13 +105,18 @@ impl Default for ResolveConfig {
 }
 
 impl ResolveConfig {
+    pub(crate) fn min_interval(&self) -> Duration {
+        self.min_interval
+            .unwrap_or(DEFAULT_MIN_RESOLVE_INTERVAL.min(self.interval))
+    }
+
     pub(crate) fn validate(&self) -> Result<(), Error> {
-        if self.interval.is_zero() || self.min_interval.is_zero() || self.timeout.is_zero() {
+        if self.interval.is_zero() || self.min_interval().is_zero() || self.timeout.is_zero() {
             return Err(Error::config(
                 "resolve_interval, min_resolve_interval and resolve_timeout must be greater than zero",
             ));
         }
-        if self.min_interval > self.interval {
+        if self.min_interval() > self.interval {
             return Err(Error::config(
                 "min_resolve_interval must not exceed resolve_interval",
             ));
@@ -166,7 +172,7 @@ impl Schedule {
         let now = Instant::now();
         let earliest = self
             .last_started
-            .map_or(now, |t| (t + self.config.min_interval).max(now));
+            .map_or(now, |t| (t + self.config.min_interval()).max(now));
         self.arm(earliest);
         earliest <= now
     }
@@ -196,7 +202,7 @@ impl Schedule {
         self.failures = 0;
         let next = ttl
             .unwrap_or(self.config.interval)
-            .clamp(self.config.min_interval, self.config.interval);
+            .clamp(self.config.min_interval(), self.config.interval);
         let delay = jittered(next);
         self.arm(Instant::now() + delay);
         delay
@@ -209,7 +215,7 @@ impl Schedule {
         self.failures += 1;
         let exp = self
             .config
-            .min_interval
+            .min_interval()
             .saturating_mul(1 << (self.failures - 1).min(16))
             .min(self.config.interval);
         let delay = jittered(exp);

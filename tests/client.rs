@@ -367,3 +367,39 @@ async fn relative_uris_get_the_origin_and_the_authority_is_kept() {
         .await
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_that_never_finishes_times_out_and_is_retried() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let connector = {
+        let attempts = attempts.clone();
+        tower::service_fn(move |_uri: http::Uri| {
+            attempts.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<std::io::Result<hyper_util::rt::TokioIo<tokio::net::TcpStream>>>(
+            )
+        })
+    };
+    let client = Client::builder()
+        .endpoint("http://10.255.255.1:80".parse().unwrap())
+        .connector(connector)
+        .connect_timeout(Duration::from_millis(100))
+        .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(20))
+        .ready_timeout(Duration::from_millis(600))
+        .build::<Body>()
+        .unwrap();
+    let err = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.oneshot(get("http://10.255.255.1/", "x")),
+    )
+    .await
+    .expect("must not hang")
+    .unwrap_err();
+    assert!(err.is_no_ready_endpoint(), "{err:?}");
+    assert!(
+        attempts.load(Ordering::SeqCst) >= 2,
+        "the timed-out connect was not retried"
+    );
+}

@@ -201,6 +201,13 @@ impl<C> ClientBuilder<C> {
         self
     }
 
+    /// A connect (TCP, TLS, HTTP/2 handshake) slower than this fails and is
+    /// retried with backoff. Default: 10 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.discover = self.discover.connect_timeout(timeout);
+        self
+    }
+
     /// The delay before reconnecting after a failure: from `min`, doubling
     /// up to `max`, jittered. Default: 50 ms to 5 s.
     pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {

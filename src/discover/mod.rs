@@ -37,7 +37,10 @@ pub use resolution::{
 };
 use resolution::{DnsTarget, ResolveConfig, Schedule};
 pub use status::DiscoverStatus;
-use worker::Worker;
+use worker::{Settings, Worker};
+
+/// Default [`connect_timeout`](RotatingDiscoverBuilder::connect_timeout): 10 s.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Identifies one connection slot: an endpoint and the index of the
 /// connection to it. A replacement comes under the key of the connection it
@@ -138,6 +141,7 @@ pub struct RotatingDiscoverBuilder {
     resolve: ResolveConfig,
     connections_per_endpoint: usize,
     backoff: Backoff,
+    connect_timeout: Duration,
 }
 
 impl Default for RotatingDiscoverBuilder {
@@ -148,6 +152,7 @@ impl Default for RotatingDiscoverBuilder {
             resolve: ResolveConfig::default(),
             connections_per_endpoint: 1,
             backoff: Backoff::default(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         }
     }
 }
@@ -225,6 +230,14 @@ impl RotatingDiscoverBuilder {
         self
     }
 
+    /// A connect (TCP, TLS and the HTTP/2 handshake) that takes longer fails
+    /// and is retried with backoff, so a peer that accepts and never speaks
+    /// does not hold a slot. Default: [`DEFAULT_CONNECT_TIMEOUT`] (10 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
     /// The delay before reconnecting after a failed connect: from `min`,
     /// doubling per failure up to `max`, jittered (default 50 ms to 5 s).
     pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
@@ -259,6 +272,9 @@ impl RotatingDiscoverBuilder {
         if self.connections_per_endpoint == 0 {
             return Err(Error::config("connections_per_endpoint must be at least 1"));
         }
+        if self.connect_timeout.is_zero() {
+            return Err(Error::config("connect_timeout must be greater than zero"));
+        }
         if self.backoff.min.is_zero() || self.backoff.min > self.backoff.max {
             return Err(Error::config("reconnect_backoff needs 0 < min <= max"));
         }
@@ -290,10 +306,13 @@ impl RotatingDiscoverBuilder {
         let worker = Worker::new(
             make,
             self.endpoints,
-            self.connections_per_endpoint,
+            Settings {
+                per_endpoint: self.connections_per_endpoint,
+                backoff: self.backoff,
+                connect_timeout: self.connect_timeout,
+            },
             schedule,
             tx,
-            self.backoff,
             status.clone(),
         );
         let task = runtime.spawn(worker.run());

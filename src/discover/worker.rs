@@ -48,19 +48,26 @@ struct Slot {
     failures: u32,
 }
 
+/// The worker's fixed settings.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Settings {
+    pub(crate) per_endpoint: usize,
+    pub(crate) backoff: Backoff,
+    pub(crate) connect_timeout: Duration,
+}
+
 pub(crate) struct Worker<M, S> {
     make: M,
     slots: HashMap<EndpointKey, Slot>,
     /// The endpoints in service, in the order they were added.
     endpoints: Vec<Uri>,
-    per_endpoint: usize,
+    settings: Settings,
     /// Re-resolution, when the endpoints come from a host name.
     schedule: Option<Schedule>,
     changes: Changes<S>,
     events_tx: mpsc::UnboundedSender<(EndpointKey, u64, Event)>,
     events: mpsc::UnboundedReceiver<(EndpointKey, u64, Event)>,
     pending: FuturesUnordered<BoxFuture<Step<S>>>,
-    backoff: Backoff,
     status: DiscoverStatus,
 }
 
@@ -74,10 +81,9 @@ where
     pub(crate) fn new(
         make: M,
         endpoints: Vec<Uri>,
-        per_endpoint: usize,
+        settings: Settings,
         schedule: Option<Schedule>,
         changes: Changes<S>,
-        backoff: Backoff,
         status: DiscoverStatus,
     ) -> Self {
         let (events_tx, events) = mpsc::unbounded_channel();
@@ -85,13 +91,12 @@ where
             make,
             slots: HashMap::new(),
             endpoints: Vec::new(),
-            per_endpoint,
+            settings,
             schedule,
             changes,
             events_tx,
             events,
             pending: FuturesUnordered::new(),
-            backoff,
             status,
         }
         .with_endpoints(endpoints)
@@ -105,7 +110,7 @@ where
     }
 
     fn add_endpoint(&mut self, endpoint: Uri) {
-        for slot in 0..self.per_endpoint {
+        for slot in 0..self.settings.per_endpoint {
             let key = EndpointKey {
                 endpoint: endpoint.clone(),
                 slot,
@@ -118,7 +123,7 @@ where
     /// Takes an endpoint out: its connections leave the balancer and drain.
     fn remove_endpoint(&mut self, endpoint: &Uri) {
         self.endpoints.retain(|e| e != endpoint);
-        for slot in 0..self.per_endpoint {
+        for slot in 0..self.settings.per_endpoint {
             let key = EndpointKey {
                 endpoint: endpoint.clone(),
                 slot,
@@ -279,10 +284,13 @@ where
         let future: BoxFuture<Step<S>> = match self.make.ready().await {
             Ok(make) => {
                 let connecting = make.call(key.endpoint.clone());
+                let timeout = self.settings.connect_timeout;
                 Box::pin(async move {
-                    let result = connecting
-                        .await
-                        .map_err(|e| error::from_box(e.into(), ErrorKind::Connect));
+                    let result = match tokio::time::timeout(timeout, connecting).await {
+                        Ok(made) => made.map_err(|e| error::from_box(e.into(), ErrorKind::Connect)),
+                        Err(_) => Err(Error::new(ErrorKind::Connect)
+                            .with_message(format!("{key}: no connection within {timeout:?}"))),
+                    };
                     Step::Connected { key, result }
                 })
             }
@@ -347,7 +355,7 @@ where
             }
             Err(error) => {
                 slot.failures += 1;
-                let delay = self.backoff.delay(slot.failures);
+                let delay = self.settings.backoff.delay(slot.failures);
                 tracing::warn!(
                     endpoint = %key,
                     %error,
@@ -393,7 +401,7 @@ where
                 let _ = self.changes.send(Change::Remove(key.clone()));
                 // The first loss is replaced at once; repeated losses back off, so
                 // a server that accepts and closes is not hammered.
-                if lost.age() >= self.backoff.max {
+                if lost.age() >= self.settings.backoff.max {
                     slot.failures = 0;
                 }
                 slot.failures += 1;
@@ -402,7 +410,7 @@ where
                 if failures == 1 {
                     self.connect(key).await;
                 } else {
-                    let delay = self.backoff.delay(failures - 1);
+                    let delay = self.settings.backoff.delay(failures - 1);
                     self.schedule_retry(key, delay);
                 }
             }

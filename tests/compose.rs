@@ -159,3 +159,62 @@ async fn axum_handler_calls_backends_through_client() {
     assert_eq!(pods.iter().map(Backend::requests).sum::<usize>(), 10);
     server.abort();
 }
+
+/// The layer alone (no discover): at its deadline a connection stops taking
+/// requests, hands new ones back, and lets the one in flight finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layer_alone_drains_at_the_deadline_and_gives_requests_back() {
+    use tower::{Service, ServiceExt};
+
+    let pods = start_pods(1).await;
+    let mut make = ServiceBuilder::new()
+        .layer(
+            MaxConnectionAgeLayer::new(Duration::from_millis(200))
+                .jitter(Duration::ZERO)
+                .drain_timeout(Duration::from_secs(5)),
+        )
+        .service(Http2Connector::<_, Full<Bytes>>::http());
+    let mut connection = make
+        .ready()
+        .await
+        .unwrap()
+        .call(pods[0].uri())
+        .await
+        .unwrap();
+    let deadline = connection
+        .deadline()
+        .expect("an aged connection has a deadline");
+
+    let slow = http::Request::get(format!("{}sleep/600", pods[0].uri()))
+        .body(Full::default())
+        .unwrap();
+    let in_flight = connection.ready().await.unwrap().call(slow);
+    let in_flight = tokio::spawn(async move { in_flight.await.map(|r| r.status()) });
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while connection.is_serving() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the connection should start draining");
+    assert!(
+        tokio::time::Instant::now() >= deadline,
+        "drained before its deadline"
+    );
+
+    let request = http::Request::get(pods[0].uri())
+        .header("x-request-id", "late")
+        .body(Full::default())
+        .unwrap();
+    let mut err = connection.call(request).await.unwrap_err();
+    assert!(err.is_draining(), "{err:?}");
+    let back = err
+        .take_request::<http::Request<Full<Bytes>>>()
+        .expect("the request comes back");
+    assert_eq!(back.headers()["x-request-id"], "late");
+    assert_eq!(pods[0].executions("late"), 0);
+    assert!(
+        in_flight.await.unwrap().unwrap().is_success(),
+        "the in-flight request finishes"
+    );
+}

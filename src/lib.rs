@@ -14,7 +14,7 @@
 //! |---|---|
 //! | [`age`] | [`MaxConnectionAgeLayer`]: wraps any connection `MakeService` so each connection is an [`AgedConnection`] with a deadline (age + jitter), a drain, and a force-close after `drain_timeout`. It also tracks the connection's load until each response *body* ends. |
 //! | [`connector`] | [`Http2Connector`]: turns a hyper-util connector (`HttpConnector`, TLS, ...) and a `hyper::client::conn::http2::Builder` into connection services on `http2::SendRequest`, which hand unsent requests back. |
-//! | [`discover`] | [`RotatingDiscover`]: a `tower::discover::Discover` over a set of endpoints that opens `connections_per_endpoint` each, replaces aged connections make-before-break and closed ones with backoff. It never yields `Err` and never ends. |
+//! | [`discover`] | [`RotatingDiscover`]: a `tower::discover::Discover` over a fixed set of endpoints or a host name it re-resolves (periodically or at the TTL, at rotations, on losses), that opens `connections_per_endpoint` each, replaces aged connections make-before-break and closed ones with backoff, and drains those of endpoints that left. It never yields `Err` and never ends. |
 //! | [`replay`] | [`ReplayLayer`]: replays requests that came back unsent, and once those the server provably never processed (`REFUSED_STREAM`, above `GOAWAY`'s last-stream-id). Nothing else. |
 //! | [`client`] | [`Client`]: all of it composed, with a lock-free power-of-two-choices pick in the caller's task. |
 //! | [`resolve`] | [`Resolve`](resolve::Resolve): any hyper-util resolver (`Service<Name>`) whose answer may carry a TTL; [`StaticResolver`](resolve::StaticResolver), and `HickoryResolver` (feature `hickory`) which reports the records' TTL. |
@@ -35,10 +35,20 @@
 //!
 //! Rotation happens off the request path: a background task owned by
 //! [`RotatingDiscover`] watches every connection's deadline and lifetime. At a
-//! deadline it connects the replacement; when that is ready it swaps it in,
-//! which drops the old connection handle and starts its drain. A request that
-//! raced the swap gets `Draining` back with its request and is replayed on the
-//! new connection.
+//! deadline it resolves the host again (when allowed) and connects the
+//! replacement; when that is ready it swaps it in, which drops the old
+//! connection handle and starts its drain. A request that raced the swap gets
+//! `Draining` back with its request and is replayed on the new connection.
+//!
+//! ```text
+//! RotatingDiscover worker (one task)
+//!   ├─ resolve(host) ── diff ──> new address: connect; gone: Remove (drain)
+//!   ├─ connection deadline ────> resolve, connect replacement, Insert same key
+//!   └─ connection lost ────────> Remove, reconnect (backoff when it repeats)
+//!          │ Change::Insert / Change::Remove
+//!          v
+//! Client's connection list (or tower's Balance / ReadyCache)
+//! ```
 //!
 //! # Composing with tower
 //!

@@ -14,7 +14,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// *provably not processed* by the server ([`Draining`](ErrorKind::Draining),
 /// [`Refused`](ErrorKind::Refused), [`NoReadyEndpoint`](ErrorKind::NoReadyEndpoint)),
 /// or it *may have been processed* ([`ForceClosed`](ErrorKind::ForceClosed),
-/// [`Request`](ErrorKind::Request)). This crate replays only the first group.
+/// [`GoAway`](ErrorKind::GoAway), [`Request`](ErrorKind::Request)). This crate replays only the first group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -31,9 +31,16 @@ pub enum ErrorKind {
     /// and the connection was closed by force. It may have been processed.
     ForceClosed,
     /// The server provably did not process the request (`REFUSED_STREAM`, or a
-    /// `GOAWAY` whose last-stream-id is below it), but it could not be replayed:
-    /// its replay was used up or its body could not be replayed.
+    /// `GOAWAY` whose last-stream-id is below it). [`ReplayLayer`](crate::ReplayLayer)
+    /// and [`Client`](crate::Client) replay these once; this reaches the caller
+    /// when the replay was used up or the body could not be rebuilt.
     Refused,
+    /// The server sent `GOAWAY` and hyper failed the request without telling
+    /// whether its stream had been sent: hyper's dispatch can notice the
+    /// `GOAWAY` right after opening a stream. It may have been processed, so
+    /// it is not replayed; a stream provably above the last-stream-id becomes
+    /// [`Refused`](ErrorKind::Refused) instead.
+    GoAway,
     /// Resolving the endpoints' host name failed.
     Resolve,
     /// The request failed on the wire (I/O error, reset, protocol error) and may
@@ -50,6 +57,7 @@ impl ErrorKind {
             ErrorKind::NoReadyEndpoint => "no endpoint became ready within the ready timeout",
             ErrorKind::ForceClosed => "connection closed by force after its drain timeout",
             ErrorKind::Refused => "server refused the request without processing it",
+            ErrorKind::GoAway => "server sent GOAWAY; the request may have been processed",
             ErrorKind::Resolve => "resolving endpoints failed",
             ErrorKind::Request => "request failed",
         }

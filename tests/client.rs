@@ -403,3 +403,22 @@ async fn a_connect_that_never_finishes_times_out_and_is_retried() {
         "the timed-out connect was not retried"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn goaway_for_a_get_with_no_body_is_replayed_once_proven_unprocessed() {
+    let pods = start_pods(1).await;
+    pods[0].script([Script::GoAwayBeforeProcessing]);
+    let client = Client::builder()
+        .endpoint(pods[0].uri())
+        .build::<Body>()
+        .unwrap();
+    let response = client
+        .clone()
+        .oneshot(get(pods[0].uri(), "get-1"))
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    assert_eq!(pods[0].executions("get-1"), 1);
+    assert_eq!(pods[0].connections(), 2);
+    assert_eq!(client.stats().replayed, 1);
+}

@@ -218,18 +218,18 @@ fn classify<B: Send + 'static>(mut err: TrySendError<Request<B>>) -> Error {
             .with_request(request);
     }
     let err = err.into_error();
-    let refused = std::error::Error::source(&err)
-        .and_then(error::find_h2)
-        .is_some_and(|h2| {
-            (h2.is_go_away() && h2.is_remote())
-                || (h2.is_reset()
-                    && h2.is_remote()
-                    && h2.reason() == Some(h2::Reason::REFUSED_STREAM))
-        });
-    let kind = if refused {
-        ErrorKind::Refused
-    } else {
-        ErrorKind::Request
+    let kind = match std::error::Error::source(&err).and_then(error::find_h2) {
+        Some(h2)
+            if h2.is_reset()
+                && h2.is_remote()
+                && h2.reason() == Some(h2::Reason::REFUSED_STREAM) =>
+        {
+            ErrorKind::Refused
+        }
+        // Above the last-stream-id, or noticed by hyper after it opened the
+        // stream: the replay decides which (see `replay`).
+        Some(h2) if h2.is_go_away() && h2.is_remote() => ErrorKind::GoAway,
+        _ => ErrorKind::Request,
     };
     Error::new(kind).with_source(err)
 }

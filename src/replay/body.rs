@@ -16,6 +16,14 @@ use tokio::sync::oneshot;
 /// refused), it hands back what it sent plus the part of the original body it
 /// had not read yet. Requests whose body was read past the limit are not
 /// replayed.
+///
+/// A tapped body also tells whether hyper ever polled it. hyper polls a body
+/// only once it has opened the request's stream and found the connection
+/// still usable, so a `GOAWAY` error on a polled body is the server's
+/// "above my last-stream-id", while one on an unpolled body may come from
+/// hyper's dispatch noticing the `GOAWAY` right after it opened (and maybe
+/// sent) the stream. To get that proof for empty bodies too, a tapped empty
+/// body ends with an empty DATA frame instead of on the HEADERS frame.
 pub struct ReplayBody<B> {
     /// What is left of the caller's body.
     rest: Option<B>,
@@ -33,6 +41,7 @@ struct Replay {
 
 /// Records what a body sent and hands it back when the body is dropped.
 struct Tap<B> {
+    polled: bool,
     sent: Vec<Bytes>,
     len: usize,
     limit: usize,
@@ -43,6 +52,8 @@ struct Tap<B> {
 
 /// What a tapped body hands back when hyper drops it.
 pub(crate) struct Returned<B> {
+    /// Whether hyper polled the body, so the stream was open and usable.
+    pub(crate) polled: bool,
     /// `None` when more than the limit was sent.
     sent: Option<Vec<Bytes>>,
     unsent: VecDeque<Bytes>,
@@ -61,14 +72,12 @@ impl<B: Body<Data = Bytes> + Unpin> ReplayBody<B> {
     }
 
     /// Wraps `body`, recording up to `limit` bytes of it. The receiver gets
-    /// what was sent once hyper drops the body. An empty body needs no tap.
-    pub(crate) fn tapped(body: B, limit: usize) -> (Self, Option<oneshot::Receiver<Returned<B>>>) {
+    /// what was sent, and whether hyper polled the body, once hyper drops it.
+    pub(crate) fn tapped(body: B, limit: usize) -> (Self, oneshot::Receiver<Returned<B>>) {
         let mut this = ReplayBody::new(body);
-        if this.is_end_stream() {
-            return (this, None);
-        }
         let (tx, rx) = oneshot::channel();
         this.tap = Some(Box::new(Tap {
+            polled: false,
             sent: Vec::new(),
             len: 0,
             limit,
@@ -76,16 +85,7 @@ impl<B: Body<Data = Bytes> + Unpin> ReplayBody<B> {
             trailers: None,
             back: Some(tx),
         }));
-        (this, Some(rx))
-    }
-
-    /// An empty body: the replay of a request whose body was empty.
-    pub(crate) fn empty() -> Self {
-        ReplayBody {
-            rest: None,
-            replay: None,
-            tap: None,
-        }
+        (this, rx)
     }
 
     /// Rebuilds the body from what a tapped body handed back; `None` when it
@@ -126,6 +126,7 @@ impl<B> Drop for ReplayBody<B> {
         {
             let replay = self.replay.take().map(|r| *r).unwrap_or_default();
             let _ = back.send(Returned {
+                polled: tap.polled,
                 sent: (!tap.overflow).then(|| std::mem::take(&mut tap.sent)),
                 unsent: replay.chunks,
                 trailers: tap.trailers.take().or(replay.trailers),
@@ -147,6 +148,9 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.get_mut();
+        if let Some(tap) = &mut this.tap {
+            tap.polled = true;
+        }
         if let Some(chunk) = this.replay.as_mut().and_then(|r| r.chunks.pop_front()) {
             if let Some(tap) = &mut this.tap {
                 tap.record(&chunk);
@@ -179,6 +183,10 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
+        // An unpolled tapped body is never "ended" up front: see the type's docs.
+        if self.tap.as_ref().is_some_and(|tap| !tap.polled) {
+            return false;
+        }
         self.replay
             .as_ref()
             .is_none_or(|r| r.chunks.is_empty() && r.trailers.is_none())
@@ -216,5 +224,72 @@ impl<B> std::fmt::Debug for ReplayBody<B> {
             .field("has_rest", &self.rest.is_some())
             .field("tapped", &self.tap.is_some())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Empty;
+
+    impl Body for Empty {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(None)
+        }
+
+        fn is_end_stream(&self) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unpolled_empty_body_reports_that_it_was_never_polled() {
+        let (body, returned) = ReplayBody::tapped(Empty, 16);
+        assert!(!body.is_end_stream(), "a tapped body waits to be polled");
+        drop(body);
+        assert!(!returned.await.unwrap().polled);
+    }
+
+    #[tokio::test]
+    async fn a_polled_body_hands_back_what_it_sent_and_the_rest() {
+        let chunks = vec![
+            Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(b"ab"))),
+            Ok(Frame::data(Bytes::from_static(b"cd"))),
+        ];
+        let stream = http_body_util::StreamBody::new(futures_util::stream::iter(chunks));
+        let (mut body, returned) = ReplayBody::tapped(stream, 16);
+        let first = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+        assert_eq!(first.unwrap().unwrap().into_data().unwrap(), "ab");
+        drop(body);
+        let returned = returned.await.unwrap();
+        assert!(returned.polled);
+        let mut replay = ReplayBody::from_returned(returned).expect("within the limit");
+        let mut all = Vec::new();
+        while let Some(frame) =
+            std::future::poll_fn(|cx| Pin::new(&mut replay).poll_frame(cx)).await
+        {
+            all.extend_from_slice(&frame.unwrap().into_data().unwrap());
+        }
+        assert_eq!(all, b"abcd", "what was sent, then what was not read yet");
+    }
+
+    #[tokio::test]
+    async fn a_body_past_the_limit_cannot_be_replayed() {
+        let chunks = vec![Ok::<_, std::convert::Infallible>(Frame::data(
+            Bytes::from_static(b"0123456789"),
+        ))];
+        let stream = http_body_util::StreamBody::new(futures_util::stream::iter(chunks));
+        let (mut body, returned) = ReplayBody::tapped(stream, 4);
+        let _ = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+        drop(body);
+        assert!(ReplayBody::from_returned(returned.await.unwrap()).is_none());
     }
 }

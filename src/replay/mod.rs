@@ -10,6 +10,13 @@
 //!   when the body can be rebuilt: it was empty, or everything it sent fit in
 //!   the replay buffer (default 64 KiB).
 //!
+//! hyper reports a `GOAWAY` the same way whether the stream was above the
+//! last-stream-id or hyper's dispatch noticed the `GOAWAY` just after opening
+//! (and maybe sending) the stream. The replay tells the two apart by whether
+//! hyper polled the request body, which it does only on a stream it kept (see
+//! [`ReplayBody`]); an unproven `GOAWAY` error reaches the caller as
+//! [`ErrorKind::GoAway`], not replayed.
+//!
 //! An I/O error, a timeout, a reset after the server took the stream, or a
 //! force-close may have left the request processed: the caller gets the typed
 //! error and decides. So this crate never runs a request twice.
@@ -110,7 +117,8 @@ where
         let (parts, body) = request.into_parts();
         let head = config.replay_refused.then(|| Head::of(&parts));
         let (body, returned) = if config.replay_refused {
-            ReplayBody::tapped(body, config.buffer_limit)
+            let (body, returned) = ReplayBody::tapped(body, config.buffer_limit);
+            (body, Some(returned))
         } else {
             (ReplayBody::new(body), None)
         };
@@ -138,30 +146,26 @@ where
                     None => Err(err),
                 }
             }
-            ErrorKind::Refused if !self.refused_replayed => {
-                let Some(head) = self.head.take() else {
+            ErrorKind::Refused | ErrorKind::GoAway if !self.refused_replayed => {
+                let (Some(head), Some(returned)) = (self.head.take(), self.returned.take()) else {
                     return Err(err);
                 };
                 self.refused_replayed = true;
-                let body = match self.returned.take() {
-                    None => ReplayBody::empty(),
-                    Some(returned) => {
-                        match tokio::time::timeout(BODY_RETURN_WAIT, returned).await {
-                            Ok(Ok(returned)) => match ReplayBody::from_returned(returned) {
-                                Some(body) => body,
-                                None => {
-                                    return Err(err.with_message(
-                                        "not replayed: the body was larger than the replay buffer",
-                                    ));
-                                }
-                            },
-                            _ => {
-                                return Err(
-                                    err.with_message("not replayed: the body was not handed back")
-                                );
-                            }
-                        }
+                let Ok(Ok(returned)) = tokio::time::timeout(BODY_RETURN_WAIT, returned).await
+                else {
+                    return Err(err.with_message("not replayed: the body was not handed back"));
+                };
+                if err.kind() == ErrorKind::GoAway {
+                    if !returned.polled {
+                        // hyper may have opened and sent the stream: maybe processed.
+                        return Err(err);
                     }
+                    // A stream hyper kept, failed by GOAWAY: above the last-stream-id.
+                    err.set_kind(ErrorKind::Refused);
+                }
+                let Some(body) = ReplayBody::from_returned(returned) else {
+                    return Err(err
+                        .with_message("not replayed: the body was larger than the replay buffer"));
                 };
                 tracing::debug!(error = %err, "replaying request the server did not process");
                 Ok(head.into_request(body))

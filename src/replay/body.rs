@@ -29,7 +29,8 @@ pub struct ReplayBody<B> {
     rest: Option<B>,
     /// Boxed, so the common case (no replay, empty body) stays as small as `B`.
     replay: Option<Box<Replay>>,
-    tap: Option<Box<Tap<B>>>,
+    /// Inline, not boxed: every request of a replaying client has one.
+    tap: Option<Tap<B>>,
 }
 
 /// What a replay sends before the rest of the caller's body.
@@ -46,7 +47,7 @@ struct Tap<B> {
     len: usize,
     limit: usize,
     overflow: bool,
-    trailers: Option<HeaderMap>,
+    trailers: Option<Box<HeaderMap>>,
     back: Option<oneshot::Sender<Returned<B>>>,
 }
 
@@ -76,7 +77,7 @@ impl<B: Body<Data = Bytes> + Unpin> ReplayBody<B> {
     pub(crate) fn tapped(body: B, limit: usize) -> (Self, oneshot::Receiver<Returned<B>>) {
         let mut this = ReplayBody::new(body);
         let (tx, rx) = oneshot::channel();
-        this.tap = Some(Box::new(Tap {
+        this.tap = Some(Tap {
             polled: false,
             sent: Vec::new(),
             len: 0,
@@ -84,7 +85,7 @@ impl<B: Body<Data = Bytes> + Unpin> ReplayBody<B> {
             overflow: false,
             trailers: None,
             back: Some(tx),
-        }));
+        });
         (this, rx)
     }
 
@@ -129,7 +130,7 @@ impl<B> Drop for ReplayBody<B> {
                 polled: tap.polled,
                 sent: (!tap.overflow).then(|| std::mem::take(&mut tap.sent)),
                 unsent: replay.chunks,
-                trailers: tap.trailers.take().or(replay.trailers),
+                trailers: tap.trailers.take().map(|t| *t).or(replay.trailers),
                 rest: self.rest.take(),
             });
         }
@@ -164,7 +165,7 @@ where
                         if let Some(chunk) = frame.data_ref() {
                             tap.record(chunk);
                         } else if let Some(trailers) = frame.trailers_ref() {
-                            tap.trailers = Some(trailers.clone());
+                            tap.trailers = Some(Box::new(trailers.clone()));
                         }
                     }
                     return Poll::Ready(Some(Ok(frame)));
@@ -175,7 +176,7 @@ where
         }
         if let Some(trailers) = this.replay.as_mut().and_then(|r| r.trailers.take()) {
             if let Some(tap) = &mut this.tap {
-                tap.trailers = Some(trailers.clone());
+                tap.trailers = Some(Box::new(trailers.clone()));
             }
             return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
         }

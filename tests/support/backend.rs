@@ -35,6 +35,10 @@ pub enum Script {
     /// h2: count the request as executed, read one body chunk, then drop the
     /// connection.
     DieAfterFirstChunk,
+    /// h2: complete the handshake and accept every stream (each counted as
+    /// executed), but never answer any; the connection ends when the client
+    /// closes it.
+    Hang,
 }
 
 /// What a backend saw.
@@ -60,6 +64,11 @@ impl Record {
                 .or_default() += 1;
         }
         self.seen.notify_waiters();
+    }
+
+    /// All request ids and how often each ran.
+    pub fn executed(&self) -> HashMap<String, usize> {
+        self.executed.lock().unwrap().clone()
     }
 }
 
@@ -164,7 +173,7 @@ impl Backend {
 
     /// All request ids and how often each ran.
     pub fn executed(&self) -> HashMap<String, usize> {
-        self.record.executed.lock().unwrap().clone()
+        self.record.executed()
     }
 
     /// Stops accepting and resets every open connection (a killed pod).
@@ -222,6 +231,7 @@ async fn accept_loop(
                 Script::GoAwayBeforeProcessing => goaway_before_processing(stream).await,
                 Script::RefuseStreams(n) => serve_h2(stream, addr, record, n, false).await,
                 Script::DieAfterFirstChunk => serve_h2(stream, addr, record, 0, true).await,
+                Script::Hang => hang(stream, record).await,
             }
         });
     }
@@ -319,6 +329,25 @@ async fn serve_h2(
         if let Ok(mut send) = respond.send_response(response, false) {
             let _ = send.send_data(Bytes::from(format!("{addr} {len}")), true);
         }
+    }
+}
+
+/// Accepts streams and never answers them. The streams' response handles
+/// are kept so that none is reset; they go when the client closes the
+/// connection (then `accept` ends).
+async fn hang(stream: TcpStream, record: Arc<Record>) {
+    let Ok(mut connection) = h2::server::handshake(stream).await else {
+        return;
+    };
+    let mut held = Vec::new();
+    while let Some(Ok((request, respond))) = connection.accept().await {
+        let id = request
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        record.request(id.as_deref());
+        held.push((request, respond));
     }
 }
 

@@ -308,6 +308,78 @@ fn open_fds() -> usize {
         .unwrap_or(0)
 }
 
+/// What each open fd points to (`socket:[inode]`, `anon_inode:[eventfd]`, ...).
+fn fd_targets() -> BTreeMap<String, String> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return BTreeMap::new();
+    };
+    dir.filter_map(|entry| {
+        let entry = entry.ok()?;
+        let target = std::fs::read_link(entry.path()).ok()?;
+        Some((
+            entry.file_name().to_string_lossy().into_owned(),
+            target.to_string_lossy().into_owned(),
+        ))
+    })
+    .collect()
+}
+
+/// The TCP and UDP sockets of this network namespace by inode: protocol,
+/// local and remote address, state (from /proc/net).
+fn sockets() -> HashMap<String, String> {
+    let mut found = HashMap::new();
+    for proto in ["tcp", "udp"] {
+        let Ok(table) = std::fs::read_to_string(format!("/proc/net/{proto}")) else {
+            continue;
+        };
+        for line in table.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.len() < 10 {
+                continue;
+            }
+            let addr = |hex: &str| {
+                let (ip, port) = hex.split_once(':').unwrap_or((hex, "0"));
+                let ip = u32::from_str_radix(ip, 16).unwrap_or(0);
+                let port = u16::from_str_radix(port, 16).unwrap_or(0);
+                format!("{}:{port}", Ipv4Addr::from(u32::from_be(ip)))
+            };
+            let state = match cols[3] {
+                "01" => "ESTABLISHED",
+                "06" => "TIME_WAIT",
+                "07" => "CLOSE",
+                "08" => "CLOSE_WAIT",
+                "0A" => "LISTEN",
+                "04" => "FIN_WAIT1",
+                "05" => "FIN_WAIT2",
+                "09" => "LAST_ACK",
+                other => other,
+            };
+            found.insert(
+                cols[9].to_owned(),
+                format!("{proto} {} -> {} {state}", addr(cols[1]), addr(cols[2])),
+            );
+        }
+    }
+    found
+}
+
+/// Prints the fds open now that were not open (or pointed elsewhere) at start.
+fn print_new_fds(start: &BTreeMap<String, String>) {
+    let sockets = sockets();
+    for (fd, target) in fd_targets() {
+        if start.get(&fd) == Some(&target) {
+            continue;
+        }
+        let socket = target
+            .strip_prefix("socket:[")
+            .and_then(|inode| sockets.get(inode.trim_end_matches(']')));
+        println!(
+            "  fd {fd} -> {target} {}",
+            socket.map(String::as_str).unwrap_or("")
+        );
+    }
+}
+
 /// Polls the fd count until it is back to `target` or has not moved for
 /// 2 s, for at most 15 s.
 async fn settled_fds(target: usize) -> usize {
@@ -433,6 +505,7 @@ async fn main() {
     let dns = DnsServer::start().await;
     dns.set_a(NAME, &pods.ips(), 1);
     let open_fds_start = open_fds();
+    let fds_at_start = fd_targets();
 
     let resolver = HickoryResolver::with_nameserver(dns.addr()).expect("resolver");
     let client = Client::builder()
@@ -539,6 +612,10 @@ async fn main() {
     drop(client);
     // Every pod is running again (faults undo themselves); let connections close.
     let open_fds_end = settled_fds(open_fds_start).await;
+    if open_fds_end > open_fds_start {
+        println!("fds open at the end that were not at the start:");
+        print_new_fds(&fds_at_start);
+    }
 
     let mut executions: HashMap<String, usize> = HashMap::new();
     for record in &pods.records {

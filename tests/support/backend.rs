@@ -289,6 +289,8 @@ async fn serve_hyper(stream: TcpStream, addr: SocketAddr, record: Arc<Record>) {
         .await;
 }
 
+/// Streams are handled in their own tasks while this one keeps polling the
+/// connection (h2 reads request bodies only while the connection is polled).
 async fn serve_h2(
     stream: TcpStream,
     addr: SocketAddr,
@@ -299,8 +301,18 @@ async fn serve_h2(
     let Ok(mut connection) = h2::server::handshake(stream).await else {
         return;
     };
+    let died = Arc::new(Notify::new());
+    let mut streams = JoinSet::new();
     let mut refused = 0;
-    while let Some(Ok((request, mut respond))) = connection.accept().await {
+    loop {
+        let next = tokio::select! {
+            next = connection.accept() => next,
+            // Drops the connection mid-request.
+            _ = died.notified() => return,
+        };
+        let Some(Ok((request, mut respond))) = next else {
+            return;
+        };
         if refused < refuse {
             refused += 1;
             respond.send_reset(h2::Reason::REFUSED_STREAM);
@@ -312,23 +324,27 @@ async fn serve_h2(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         record.request(id.as_deref());
-        let mut body = request.into_body();
-        if die {
-            let _ = body.data().await;
-            return; // drops the connection mid-request
-        }
-        let mut len = 0;
-        while let Some(Ok(chunk)) = body.data().await {
-            len += chunk.len();
-            let _ = body.flow_control().release_capacity(chunk.len());
-        }
-        let response = Response::builder()
-            .header("x-backend", addr.to_string())
-            .body(())
-            .unwrap();
-        if let Ok(mut send) = respond.send_response(response, false) {
-            let _ = send.send_data(Bytes::from(format!("{addr} {len}")), true);
-        }
+        let died = died.clone();
+        streams.spawn(async move {
+            let mut body = request.into_body();
+            if die {
+                let _ = body.data().await;
+                died.notify_one();
+                return;
+            }
+            let mut len = 0;
+            while let Some(Ok(chunk)) = body.data().await {
+                len += chunk.len();
+                let _ = body.flow_control().release_capacity(chunk.len());
+            }
+            let response = Response::builder()
+                .header("x-backend", addr.to_string())
+                .body(())
+                .unwrap();
+            if let Ok(mut send) = respond.send_response(response, false) {
+                let _ = send.send_data(Bytes::from(format!("{addr} {len}")), true);
+            }
+        });
     }
 }
 

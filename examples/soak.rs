@@ -412,7 +412,7 @@ async fn worker(
     while !stop.load(Ordering::Relaxed) {
         let id = next_id.fetch_add(1, Ordering::Relaxed);
         let phase = Phase::from_index(live.phase.load(Ordering::Relaxed));
-        let request = if id % 2 == 0 {
+        let request = if id.is_multiple_of(2) {
             Request::get(&uri)
                 .header("x-request-id", id.to_string())
                 .body(Full::new(Bytes::new()))

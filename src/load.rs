@@ -13,8 +13,10 @@ use std::time::Duration;
 pub enum LoadKind {
     /// Peak-EWMA of the time to response headers, times pending requests + 1,
     /// as in Finagle and tower's `PeakEwma`. `decay` is how fast old samples
-    /// are forgotten. A connection with no sample yet costs nothing, so a
-    /// fresh replacement is tried at once.
+    /// are forgotten. An idle connection with no sample yet costs nothing, so
+    /// a fresh replacement is tried at once; while requests wait on it for
+    /// its first response, its age stands in for the RTT, so a connection
+    /// that never answers stops drawing requests.
     PeakEwma {
         /// The decay time of the moving average (default 10 s).
         decay: Duration,
@@ -52,13 +54,27 @@ impl Load {
         }
     }
 
-    /// `since_sample_ns`: time since the last sample, for the decay.
+    /// `since_sample_ns`: time since the last sample, for the decay; before
+    /// the first sample, the connection's age.
     #[inline]
     pub(crate) fn cost(&self, pending: usize, since_sample_ns: u64) -> f64 {
         match self.kind {
             LoadKind::PendingRequests => pending as f64,
             LoadKind::PeakEwma { .. } => {
                 let rtt = f64::from_bits(self.rtt_ns.load(Ordering::Relaxed));
+                if rtt == 0.0 {
+                    // No sample yet. Costing nothing whatever is pending
+                    // would make a connection that never answers win every
+                    // pick it is part of, until every caller waits on it.
+                    // Its pending requests have waited at most its age, and
+                    // as long as no response came back that age is the best
+                    // lower bound of its RTT we have.
+                    return if pending == 0 {
+                        0.0
+                    } else {
+                        since_sample_ns as f64 * (pending as f64 + 1.0)
+                    };
+                }
                 let decayed = rtt * (-(since_sample_ns as f64) / self.decay_ns).exp();
                 decayed * (pending as f64 + 1.0)
             }
@@ -88,6 +104,16 @@ mod tests {
     fn peak_ewma_jumps_to_peaks_and_decays_slowly() {
         let load = Load::new(LoadKind::default());
         assert_eq!(load.cost(5, 0), 0.0, "no sample yet costs nothing");
+        assert_eq!(
+            load.cost(0, 5_000_000),
+            0.0,
+            "idle and unsampled: tried at once"
+        );
+        assert_eq!(
+            load.cost(1, 5_000_000),
+            10e6,
+            "unsampled with requests pending: the wait stands in for the RTT"
+        );
         load.record(Duration::from_millis(10), 0);
         assert_eq!(load.cost(0, 0), 10e6);
         assert_eq!(load.cost(1, 0), 20e6, "pending requests multiply the cost");

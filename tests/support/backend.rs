@@ -35,6 +35,10 @@ pub enum Script {
     /// h2: count the request as executed, read one body chunk, then drop the
     /// connection.
     DieAfterFirstChunk,
+    /// h2: complete the handshake and accept every stream (each counted as
+    /// executed), but never answer any; the connection ends when the client
+    /// closes it.
+    Hang,
 }
 
 /// What a backend saw.
@@ -60,6 +64,11 @@ impl Record {
                 .or_default() += 1;
         }
         self.seen.notify_waiters();
+    }
+
+    /// All request ids and how often each ran.
+    pub fn executed(&self) -> HashMap<String, usize> {
+        self.executed.lock().unwrap().clone()
     }
 }
 
@@ -164,7 +173,7 @@ impl Backend {
 
     /// All request ids and how often each ran.
     pub fn executed(&self) -> HashMap<String, usize> {
-        self.record.executed.lock().unwrap().clone()
+        self.record.executed()
     }
 
     /// Stops accepting and resets every open connection (a killed pod).
@@ -222,6 +231,7 @@ async fn accept_loop(
                 Script::GoAwayBeforeProcessing => goaway_before_processing(stream).await,
                 Script::RefuseStreams(n) => serve_h2(stream, addr, record, n, false).await,
                 Script::DieAfterFirstChunk => serve_h2(stream, addr, record, 0, true).await,
+                Script::Hang => hang(stream, record).await,
             }
         });
     }
@@ -279,6 +289,8 @@ async fn serve_hyper(stream: TcpStream, addr: SocketAddr, record: Arc<Record>) {
         .await;
 }
 
+/// Streams are handled in their own tasks while this one keeps polling the
+/// connection (h2 reads request bodies only while the connection is polled).
 async fn serve_h2(
     stream: TcpStream,
     addr: SocketAddr,
@@ -289,8 +301,18 @@ async fn serve_h2(
     let Ok(mut connection) = h2::server::handshake(stream).await else {
         return;
     };
+    let died = Arc::new(Notify::new());
+    let mut streams = JoinSet::new();
     let mut refused = 0;
-    while let Some(Ok((request, mut respond))) = connection.accept().await {
+    loop {
+        let next = tokio::select! {
+            next = connection.accept() => next,
+            // Drops the connection mid-request.
+            _ = died.notified() => return,
+        };
+        let Some(Ok((request, mut respond))) = next else {
+            return;
+        };
         if refused < refuse {
             refused += 1;
             respond.send_reset(h2::Reason::REFUSED_STREAM);
@@ -302,23 +324,46 @@ async fn serve_h2(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         record.request(id.as_deref());
-        let mut body = request.into_body();
-        if die {
-            let _ = body.data().await;
-            return; // drops the connection mid-request
-        }
-        let mut len = 0;
-        while let Some(Ok(chunk)) = body.data().await {
-            len += chunk.len();
-            let _ = body.flow_control().release_capacity(chunk.len());
-        }
-        let response = Response::builder()
-            .header("x-backend", addr.to_string())
-            .body(())
-            .unwrap();
-        if let Ok(mut send) = respond.send_response(response, false) {
-            let _ = send.send_data(Bytes::from(format!("{addr} {len}")), true);
-        }
+        let died = died.clone();
+        streams.spawn(async move {
+            let mut body = request.into_body();
+            if die {
+                let _ = body.data().await;
+                died.notify_one();
+                return;
+            }
+            let mut len = 0;
+            while let Some(Ok(chunk)) = body.data().await {
+                len += chunk.len();
+                let _ = body.flow_control().release_capacity(chunk.len());
+            }
+            let response = Response::builder()
+                .header("x-backend", addr.to_string())
+                .body(())
+                .unwrap();
+            if let Ok(mut send) = respond.send_response(response, false) {
+                let _ = send.send_data(Bytes::from(format!("{addr} {len}")), true);
+            }
+        });
+    }
+}
+
+/// Accepts streams and never answers them. The streams' response handles
+/// are kept so that none is reset; they go when the client closes the
+/// connection (then `accept` ends).
+async fn hang(stream: TcpStream, record: Arc<Record>) {
+    let Ok(mut connection) = h2::server::handshake(stream).await else {
+        return;
+    };
+    let mut held = Vec::new();
+    while let Some(Ok((request, respond))) = connection.accept().await {
+        let id = request
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        record.request(id.as_deref());
+        held.push((request, respond));
     }
 }
 

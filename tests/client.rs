@@ -27,6 +27,14 @@ async fn text(
     String::from_utf8(bytes.to_vec()).unwrap()
 }
 
+/// Every call in these tests is bounded: a hang fails the test instead of
+/// stalling the suite.
+async fn bounded<T>(call: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(20), call)
+        .await
+        .expect("the call did not finish within 20 s")
+}
+
 /// Waits until the client has `n` connections in service.
 async fn connected<B>(client: &Client<B>, n: usize) {
     tokio::time::timeout(Duration::from_secs(5), async {
@@ -130,11 +138,10 @@ async fn long_request_on_an_aging_connection_completes() {
         .build::<Body>()
         .unwrap();
     connected(&client, 1).await;
-    let response = client
+    let long = client
         .clone()
-        .oneshot(get(format!("{}sleep/2000", pods[0].uri()), "long"))
-        .await
-        .unwrap();
+        .oneshot(get(format!("{}sleep/2000", pods[0].uri()), "long"));
+    let response = bounded(long).await.unwrap();
     assert!(
         client.stats().rotated >= 1,
         "the connection should have rotated meanwhile"
@@ -152,11 +159,10 @@ async fn request_running_past_the_drain_timeout_is_force_closed() {
         .build::<Body>()
         .unwrap();
     connected(&client, 1).await;
-    let err = client
+    let too_long = client
         .clone()
-        .oneshot(get(format!("{}sleep/5000", pods[0].uri()), "too-long"))
-        .await
-        .unwrap_err();
+        .oneshot(get(format!("{}sleep/5000", pods[0].uri()), "too-long"));
+    let err = bounded(too_long).await.unwrap_err();
     assert!(err.is_force_closed(), "{err:?}");
     assert_eq!(
         pods[0].executions("too-long"),
@@ -177,7 +183,7 @@ async fn refused_streams_are_replayed_with_their_body() {
         .header("x-request-id", "post-1")
         .body(Full::new(Bytes::from_static(b"twelve bytes")))
         .unwrap();
-    let response = client.clone().oneshot(request).await.unwrap();
+    let response = bounded(client.clone().oneshot(request)).await.unwrap();
     assert!(
         text(response).await.ends_with(" 12"),
         "the replay must carry the whole body"
@@ -198,7 +204,7 @@ async fn goaway_above_the_last_stream_id_is_replayed_once_on_a_new_connection() 
         .header("x-request-id", "post-2")
         .body(Full::new(Bytes::from_static(b"hello")))
         .unwrap();
-    let response = client.clone().oneshot(request).await.unwrap();
+    let response = bounded(client.clone().oneshot(request)).await.unwrap();
     assert!(
         text(response).await.contains(" 5 "),
         "the replay must carry the whole body"
@@ -232,7 +238,7 @@ async fn partly_sent_post_is_not_replayed_when_the_connection_dies() {
         .header("x-request-id", "post-3")
         .body(body)
         .unwrap();
-    let err = client.clone().oneshot(request).await.unwrap_err();
+    let err = bounded(client.clone().oneshot(request)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Request, "{err:?}");
     assert!(!err.is_unprocessed());
     assert_eq!(pods[0].executions("post-3"), 1, "exactly one execution");
@@ -347,15 +353,11 @@ async fn relative_uris_get_the_origin_and_the_authority_is_kept() {
         .unwrap();
     connected(&client, 2).await;
     for i in 0..20 {
-        let response = client
-            .clone()
-            .oneshot(get("/", &i.to_string()))
+        let response = bounded(client.clone().oneshot(get("/", &i.to_string())))
             .await
             .unwrap();
         assert!(text(response).await.ends_with(" svc.test:8080"));
-        let response = client
-            .clone()
-            .oneshot(get("http://other.test/", "abs"))
+        let response = bounded(client.clone().oneshot(get("http://other.test/", "abs")))
             .await
             .unwrap();
         assert!(text(response).await.ends_with(" other.test"));
@@ -412,9 +414,7 @@ async fn goaway_for_a_get_with_no_body_is_replayed_once_proven_unprocessed() {
         .endpoint(pods[0].uri())
         .build::<Body>()
         .unwrap();
-    let response = client
-        .clone()
-        .oneshot(get(pods[0].uri(), "get-1"))
+    let response = bounded(client.clone().oneshot(get(pods[0].uri(), "get-1")))
         .await
         .unwrap();
     assert!(response.status().is_success());

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full, StreamBody};
 use support::backend::{Backend, Script, start_pods, wait_until};
+use support::bounded;
 use tower::ServiceExt;
 use tower_max_connection_age::{Client, ErrorKind};
 
@@ -25,14 +26,6 @@ async fn text(
 ) -> String {
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     String::from_utf8(bytes.to_vec()).unwrap()
-}
-
-/// Every call in these tests is bounded: a hang fails the test instead of
-/// stalling the suite.
-async fn bounded<T>(call: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(20), call)
-        .await
-        .expect("the call did not finish within 20 s")
 }
 
 /// Waits until the client has `n` connections in service.

@@ -130,7 +130,7 @@ async fn axum_handler_calls_backends_through_client() {
         let request = http::Request::get("/from-axum")
             .body(axum::body::Body::empty())
             .unwrap();
-        let response = client.oneshot(request).await.unwrap();
+        let response = support::bounded(client.oneshot(request)).await.unwrap();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         format!("upstream said: {}", String::from_utf8_lossy(&bytes))
     }
@@ -150,7 +150,9 @@ async fn axum_handler_calls_backends_through_client() {
         let request = http::Request::get(format!("http://{addr}/"))
             .body(Full::default())
             .unwrap();
-        let response = client.clone().oneshot(request).await.unwrap();
+        let response = support::bounded(client.clone().oneshot(request))
+            .await
+            .unwrap();
         assert!(response.status().is_success());
         let body = response.into_body().collect().await.unwrap().to_bytes();
         let body = String::from_utf8(body.to_vec()).unwrap();
@@ -214,7 +216,11 @@ async fn layer_alone_drains_at_the_deadline_and_gives_requests_back() {
     assert_eq!(back.headers()["x-request-id"], "late");
     assert_eq!(pods[0].executions("late"), 0);
     assert!(
-        in_flight.await.unwrap().unwrap().is_success(),
+        support::bounded(in_flight)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_success(),
         "the in-flight request finishes"
     );
 }

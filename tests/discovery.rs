@@ -166,7 +166,7 @@ async fn in_flight_request_on_a_pod_that_left_dns_completes() {
         let client = client.clone();
         async move {
             let request = Request::get("/sleep/1000").body(Body::default()).unwrap();
-            let response = client.oneshot(request).await.unwrap();
+            let response = support::bounded(client.oneshot(request)).await.unwrap();
             response.into_body().collect().await.unwrap().to_bytes()
         }
     });
@@ -186,9 +186,11 @@ async fn in_flight_request_on_a_pod_that_left_dns_completes() {
     .await;
     for _ in 0..10 {
         let request = Request::get("/").body(Body::default()).unwrap();
-        client.clone().oneshot(request).await.unwrap();
+        support::bounded(client.clone().oneshot(request))
+            .await
+            .unwrap();
     }
-    let body = long.await.unwrap();
+    let body = support::bounded(long).await.unwrap();
     assert!(body.starts_with(pods[2].addr.to_string().as_bytes()));
     assert_eq!(
         pods[2].requests(),
@@ -282,9 +284,7 @@ async fn authority_is_the_service_name_not_the_pod_ip() {
     for uri in ["/".to_owned(), format!("http://svc.test.local:{port}/x")] {
         for _ in 0..10 {
             let request = Request::get(&uri).body(Body::default()).unwrap();
-            let body = client
-                .clone()
-                .oneshot(request)
+            let body = support::bounded(client.clone().oneshot(request))
                 .await
                 .unwrap()
                 .into_body()

@@ -19,3 +19,10 @@ pub mod dns;
 pub mod load;
 pub mod proxy;
 pub mod server;
+
+/// Bounds a test's call: a hang fails the test instead of stalling the suite.
+pub async fn bounded<T>(call: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(20), call)
+        .await
+        .expect("the call did not finish within 20 s")
+}

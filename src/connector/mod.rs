@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures_util::TryFutureExt;
 use http::{Request, Response, Uri};
 use http_body::Body;
 use hyper::body::Incoming;
@@ -204,8 +205,10 @@ fn send<B>(
 where
     B: Body + Send + 'static,
 {
-    let future = sender.try_send_request(request);
-    async move { future.await.map_err(classify) }
+    // `map_err`, not an `async` block: the block would hold hyper's future
+    // twice (as its capture and as the value it awaits), and this future is
+    // part of every request's boxed future in `Client`.
+    sender.try_send_request(request).map_err(classify)
 }
 
 /// Sorts hyper's errors into "never sent", "provably not processed", and

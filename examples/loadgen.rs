@@ -274,6 +274,18 @@ struct Cell {
     first_error: Option<String>,
 }
 
+impl Cell {
+    fn hung(failed: usize) -> Cell {
+        Cell {
+            rps: f64::NAN,
+            p50_us: f64::NAN,
+            p99_us: f64::NAN,
+            failed,
+            first_error: Some(format!("the cell did not finish within {CELL_LIMIT:?}")),
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Load {
     uri: Uri,
@@ -337,12 +349,21 @@ async fn drive<S: Sender>(
     (start.elapsed(), latencies, failed, first_error)
 }
 
+/// A cell normally takes a second or two; one that hangs is stopped (its
+/// workers aborted) and every one of its requests counted as failed, so the
+/// run always ends.
+const CELL_LIMIT: Duration = Duration::from_secs(60);
+
 async fn cell<S: Sender>(sender: S, load: &Load, concurrency: usize, requests: usize) -> Cell {
     // Untimed warm-up on the same fresh connection(s).
     let warm_up = (requests / 20).clamp(100, 2_000);
-    let (_, _, warm_failed, warm_error) = drive(&sender, load, concurrency, warm_up).await;
-    let (elapsed, mut latencies, failed, first_error) =
-        drive(&sender, load, concurrency, requests).await;
+    let limited = |n| tokio::time::timeout(CELL_LIMIT, drive(&sender, load, concurrency, n));
+    let Ok((_, _, warm_failed, warm_error)) = limited(warm_up).await else {
+        return Cell::hung(warm_up + requests);
+    };
+    let Ok((elapsed, mut latencies, failed, first_error)) = limited(requests).await else {
+        return Cell::hung(requests);
+    };
     latencies.sort_unstable();
     let quantile = |q: f64| -> f64 {
         if latencies.is_empty() {

@@ -5,9 +5,11 @@
 //! requests and reads the whole response, from 1 or 64 worker tasks, either
 //! through hyper's `http2::SendRequest` (one clone per worker) or through a
 //! `Client` with no age (one clone per worker). Criterion reports the time per
-//! request. For a noise-robust comparison on a busy machine, run
-//! `cargo run --release --example loadgen`, which compares the variants round
-//! by round.
+//! request. Everything runs on a current-thread runtime, so that time is
+//! the CPU a request costs (client and server together), which is stable
+//! enough to catch regressions. For throughput and latency across threads,
+//! run `cargo run --release --example loadgen`, which compares the variants
+//! round by round.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -24,7 +26,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use support::backend::Backend;
-use tokio::runtime::Runtime;
 use tower::{Service, ServiceExt};
 use tower_max_connection_age::Client;
 
@@ -77,7 +78,13 @@ where
 }
 
 fn overhead(c: &mut Criterion) {
-    let runtime = Runtime::new().unwrap();
+    // One thread: client, connection and server tasks take turns, so the time
+    // per request is the CPU it costs. On a multi-threaded runtime the figures
+    // jump between two levels (about ±35% on two cores) with where tasks land.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let backend = runtime.block_on(Backend::start(Ipv4Addr::LOCALHOST, 0));
     let uri: Uri = format!("http://{}/", backend.addr).parse().unwrap();
     let raw = runtime.block_on(raw_connection(&backend));

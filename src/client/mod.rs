@@ -175,8 +175,17 @@ async fn drive<B>(
     mut discover: RotatingDiscover<Http2Connection<ReplayBody<B>>>,
 ) {
     while let Some(Ok(change)) = discover.next().await {
-        let Some(shared) = shared.upgrade() else {
-            return;
+        // This task is spawned inside `Arc::new_cyclic`, and the discover
+        // connects from before that, so the first change can arrive before
+        // the `Arc` exists (seen when the building thread was preempted).
+        // Returning then lost the change and left the client without
+        // connections for good. Wait for the `Arc` instead: once the client
+        // is gone, `Shared`'s drop aborts this task at its next await.
+        let shared = loop {
+            match shared.upgrade() {
+                Some(shared) => break shared,
+                None => tokio::task::yield_now().await,
+            }
         };
         shared.apply(change);
     }

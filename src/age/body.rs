@@ -21,7 +21,7 @@ pin_project! {
 
 impl<B: Body> ResponseBody<B> {
     pub(crate) fn new(inner: B, in_flight: InFlight) -> Self {
-        let in_flight = (!inner.is_end_stream()).then_some(in_flight);
+        let in_flight = (!has_ended(&inner)).then_some(in_flight);
         ResponseBody { inner, in_flight }
     }
 
@@ -29,6 +29,16 @@ impl<B: Body> ResponseBody<B> {
     pub fn into_inner(self) -> B {
         self.inner
     }
+}
+
+/// True when `body` has ended. `is_end_stream` on hyper's HTTP/2 body takes
+/// h2's connection-wide lock (contended with the connection task), so the
+/// lock-free size hint is asked first: only a body with no bytes left can
+/// have ended. A body that says nothing about its size is seen to end at its
+/// next poll (or drop) instead.
+#[inline]
+fn has_ended<B: Body>(body: &B) -> bool {
+    body.size_hint().upper() == Some(0) && body.is_end_stream()
 }
 
 impl<B: Body> Body for ResponseBody<B> {
@@ -44,7 +54,7 @@ impl<B: Body> Body for ResponseBody<B> {
         let frame = inner.as_mut().poll_frame(cx);
         match &frame {
             Poll::Ready(None) | Poll::Ready(Some(Err(_))) => *this.in_flight = None,
-            Poll::Ready(Some(Ok(_))) if inner.is_end_stream() => *this.in_flight = None,
+            Poll::Ready(Some(Ok(_))) if has_ended(&*inner) => *this.in_flight = None,
             _ => {}
         }
         frame

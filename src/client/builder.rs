@@ -278,16 +278,10 @@ impl<C> ClientBuilder<C> {
             .layer(Http2Connector::new(self.connector, self.http2));
         let discover = discover.build(make)?;
         let status = discover.status();
-        let shared = Arc::new_cyclic(|weak| {
-            let driver = runtime.spawn(drive(weak.clone(), discover));
-            Shared::new(
-                self.ready_timeout,
-                self.replay,
-                origin,
-                status,
-                AbortOnDrop(driver.abort_handle()),
-            )
-        });
+        let shared = Arc::new(Shared::new(self.ready_timeout, self.replay, origin, status));
+        // Spawned once `shared` exists, so the first change always finds it.
+        let driver = runtime.spawn(drive(Arc::downgrade(&shared), discover));
+        let _ = shared.driver.set(AbortOnDrop(driver.abort_handle()));
         Ok(Client { shared })
     }
 }

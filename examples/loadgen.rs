@@ -1,0 +1,717 @@
+//! What does `Client` cost per request compared with a plain hyper HTTP/2
+//! connection, and does rotation hurt latency or lose requests?
+//!
+//! ```text
+//! cargo run --release --example loadgen -- [--requests N] [--rounds R] [--body-bytes B] [--json]
+//! ```
+//!
+//! One in-process HTTP/2 backend on loopback. Each *cell* sends `--requests`
+//! small requests at a fixed concurrency through one variant:
+//!
+//! - `raw`: hyper's `http2::SendRequest` on one connection, one clone per worker;
+//! - `client`: [`Client`] with no age;
+//! - `rotating`: [`Client`] with `max_connection_age` 100 ms.
+//!
+//! at concurrency 1 and 64. Every cell opens fresh connections and runs an
+//! untimed warm-up first; every worker builds the same request and reads the
+//! whole response body. Throughput on a 2-core machine jumps between levels
+//! from cell to cell, so variants are compared *round by round* (their order
+//! rotated each round) and the median of the per-round ratios is reported.
+//!
+//! Heap per connection is measured with a counting global allocator: the heap
+//! grown by 64 more connections through `Client`, minus the heap grown by 64
+//! more raw hyper connections, divided by 64.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::future::Future;
+use std::io::Write as _;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use support::backend::Backend;
+use tower::{Service, ServiceExt};
+use tower_max_connection_age::Client;
+
+// ---------------------------------------------------------------------------
+// A counting allocator, switched on only while heap or allocations are
+// measured, so it costs one relaxed load per allocation otherwise.
+
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static HEAP: AtomicIsize = AtomicIsize::new(0);
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the
+// counters only observe sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: same contract as ours.
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() && COUNTING.load(Ordering::Relaxed) {
+            HEAP.fetch_add(layout.size() as isize, Ordering::Relaxed);
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        ptr
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: same contract as ours.
+        let ptr = unsafe { System.alloc_zeroed(layout) };
+        if !ptr.is_null() && COUNTING.load(Ordering::Relaxed) {
+            HEAP.fetch_add(layout.size() as isize, Ordering::Relaxed);
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if COUNTING.load(Ordering::Relaxed) {
+            HEAP.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: same contract as ours.
+        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        if !new.is_null() && COUNTING.load(Ordering::Relaxed) {
+            HEAP.fetch_add(
+                new_size as isize - layout.size() as isize,
+                Ordering::Relaxed,
+            );
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        new
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Options.
+
+struct Options {
+    requests: usize,
+    rounds: usize,
+    body_bytes: usize,
+    json: bool,
+}
+
+const USAGE: &str = "usage: loadgen [--requests N] [--rounds R] [--body-bytes B] [--json]
+  --requests N     timed requests per cell (default 20000)
+  --rounds R       rounds, each runs every variant at every concurrency (default 5, at least 1)
+  --body-bytes B   request body size; 0 sends GET, more sends POST (default 0)
+  --json           print one JSON line with the summary last";
+
+fn options() -> Options {
+    let mut options = Options {
+        requests: 20_000,
+        rounds: 5,
+        body_bytes: 0,
+        json: false,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut number = |name: &str| -> usize {
+            args.next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| exit_usage(&format!("{name} needs a number")))
+        };
+        match arg.as_str() {
+            "--requests" => options.requests = number("--requests").max(1),
+            "--rounds" => options.rounds = number("--rounds").max(1),
+            "--body-bytes" => options.body_bytes = number("--body-bytes"),
+            "--json" => options.json = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => exit_usage(&format!("unknown argument `{other}`")),
+        }
+    }
+    options
+}
+
+fn exit_usage(message: &str) -> ! {
+    eprintln!("loadgen: {message}\n{USAGE}");
+    std::process::exit(2)
+}
+
+// ---------------------------------------------------------------------------
+// The variants, behind one small trait so every worker loop is the same code.
+
+type ReqBody = Full<Bytes>;
+
+/// Sends one request and reads the whole response body.
+trait Sender: Clone + Send + 'static {
+    fn send(
+        &mut self,
+        request: Request<ReqBody>,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+#[derive(Clone)]
+struct Raw(http2::SendRequest<ReqBody>);
+
+impl Sender for Raw {
+    async fn send(&mut self, request: Request<ReqBody>) -> Result<(), String> {
+        let response = self
+            .0
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+struct Via(Client<ReqBody>);
+
+impl Sender for Via {
+    async fn send(&mut self, request: Request<ReqBody>) -> Result<(), String> {
+        let response = self
+            .0
+            .ready()
+            .await
+            .map_err(|e| e.to_string())?
+            .call(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    Raw,
+    Client,
+    Rotating,
+}
+
+const VARIANTS: [Variant; 3] = [Variant::Raw, Variant::Client, Variant::Rotating];
+const CONCURRENCY: [usize; 2] = [1, 64];
+const ROTATION_AGE: Duration = Duration::from_millis(100);
+
+impl Variant {
+    fn name(self) -> &'static str {
+        match self {
+            Variant::Raw => "raw hyper",
+            Variant::Client => "Client",
+            Variant::Rotating => "Client, age 100ms",
+        }
+    }
+}
+
+/// One raw hyper HTTP/2 connection, with the settings `Client` uses by
+/// default (hyper's defaults, its Tokio timer, `TCP_NODELAY`).
+async fn raw_connection(backend: &Backend) -> http2::SendRequest<ReqBody> {
+    let stream = tokio::net::TcpStream::connect(backend.addr)
+        .await
+        .expect("connect to the backend");
+    stream.set_nodelay(true).expect("TCP_NODELAY");
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder.timer(TokioTimer::new());
+    let (send, connection) = builder
+        .handshake(TokioIo::new(stream))
+        .await
+        .expect("HTTP/2 handshake");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    send
+}
+
+async fn client(backend: &Backend, age: Option<Duration>, connections: usize) -> Client<ReqBody> {
+    let mut builder = Client::builder()
+        .endpoint(backend.uri())
+        .connections_per_endpoint(connections);
+    if let Some(age) = age {
+        builder = builder.max_connection_age(age);
+    }
+    let client = builder.build::<ReqBody>().expect("build the client");
+    let connected = async {
+        while client.connection_count() < connections {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), connected)
+        .await
+        .expect("the client did not connect in 10 s");
+    client
+}
+
+// ---------------------------------------------------------------------------
+// One cell: `requests` requests from `concurrency` workers.
+
+struct Cell {
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    failed: usize,
+    first_error: Option<String>,
+}
+
+impl Cell {
+    fn hung(failed: usize) -> Cell {
+        Cell {
+            rps: f64::NAN,
+            p50_us: f64::NAN,
+            p99_us: f64::NAN,
+            failed,
+            first_error: Some(format!("the cell did not finish within {CELL_LIMIT:?}")),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Load {
+    uri: Uri,
+    method: Method,
+    body: Bytes,
+}
+
+impl Load {
+    fn request(&self) -> Request<ReqBody> {
+        let mut request = Request::new(Full::new(self.body.clone()));
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        request
+    }
+}
+
+/// Sends `requests` requests through `sender` from `concurrency` worker tasks,
+/// each with its own clone; returns per-request latencies (ns) and failures.
+async fn drive<S: Sender>(
+    sender: &S,
+    load: &Load,
+    concurrency: usize,
+    requests: usize,
+) -> (Duration, Vec<u64>, usize, Option<String>) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    let start = Instant::now();
+    for _ in 0..concurrency {
+        let mut sender = sender.clone();
+        let load = load.clone();
+        let next = next.clone();
+        workers.spawn(async move {
+            let mut latencies = Vec::with_capacity(requests / concurrency + 1);
+            let mut failed = 0;
+            let mut first_error = None;
+            while next.fetch_add(1, Ordering::Relaxed) < requests {
+                let request = load.request();
+                let sent = Instant::now();
+                match sender.send(request).await {
+                    Ok(()) => latencies.push(sent.elapsed().as_nanos() as u64),
+                    Err(e) => {
+                        failed += 1;
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            (latencies, failed, first_error)
+        });
+    }
+    let mut latencies = Vec::with_capacity(requests);
+    let mut failed = 0;
+    let mut first_error = None;
+    while let Some(joined) = workers.join_next().await {
+        let (l, f, e) = joined.expect("load worker panicked");
+        latencies.extend(l);
+        failed += f;
+        if first_error.is_none() {
+            first_error = e;
+        }
+    }
+    (start.elapsed(), latencies, failed, first_error)
+}
+
+/// A cell normally takes a second or two; one that hangs is stopped (its
+/// workers aborted) and every one of its requests counted as failed, so the
+/// run always ends.
+const CELL_LIMIT: Duration = Duration::from_secs(60);
+
+async fn cell<S: Sender>(sender: S, load: &Load, concurrency: usize, requests: usize) -> Cell {
+    // Untimed warm-up on the same fresh connection(s).
+    let warm_up = (requests / 20).clamp(100, 2_000);
+    let limited = |n| tokio::time::timeout(CELL_LIMIT, drive(&sender, load, concurrency, n));
+    let Ok((_, _, warm_failed, warm_error)) = limited(warm_up).await else {
+        return Cell::hung(warm_up + requests);
+    };
+    let Ok((elapsed, mut latencies, failed, first_error)) = limited(requests).await else {
+        return Cell::hung(requests);
+    };
+    latencies.sort_unstable();
+    let quantile = |q: f64| -> f64 {
+        if latencies.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1;
+        latencies[i] as f64 / 1_000.0
+    };
+    Cell {
+        rps: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50_us: quantile(0.50),
+        p99_us: quantile(0.99),
+        failed: failed + warm_failed,
+        first_error: first_error.or(warm_error),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Heap and allocations.
+
+fn heap() -> isize {
+    HEAP.load(Ordering::Relaxed)
+}
+
+/// Lets connection tasks on both sides finish their handshakes.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(150)).await;
+}
+
+/// Heap grown by opening `n` raw connections (client and server side).
+async fn raw_heap(backend: &Backend, n: usize) -> isize {
+    let before = heap();
+    let mut senders = Vec::with_capacity(n);
+    for _ in 0..n {
+        senders.push(raw_connection(backend).await);
+    }
+    settle().await;
+    let grown = heap() - before;
+    drop(senders);
+    settle().await;
+    grown
+}
+
+/// Heap grown by a `Client` with `n` connections (client and server side).
+async fn client_heap(backend: &Backend, n: usize) -> isize {
+    let before = heap();
+    let client = client(backend, None, n).await;
+    settle().await;
+    let grown = heap() - before;
+    drop(client);
+    settle().await;
+    grown
+}
+
+struct Memory {
+    raw_per_connection: f64,
+    client_per_connection: f64,
+}
+
+/// The per-connection heap: the slope between 1 and 1 + `EXTRA` connections,
+/// so fixed costs (the client's background task, ...) drop out.
+async fn memory(backend: &Backend) -> Memory {
+    const EXTRA: usize = 64;
+    COUNTING.store(true, Ordering::SeqCst);
+    // Once untimed, so lazily allocated runtime structures exist already.
+    raw_heap(backend, 1).await;
+    client_heap(backend, 1).await;
+    let raw = raw_heap(backend, 1 + EXTRA).await - raw_heap(backend, 1).await;
+    let via = client_heap(backend, 1 + EXTRA).await - client_heap(backend, 1).await;
+    COUNTING.store(false, Ordering::SeqCst);
+    Memory {
+        raw_per_connection: raw as f64 / EXTRA as f64,
+        client_per_connection: via as f64 / EXTRA as f64,
+    }
+}
+
+/// Allocations per request (client and server side together), sequentially.
+async fn allocations_per_request<S: Sender>(sender: S, load: &Load) -> f64 {
+    const N: usize = 2_000;
+    drive(&sender, load, 1, 200).await;
+    COUNTING.store(true, Ordering::SeqCst);
+    let before = ALLOCS.load(Ordering::SeqCst);
+    drive(&sender, load, 1, N).await;
+    let allocs = ALLOCS.load(Ordering::SeqCst) - before;
+    COUNTING.store(false, Ordering::SeqCst);
+    allocs as f64 / N as f64
+}
+
+// ---------------------------------------------------------------------------
+// Statistics.
+
+fn median(values: &[f64]) -> f64 {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn min_max(values: &[f64]) -> (f64, f64) {
+    values
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        })
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "n/a".into())
+}
+
+fn json_number(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.4}")
+    } else {
+        "null".into()
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+#[tokio::main]
+async fn main() {
+    let options = options();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let load_before = loadavg();
+    let backend = Backend::start(Ipv4Addr::LOCALHOST, 0).await;
+    let load = Load {
+        uri: format!("http://{}/", backend.addr).parse().unwrap(),
+        method: if options.body_bytes == 0 {
+            Method::GET
+        } else {
+            Method::POST
+        },
+        body: Bytes::from(vec![b'x'; options.body_bytes]),
+    };
+    let started = Instant::now();
+
+    eprint!("loadgen: measuring heap per connection and allocations per request ...");
+    let memory = memory(&backend).await;
+    let raw_allocs = allocations_per_request(Raw(raw_connection(&backend).await), &load).await;
+    let client_allocs = allocations_per_request(Via(client(&backend, None, 1).await), &load).await;
+    eprintln!(" done");
+
+    // results[round][concurrency index][variant index]
+    let mut results: Vec<[[Option<Cell>; 3]; 2]> = Vec::with_capacity(options.rounds);
+    let mut rotated = 0;
+    let mut replayed = 0;
+    let cells = options.rounds * CONCURRENCY.len() * VARIANTS.len();
+    let mut done = 0;
+    for round in 0..options.rounds {
+        let mut row: [[Option<Cell>; 3]; 2] = Default::default();
+        for (ci, &concurrency) in CONCURRENCY.iter().enumerate() {
+            for k in 0..VARIANTS.len() {
+                let vi = (k + round) % VARIANTS.len();
+                let variant = VARIANTS[vi];
+                eprint!(
+                    "\rloadgen: round {}/{}, concurrency {concurrency:>2}, {:<18} cell {:>2}/{cells}, {:>4.0} s",
+                    round + 1,
+                    options.rounds,
+                    variant.name(),
+                    done + 1,
+                    started.elapsed().as_secs_f64()
+                );
+                let _ = std::io::stderr().flush();
+                let result = match variant {
+                    Variant::Raw => {
+                        let sender = Raw(raw_connection(&backend).await);
+                        cell(sender, &load, concurrency, options.requests).await
+                    }
+                    Variant::Client | Variant::Rotating => {
+                        let age = (variant == Variant::Rotating).then_some(ROTATION_AGE);
+                        let client = client(&backend, age, 1).await;
+                        let result =
+                            cell(Via(client.clone()), &load, concurrency, options.requests).await;
+                        let stats = client.stats();
+                        rotated += stats.rotated;
+                        replayed += stats.replayed;
+                        result
+                    }
+                };
+                if let Some(e) = &result.first_error {
+                    eprintln!("\nloadgen: {} failed requests, first: {e}", result.failed);
+                }
+                row[ci][vi] = Some(result);
+                done += 1;
+            }
+        }
+        results.push(row);
+    }
+    let elapsed = started.elapsed();
+    eprintln!(
+        "\rloadgen: {cells} cells in {:.1} s{:40}",
+        elapsed.as_secs_f64(),
+        ""
+    );
+
+    // Per-round figures.
+    let get = |round: usize, ci: usize, v: Variant| -> &Cell {
+        let vi = VARIANTS.iter().position(|&x| x == v).unwrap();
+        results[round][ci][vi].as_ref().expect("every cell ran")
+    };
+    let per_round = |f: &dyn Fn(usize) -> f64| -> Vec<f64> { (0..options.rounds).map(f).collect() };
+    let c1 = 0;
+    let c64 = 1;
+    let throughput_ratio =
+        per_round(&|r| get(r, c64, Variant::Client).rps / get(r, c64, Variant::Raw).rps);
+    let throughput_ratio_c1 =
+        per_round(&|r| get(r, c1, Variant::Client).rps / get(r, c1, Variant::Raw).rps);
+    let rotating_ratio_c64 =
+        per_round(&|r| get(r, c64, Variant::Rotating).rps / get(r, c64, Variant::Raw).rps);
+    let p50_delta_c1 =
+        per_round(&|r| get(r, c1, Variant::Client).p50_us - get(r, c1, Variant::Raw).p50_us);
+    let p50_delta_c64 =
+        per_round(&|r| get(r, c64, Variant::Client).p50_us - get(r, c64, Variant::Raw).p50_us);
+    let rotation_p99_ratio =
+        per_round(&|r| get(r, c64, Variant::Rotating).p99_us / get(r, c64, Variant::Client).p99_us);
+    let rotation_p99_ratio_c1 =
+        per_round(&|r| get(r, c1, Variant::Rotating).p99_us / get(r, c1, Variant::Client).p99_us);
+    let failed: usize = results
+        .iter()
+        .flat_map(|row| row.iter().flatten())
+        .map(|c| c.as_ref().map_or(0, |c| c.failed))
+        .sum();
+
+    println!(
+        "loadgen: {} timed requests per cell, {} rounds, {}, {cpus} CPUs, load average {load_before} before, {} after, {:.1} s",
+        options.requests,
+        options.rounds,
+        if options.body_bytes == 0 {
+            "GET, empty body".to_string()
+        } else {
+            format!("POST, {} B body", options.body_bytes)
+        },
+        loadavg(),
+        elapsed.as_secs_f64(),
+    );
+    println!();
+    println!(
+        "{:>11}  {:<18} {:>10} {:>9} {:>9}   (medians over rounds; rps [min..max])",
+        "concurrency", "variant", "rps", "p50 µs", "p99 µs"
+    );
+    for (ci, &concurrency) in CONCURRENCY.iter().enumerate() {
+        for &v in &VARIANTS {
+            let rps = per_round(&|r| get(r, ci, v).rps);
+            let (lo, hi) = min_max(&rps);
+            println!(
+                "{:>11}  {:<18} {:>10.0} {:>9.1} {:>9.1}   [{lo:.0}..{hi:.0}]",
+                concurrency,
+                v.name(),
+                median(&rps),
+                median(&per_round(&|r| get(r, ci, v).p50_us)),
+                median(&per_round(&|r| get(r, ci, v).p99_us)),
+            );
+        }
+    }
+    println!();
+    println!(
+        "per-round comparisons, median [min..max] over {} rounds:",
+        options.rounds
+    );
+    let line = |name: &str, values: &[f64], target: Option<(&str, bool)>| {
+        let (lo, hi) = min_max(values);
+        let target = match target {
+            Some((t, ok)) => format!("  target {t}: {}", if ok { "met" } else { "MISSED" }),
+            None => String::new(),
+        };
+        println!(
+            "  {name:<40} {:>8.3}  [{lo:.3}..{hi:.3}]{target}",
+            median(values)
+        );
+    };
+    let m = |v: &[f64]| median(v);
+    line(
+        "throughput Client / raw, c64",
+        &throughput_ratio,
+        Some((">= 0.98", m(&throughput_ratio) >= 0.98)),
+    );
+    line(
+        "throughput Client / raw, c1",
+        &throughput_ratio_c1,
+        Some((">= 0.98", m(&throughput_ratio_c1) >= 0.98)),
+    );
+    line(
+        "p50 Client - raw, c1 (µs)",
+        &p50_delta_c1,
+        Some(("<= 2", m(&p50_delta_c1) <= 2.0)),
+    );
+    line("p50 Client - raw, c64 (µs)", &p50_delta_c64, None);
+    line("throughput rotating / raw, c64", &rotating_ratio_c64, None);
+    line(
+        "p99 rotating / no age, c64",
+        &rotation_p99_ratio,
+        Some(("<= 1.10", m(&rotation_p99_ratio) <= 1.10)),
+    );
+    line("p99 rotating / no age, c1", &rotation_p99_ratio_c1, None);
+    println!(
+        "  {:<40} {:>8}  (rotations {rotated}, replayed {replayed}){}",
+        "failed requests, all cells",
+        failed,
+        if failed == 0 {
+            "  target 0: met"
+        } else {
+            "  target 0: MISSED"
+        }
+    );
+    let bytes_per_connection = memory.client_per_connection - memory.raw_per_connection;
+    println!();
+    println!(
+        "heap per connection: raw hyper {:.0} B, via Client {:.0} B, Client's own {:.0} B (client and server side; slope over 64 connections)",
+        memory.raw_per_connection, memory.client_per_connection, bytes_per_connection
+    );
+    println!(
+        "allocations per request (client and server side, c1): raw hyper {raw_allocs:.2}, Client {client_allocs:.2}"
+    );
+
+    if options.json {
+        let raw_rps = m(&per_round(&|r| get(r, c64, Variant::Raw).rps));
+        let client_rps = m(&per_round(&|r| get(r, c64, Variant::Client).rps));
+        let raw_p99 = m(&per_round(&|r| get(r, c64, Variant::Raw).p99_us));
+        let client_p99 = m(&per_round(&|r| get(r, c64, Variant::Client).p99_us));
+        let rotating_p99 = m(&per_round(&|r| get(r, c64, Variant::Rotating).p99_us));
+        println!(
+            "{{\"raw_rps\":{},\"client_rps\":{},\"throughput_ratio\":{},\"throughput_ratio_c1\":{},\"p50_delta_us_c1\":{},\"raw_p99_us\":{},\"client_p99_us\":{},\"rotating_p99_us\":{},\"rotation_p99_ratio\":{},\"failed\":{},\"bytes_per_connection\":{},\"rotations\":{},\"allocs_per_request_raw\":{},\"allocs_per_request_client\":{},\"requests\":{},\"rounds\":{}}}",
+            json_number(raw_rps),
+            json_number(client_rps),
+            json_number(m(&throughput_ratio)),
+            json_number(m(&throughput_ratio_c1)),
+            json_number(m(&p50_delta_c1)),
+            json_number(raw_p99),
+            json_number(client_p99),
+            json_number(rotating_p99),
+            json_number(m(&rotation_p99_ratio)),
+            failed,
+            json_number(bytes_per_connection.round()),
+            rotated,
+            json_number(raw_allocs),
+            json_number(client_allocs),
+            options.requests,
+            options.rounds,
+        );
+    }
+}

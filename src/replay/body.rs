@@ -22,8 +22,9 @@ use tokio::sync::oneshot;
 /// still usable, so a `GOAWAY` error on a polled body is the server's
 /// "above my last-stream-id", while one on an unpolled body may come from
 /// hyper's dispatch noticing the `GOAWAY` right after it opened (and maybe
-/// sent) the stream. To get that proof for empty bodies too, a tapped empty
-/// body ends with an empty DATA frame instead of on the HEADERS frame.
+/// sent) the stream. Empty bodies are not tapped: hyper never polls them, so
+/// they carry no such proof (making them end on a DATA frame would, at about
+/// 10% of throughput, measured).
 pub struct ReplayBody<B> {
     /// What is left of the caller's body.
     rest: Option<B>,
@@ -74,8 +75,12 @@ impl<B: Body<Data = Bytes> + Unpin> ReplayBody<B> {
 
     /// Wraps `body`, recording up to `limit` bytes of it. The receiver gets
     /// what was sent, and whether hyper polled the body, once hyper drops it.
-    pub(crate) fn tapped(body: B, limit: usize) -> (Self, oneshot::Receiver<Returned<B>>) {
+    /// An empty body needs no tap: `None`.
+    pub(crate) fn tapped(body: B, limit: usize) -> (Self, Option<oneshot::Receiver<Returned<B>>>) {
         let mut this = ReplayBody::new(body);
+        if this.is_end_stream() {
+            return (this, None);
+        }
         let (tx, rx) = oneshot::channel();
         this.tap = Some(Tap {
             polled: false,
@@ -86,7 +91,16 @@ impl<B: Body<Data = Bytes> + Unpin> ReplayBody<B> {
             trailers: None,
             back: Some(tx),
         });
-        (this, rx)
+        (this, Some(rx))
+    }
+
+    /// An empty body: the replay of a request whose body was empty.
+    pub(crate) fn empty() -> Self {
+        ReplayBody {
+            rest: None,
+            replay: None,
+            tap: None,
+        }
     }
 
     /// Rebuilds the body from what a tapped body handed back; `None` when it
@@ -184,10 +198,6 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        // An unpolled tapped body is never "ended" up front: see the type's docs.
-        if self.tap.as_ref().is_some_and(|tap| !tap.polled) {
-            return false;
-        }
         self.replay
             .as_ref()
             .is_none_or(|r| r.chunks.is_empty() && r.trailers.is_none())
@@ -251,12 +261,22 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn an_unpolled_empty_body_reports_that_it_was_never_polled() {
+    #[test]
+    fn an_empty_body_needs_no_tap() {
         let (body, returned) = ReplayBody::tapped(Empty, 16);
-        assert!(!body.is_end_stream(), "a tapped body waits to be polled");
+        assert!(body.is_end_stream());
+        assert!(returned.is_none());
+    }
+
+    #[tokio::test]
+    async fn an_unpolled_body_reports_that_it_was_never_polled() {
+        let chunks = vec![Ok::<_, std::convert::Infallible>(Frame::data(
+            Bytes::from_static(b"ab"),
+        ))];
+        let stream = http_body_util::StreamBody::new(futures_util::stream::iter(chunks));
+        let (body, returned) = ReplayBody::tapped(stream, 16);
         drop(body);
-        assert!(!returned.await.unwrap().polled);
+        assert!(!returned.unwrap().await.unwrap().polled);
     }
 
     #[tokio::test]
@@ -267,6 +287,7 @@ mod tests {
         ];
         let stream = http_body_util::StreamBody::new(futures_util::stream::iter(chunks));
         let (mut body, returned) = ReplayBody::tapped(stream, 16);
+        let returned = returned.unwrap();
         let first = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
         assert_eq!(first.unwrap().unwrap().into_data().unwrap(), "ab");
         drop(body);
@@ -291,6 +312,6 @@ mod tests {
         let (mut body, returned) = ReplayBody::tapped(stream, 4);
         let _ = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
         drop(body);
-        assert!(ReplayBody::from_returned(returned.await.unwrap()).is_none());
+        assert!(ReplayBody::from_returned(returned.unwrap().await.unwrap()).is_none());
     }
 }

@@ -14,8 +14,9 @@
 //! last-stream-id or hyper's dispatch noticed the `GOAWAY` just after opening
 //! (and maybe sending) the stream. The replay tells the two apart by whether
 //! hyper polled the request body, which it does only on a stream it kept (see
-//! [`ReplayBody`]); an unproven `GOAWAY` error reaches the caller as
-//! [`ErrorKind::GoAway`], not replayed.
+//! [`ReplayBody`]). Requests with an empty body carry no such proof. An
+//! unproven `GOAWAY` error reaches the caller as [`ErrorKind::GoAway`], not
+//! replayed.
 //!
 //! An I/O error, a timeout, a reset after the server took the stream, or a
 //! force-close may have left the request processed: the caller gets the typed
@@ -117,8 +118,7 @@ where
         let (parts, body) = request.into_parts();
         let head = config.replay_refused.then(|| Head::of(&parts));
         let (body, returned) = if config.replay_refused {
-            let (body, returned) = ReplayBody::tapped(body, config.buffer_limit);
-            (body, Some(returned))
+            ReplayBody::tapped(body, config.buffer_limit)
         } else {
             (ReplayBody::new(body), None)
         };
@@ -147,25 +147,38 @@ where
                 }
             }
             ErrorKind::Refused | ErrorKind::GoAway if !self.refused_replayed => {
-                let (Some(head), Some(returned)) = (self.head.take(), self.returned.take()) else {
+                let Some(head) = self.head.take() else {
                     return Err(err);
                 };
                 self.refused_replayed = true;
-                let Ok(Ok(returned)) = tokio::time::timeout(BODY_RETURN_WAIT, returned).await
-                else {
-                    return Err(err.with_message("not replayed: the body was not handed back"));
-                };
-                if err.kind() == ErrorKind::GoAway {
-                    if !returned.polled {
-                        // hyper may have opened and sent the stream: maybe processed.
-                        return Err(err);
+                let body = match self.returned.take() {
+                    // An empty body: hyper never polls it, so a GOAWAY error
+                    // cannot be proven to be above the last-stream-id.
+                    None if err.kind() == ErrorKind::GoAway => return Err(err),
+                    None => ReplayBody::empty(),
+                    Some(returned) => {
+                        let Ok(Ok(returned)) =
+                            tokio::time::timeout(BODY_RETURN_WAIT, returned).await
+                        else {
+                            return Err(
+                                err.with_message("not replayed: the body was not handed back")
+                            );
+                        };
+                        if err.kind() == ErrorKind::GoAway {
+                            if !returned.polled {
+                                // hyper may have opened and sent the stream: maybe processed.
+                                return Err(err);
+                            }
+                            // A stream hyper kept, failed by GOAWAY: above the last-stream-id.
+                            err.set_kind(ErrorKind::Refused);
+                        }
+                        let Some(body) = ReplayBody::from_returned(returned) else {
+                            return Err(err.with_message(
+                                "not replayed: the body was larger than the replay buffer",
+                            ));
+                        };
+                        body
                     }
-                    // A stream hyper kept, failed by GOAWAY: above the last-stream-id.
-                    err.set_kind(ErrorKind::Refused);
-                }
-                let Some(body) = ReplayBody::from_returned(returned) else {
-                    return Err(err
-                        .with_message("not replayed: the body was larger than the replay buffer"));
                 };
                 tracing::debug!(error = %err, "replaying request the server did not process");
                 Ok(head.into_request(body))

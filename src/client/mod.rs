@@ -231,10 +231,18 @@ impl<B> Client<B> {
     }
 }
 
+/// Identifies a connection across picks (its state's address).
+fn id_of<B>(connection: &Conn<B>) -> usize {
+    Arc::as_ptr(connection.state()) as usize
+}
+
 /// Power of two choices: two distinct random connections, the one with the
-/// lower load wins; connections that stopped serving are skipped.
-fn pick<B>(connections: &[(EndpointKey, Conn<B>)]) -> Option<&Conn<B>> {
-    let serving = |c: &Conn<B>| c.is_serving() && c.inner().is_open();
+/// lower load wins; connections that stopped serving are skipped, and so is
+/// `avoid` (the connection that just refused the request) unless it is the
+/// only one serving.
+fn pick<B>(connections: &[(EndpointKey, Conn<B>)], avoid: usize) -> Option<&Conn<B>> {
+    let open = |c: &Conn<B>| c.is_serving() && c.inner().is_open();
+    let serving = |c: &Conn<B>| open(c) && id_of(c) != avoid;
     let n = connections.len();
     let (a, b) = match n {
         0 => return None,
@@ -258,7 +266,13 @@ fn pick<B>(connections: &[(EndpointKey, Conn<B>)]) -> Option<&Conn<B>> {
         }
         (true, _) => Some(ca),
         (false, true) => Some(cb),
-        (false, false) => connections.iter().map(|(_, c)| c).find(|c| serving(c)),
+        (false, false) => {
+            let mut candidates = connections.iter().map(|(_, c)| c);
+            candidates
+                .clone()
+                .find(|c| serving(c))
+                .or_else(|| candidates.find(|c| open(c)))
+        }
     }
 }
 
@@ -267,18 +281,26 @@ where
     B: Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    /// Sends on a picked connection, or gives the request back if none serves.
+    /// Sends on a picked connection (and says which), or gives the request
+    /// back if none serves.
     #[allow(clippy::type_complexity, clippy::result_large_err)]
     fn try_send(
         &self,
         request: Request<ReplayBody<B>>,
+        avoid: usize,
     ) -> Result<
-        impl Future<Output = Result<Response<ResponseBody<Incoming>>, Error>> + Send + 'static + use<B>,
+        (
+            usize,
+            impl Future<Output = Result<Response<ResponseBody<Incoming>>, Error>>
+            + Send
+            + 'static
+            + use<B>,
+        ),
         Request<ReplayBody<B>>,
     > {
         let connections = self.read();
-        match pick(&connections) {
-            Some(connection) => Ok(connection.send(request)),
+        match pick(&connections, avoid) {
+            Some(connection) => Ok((id_of(connection), connection.send(request))),
             None => Err(request),
         }
     }
@@ -288,14 +310,18 @@ where
         &self,
         mut request: Request<ReplayBody<B>>,
         wait_until: &mut Option<Instant>,
+        used: &mut usize,
     ) -> Result<Response<ResponseBody<Incoming>>, Error> {
         self.shared.waited.fetch_add(1, Ordering::Relaxed);
         loop {
             let changed = self.shared.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            match self.try_send(request) {
-                Ok(sent) => return sent.await,
+            match self.try_send(request, 0) {
+                Ok((id, sent)) => {
+                    *used = id;
+                    return sent.await;
+                }
                 Err(back) => request = back,
             }
             let deadline =
@@ -346,11 +372,11 @@ where
         // large (a request, a timer, a notification). This took the boxed
         // future from about 3 KiB to under 1 KiB (888 B with `Full<Bytes>`),
         // a size allocators serve from a per-thread cache, without a lock.
-        let (replayer, sent) = {
+        let (replayer, used, sent) = {
             let request = self.with_origin(request)?;
             let (replayer, request) = Replayer::wrap(request, self.shared.replay);
-            match self.try_send(request) {
-                Ok(sent) => (replayer, sent),
+            match self.try_send(request, 0) {
+                Ok((used, sent)) => (replayer, used, sent),
                 Err(back) => {
                     let first = First::NoConnection(back);
                     return Box::pin(self.send_slow(replayer, first)).await;
@@ -361,7 +387,7 @@ where
             Ok(response) => return Ok(response),
             Err(error) => error,
         };
-        Box::pin(self.send_slow(replayer, First::Failed(error))).await
+        Box::pin(self.send_slow(replayer, First::Failed(error, used))).await
     }
 
     /// The slow path: wait for a serving connection, replay what may be
@@ -372,19 +398,35 @@ where
         first: First<B>,
     ) -> Result<Response<ResponseBody<Incoming>>, Error> {
         let mut wait_until = None;
+        let mut used = 0;
         let mut result = match first {
-            First::NoConnection(request) => self.send_when_ready(request, &mut wait_until).await,
-            First::Failed(error) => Err(error),
+            First::NoConnection(request) => {
+                self.send_when_ready(request, &mut wait_until, &mut used)
+                    .await
+            }
+            First::Failed(error, on) => {
+                used = on;
+                Err(error)
+            }
         };
         loop {
             match result {
                 Ok(response) => return Ok(response),
                 Err(error) => {
+                    // A connection that refused (overloaded, or going away)
+                    // would likely refuse the replay too: pick another.
+                    let avoid = match error.kind() {
+                        ErrorKind::Refused | ErrorKind::GoAway => used,
+                        _ => 0,
+                    };
                     let request = replayer.after(error).await?;
                     self.shared.replayed.fetch_add(1, Ordering::Relaxed);
-                    result = match self.try_send(request) {
-                        Ok(sent) => sent.await,
-                        Err(back) => self.send_when_ready(back, &mut wait_until).await,
+                    result = match self.try_send(request, avoid) {
+                        Ok((id, sent)) => {
+                            used = id;
+                            sent.await
+                        }
+                        Err(back) => self.send_when_ready(back, &mut wait_until, &mut used).await,
                     };
                 }
             }
@@ -398,8 +440,8 @@ where
 enum First<B> {
     /// No connection served; the request was not sent.
     NoConnection(Request<ReplayBody<B>>),
-    /// It was sent and failed.
-    Failed(Error),
+    /// It was sent on the connection with this id, and failed.
+    Failed(Error, usize),
 }
 
 impl<B> Service<Request<B>> for Client<B>

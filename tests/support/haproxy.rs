@@ -128,7 +128,10 @@ impl HaProxy {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}. {INSTALL}", binary.display()));
+            .unwrap_or_else(|e| {
+                let _ = std::fs::remove_dir_all(&dir);
+                panic!("cannot run {}: {e}. {INSTALL}", binary.display())
+            });
         let mut haproxy = HaProxy {
             addr,
             dir,

@@ -17,14 +17,21 @@
 //! where shares are over the last second, and `min_share_ratio` is the
 //! smallest per-backend share of the aged client divided by the fair share.
 //!
+//! `--plot FILE.svg` (vip mode) also draws the share of requests each backend
+//! served over time, in quarter-second buckets, for the plain client and the
+//! aged one, with the moment the fourth backend joined marked
+//! (`docs/rebalance.svg` is one such picture).
+//!
 //! ```text
-//! cargo run --release --example rebalance [-- --mode vip|headless --seconds 9 --age-ms 1000 --json]
+//! cargo run --release --example rebalance [-- --mode vip|headless --seconds 9 --age-ms 1000 --json --plot FILE.svg]
 //! ```
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -44,6 +51,7 @@ struct Args {
     age: Duration,
     concurrency: usize,
     json: bool,
+    plot: Option<PathBuf>,
 }
 
 fn args() -> Result<Args, String> {
@@ -53,6 +61,7 @@ fn args() -> Result<Args, String> {
         age: Duration::from_millis(1000),
         concurrency: 8,
         json: false,
+        plot: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -69,11 +78,15 @@ fn args() -> Result<Args, String> {
                 args.concurrency = number(value("--concurrency")?, "--concurrency")? as usize
             }
             "--json" => args.json = true,
+            "--plot" => args.plot = Some(value("--plot")?.into()),
             other => return Err(format!("unknown flag {other}")),
         }
     }
     if !["vip", "headless"].contains(&args.mode.as_str()) {
         return Err(format!("unknown mode {}: use vip or headless", args.mode));
+    }
+    if args.plot.is_some() && args.mode != "vip" {
+        return Err("--plot draws the vip mode only".into());
     }
     if args.seconds < 6 || args.age.is_zero() || args.concurrency == 0 {
         return Err("need --seconds >= 6, --age-ms > 0, --concurrency > 0".into());
@@ -158,6 +171,7 @@ async fn vip(args: &Args) -> Summary {
     );
     let mut failed = 0;
     let (mut last_pinned, mut last_aged) = (LoadReport::default(), LoadReport::default());
+    let (mut plain_shares, mut aged_shares) = (Vec::new(), Vec::new());
     for second in 0..args.seconds {
         if second == join_at {
             let pod = add_pod(&pods, 4).await;
@@ -167,10 +181,12 @@ async fn vip(args: &Args) -> Summary {
         }
         let slice = Duration::from_secs(1);
         let (p, a) = tokio::join!(
-            support::load::run(pinned.clone(), &uri, args.concurrency, slice, slice),
-            support::load::run(aged.clone(), &uri, args.concurrency, slice, slice),
+            support::load::run(pinned.clone(), &uri, args.concurrency, slice, PLOT_BUCKET),
+            support::load::run(aged.clone(), &uri, args.concurrency, slice, PLOT_BUCKET),
         );
         failed += p.failed.len() + a.failed.len();
+        plain_shares.extend(bucket_shares(second, &p));
+        aged_shares.extend(bucket_shares(second, &a));
         let addrs: Vec<SocketAddr> = pods.iter().map(|p| p.addr).collect();
         println!("{}", header(second, &addrs));
         println!("{}", row("plain", &addrs, &p));
@@ -184,6 +200,28 @@ async fn vip(args: &Args) -> Summary {
         100.0 * share(&last_pinned, new),
         100.0 * share(&last_aged, new)
     );
+    if let Some(path) = &args.plot {
+        let panels = [
+            Panel {
+                title: "plain hyper client: 1 HTTP/2 connection, kept forever".into(),
+                shares: plain_shares,
+            },
+            Panel {
+                title: format!(
+                    "this crate: 4 connections, max_connection_age {} ms",
+                    args.age.as_millis()
+                ),
+                shares: aged_shares,
+            },
+        ];
+        match plot(path, args.seconds, join_at, &addrs, &panels) {
+            Ok(()) => println!("plot written to {}", path.display()),
+            Err(e) => {
+                eprintln!("rebalance: cannot draw {}: {e}", path.display());
+                std::process::exit(1);
+            }
+        }
+    }
     let summary = Summary {
         mode: "vip",
         pinned_new_share: Some(share(&last_pinned, new)),
@@ -194,6 +232,116 @@ async fn vip(args: &Args) -> Summary {
     };
     stop(pods).await;
     summary
+}
+
+/// The time buckets the load is tallied in (for `--plot`).
+const PLOT_BUCKET: Duration = Duration::from_millis(250);
+
+/// One point per bucket of one second's report: (time in s, backend -> share).
+/// A response that lands just after the second ends counts in its last bucket.
+fn bucket_shares(second: u64, report: &LoadReport) -> Vec<(f64, HashMap<String, f64>)> {
+    let per_second = (Duration::from_secs(1).as_nanos() / PLOT_BUCKET.as_nanos()) as usize;
+    let mut buckets: Vec<HashMap<String, usize>> = vec![HashMap::new(); per_second];
+    for (i, bucket) in report.buckets.iter().enumerate() {
+        for (backend, n) in bucket {
+            *buckets[i.min(per_second - 1)]
+                .entry(backend.clone())
+                .or_default() += n;
+        }
+    }
+    let width = PLOT_BUCKET.as_secs_f64();
+    buckets
+        .into_iter()
+        .enumerate()
+        .filter(|(_, b)| !b.is_empty())
+        .map(|(i, bucket)| {
+            let total: usize = bucket.values().sum();
+            let shares = bucket
+                .into_iter()
+                .map(|(backend, n)| (backend, n as f64 / total as f64))
+                .collect();
+            (second as f64 + (i as f64 + 0.5) * width, shares)
+        })
+        .collect()
+}
+
+/// One client's shares over time.
+struct Panel {
+    title: String,
+    shares: Vec<(f64, HashMap<String, f64>)>,
+}
+
+/// Draws one panel per client, one line per backend (share of that client's
+/// requests per bucket), and a dashed marker where the last backend joined.
+/// Text goes out as SVG `<text>` elements: no font files are read.
+fn plot(
+    path: &std::path::Path,
+    seconds: u64,
+    join_at: u64,
+    backends: &[SocketAddr],
+    panels: &[Panel],
+) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+
+    let colors = [BLUE, RED, GREEN, MAGENTA, CYAN];
+    let root = SVGBackend::new(path, (960, 720)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (top, bottom) = root.split_vertically(360);
+    for (area, panel) in [top, bottom].iter().zip(panels) {
+        let mut chart = ChartBuilder::on(area)
+            .caption(&panel.title, ("sans-serif", 24))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(52)
+            .build_cartesian_2d(0f64..seconds as f64, 0f64..1.05f64)?;
+        chart
+            .configure_mesh()
+            .x_desc("seconds")
+            .y_desc("share of requests")
+            .x_labels(seconds as usize + 1)
+            .y_labels(6)
+            .label_style(("sans-serif", 16))
+            .axis_desc_style(("sans-serif", 17))
+            .light_line_style(WHITE.mix(0.0))
+            .draw()?;
+        let joined = join_at as f64;
+        chart
+            .draw_series(DashedLineSeries::new(
+                [(joined, 0.0), (joined, 1.05)],
+                6,
+                4,
+                BLACK.stroke_width(1),
+            ))?
+            .label(format!("backend {} joins", backends.len()))
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK));
+        for (i, backend) in backends.iter().enumerate() {
+            let name = backend.to_string();
+            let color = colors[i % colors.len()];
+            // A backend has a share (0 if it served nothing) from its first
+            // bucket on; the joining one from when it joined.
+            let from = if i + 1 == backends.len() { joined } else { 0.0 };
+            let points = panel
+                .shares
+                .iter()
+                .filter(|(t, _)| *t >= from)
+                .map(|(t, shares)| (*t, shares.get(&name).copied().unwrap_or(0.0)));
+            chart
+                .draw_series(LineSeries::new(points, color.stroke_width(2)))?
+                .label(backend.ip().to_string())
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::MiddleRight)
+            .label_font(("sans-serif", 16))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.3))
+            .draw()?;
+    }
+    root.present()?;
+    Ok(())
 }
 
 #[cfg(feature = "hickory")]

@@ -10,12 +10,15 @@
 //!   it runs, that can drop queries to simulate an outage, and counts queries.
 //! - [`proxy`]: an L4 TCP proxy that spreads connections round-robin over
 //!   backends, standing in for kube-proxy or a cloud network load balancer.
+//! - [`haproxy`]: a real HAProxy in TCP mode as that L4 balancer, started as a
+//!   child process, with servers enabled at run time over its admin socket.
 //! - [`server`]: helpers for the server-side tests: a tracing-event recorder,
 //!   a test server, slow axum routes, plain hyper clients.
 #![allow(dead_code)]
 
 pub mod backend;
 pub mod dns;
+pub mod haproxy;
 pub mod load;
 pub mod proxy;
 pub mod server;

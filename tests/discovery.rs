@@ -363,8 +363,15 @@ async fn vip_mode_aged_connections_reach_a_backend_added_behind_the_proxy() {
     assert_eq!(
         after(&p),
         0,
-        "connections that never age must stay pinned: {:?}",
-        p.buckets
+        "connections that never age must stay pinned: {:?} (client {:?})",
+        p.buckets,
+        pinned
     );
     assert_eq!(p.per_backend.get(&new), None);
+    assert_eq!(
+        pinned.stats().opened,
+        4,
+        "the un-aged client reconnected: {:?}",
+        pinned.stats()
+    );
 }

@@ -605,7 +605,8 @@ fn builder_accepts_age_without_grace_and_zero_jitter() {
 ///
 /// The one failure hyper allows per GOAWAY: a request its dispatch picked up
 /// just as the GOAWAY landed fails as `GoAway`, because hyper cannot say
-/// whether it sent the stream. Those must be the only failures, and rare.
+/// whether it sent the stream (and an empty body carries no proof). Those
+/// must be the only failures, at most one per GOAWAY.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn own_client_treats_server_goaway_as_draining_and_replays_nothing_processed() {
     use std::net::Ipv4Addr;
@@ -677,10 +678,13 @@ async fn own_client_treats_server_goaway_as_draining_and_replays_nothing_process
         report.ok,
         report.failed.len()
     );
-    let goaways: usize = pods.iter().map(|p| p.connections()).sum();
+    // hyper's dispatch fails at most the one request it is handling when the
+    // GOAWAY lands, then stops taking requests (the rest come back unsent and
+    // are replayed): at most one such failure per connection.
+    let connections: usize = pods.iter().map(|p| p.connections()).sum();
     assert!(
-        report.failed.len() <= goaways / 4,
-        "{} GOAWAY races over {goaways} connections: more than hyper's window explains",
+        report.failed.len() <= connections,
+        "{} GOAWAY races over {connections} connections: more than one per GOAWAY",
         report.failed.len()
     );
     let stats = client.stats();

@@ -32,7 +32,7 @@ pub enum ErrorKind {
     ForceClosed,
     /// The server provably did not process the request (`REFUSED_STREAM`, or a
     /// `GOAWAY` whose last-stream-id is below it). [`ReplayLayer`](crate::ReplayLayer)
-    /// and [`Client`](crate::Client) replay these once; this reaches the caller
+    /// and [`Client`](crate::Client) replay these up to `max_retries` times; this reaches the caller
     /// when the replay was used up or the body could not be rebuilt.
     Refused,
     /// The server sent `GOAWAY` and hyper failed the request without telling

@@ -440,3 +440,24 @@ async fn every_new_client_gets_its_first_connection() {
         connected(&client, 1).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_refused_twice_is_replayed_again_with_its_whole_body() {
+    let pods = start_pods(1).await;
+    pods[0].script([Script::RefuseStreams(2)]);
+    let client = Client::builder()
+        .endpoint(pods[0].uri())
+        .build::<Body>()
+        .unwrap();
+    let request = Request::post(pods[0].uri())
+        .header("x-request-id", "post-twice")
+        .body(Full::new(Bytes::from_static(b"twelve bytes")))
+        .unwrap();
+    let response = bounded(client.clone().oneshot(request)).await.unwrap();
+    assert!(
+        text(response).await.ends_with(" 12"),
+        "each replay carries the whole body"
+    );
+    assert_eq!(pods[0].executions("post-twice"), 1);
+    assert_eq!(client.stats().replayed, 2);
+}

@@ -133,7 +133,7 @@ impl<S> tower::load::Load for AgedConnection<S> {
     type Metric = f64;
 
     fn load(&self) -> f64 {
-        self.state.cost(Instant::now())
+        self.state.cost(super::state::LoadInstant::now())
     }
 }
 

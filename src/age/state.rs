@@ -9,6 +9,9 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+/// The clock of load measurements (see `ConnectionState::born_std`).
+pub(crate) type LoadInstant = std::time::Instant;
+
 use super::handle::ConnectionHandle;
 use crate::load::{Load, LoadKind};
 
@@ -56,6 +59,10 @@ type Observer = Box<dyn Fn(Event) + Send + Sync>;
 pub(crate) struct ConnectionState {
     pub(crate) endpoint: String,
     pub(crate) born: Instant,
+    /// `born` on the system clock, for load stamps. The load is measured per
+    /// request, so it uses `std`'s clock: tokio's `Instant::now` takes a lock
+    /// whenever tokio's `test-util` feature is on anywhere in the build.
+    born_std: LoadInstant,
     pub(crate) deadline: Option<Instant>,
     pub(crate) drain_timeout: Duration,
     pub(crate) handle: ConnectionHandle,
@@ -81,6 +88,7 @@ impl ConnectionState {
         Arc::new(ConnectionState {
             endpoint,
             born: Instant::now(),
+            born_std: LoadInstant::now(),
             deadline,
             drain_timeout,
             handle,
@@ -166,21 +174,21 @@ impl ConnectionState {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         InFlight {
             state: self.clone(),
-            start: Instant::now(),
+            start: LoadInstant::now(),
         }
     }
 
     /// The balancing cost of sending one more request here; lower is better.
     #[inline]
-    pub(crate) fn cost(&self, now: Instant) -> f64 {
+    pub(crate) fn cost(&self, now: LoadInstant) -> f64 {
         let since = self
             .nanos_since_born(now)
             .saturating_sub(self.stamp_ns.load(Ordering::Relaxed));
         self.load.cost(self.in_flight(), since)
     }
 
-    fn nanos_since_born(&self, now: Instant) -> u64 {
-        now.saturating_duration_since(self.born).as_nanos() as u64
+    fn nanos_since_born(&self, now: LoadInstant) -> u64 {
+        now.saturating_duration_since(self.born_std).as_nanos() as u64
     }
 
     /// Resolves once the phase changed or, while draining, the last request ended.
@@ -204,7 +212,7 @@ impl fmt::Debug for ConnectionState {
 /// (or the request fails), so that draining waits for it and the load sees it.
 pub(crate) struct InFlight {
     state: Arc<ConnectionState>,
-    start: Instant,
+    start: LoadInstant,
 }
 
 impl InFlight {
@@ -214,7 +222,7 @@ impl InFlight {
 
     /// Records the time to response headers as an RTT sample.
     pub(crate) fn record_response(&self) {
-        let now = Instant::now();
+        let now = LoadInstant::now();
         let state = &*self.state;
         let now_ns = state.nanos_since_born(now);
         let prev = state.stamp_ns.swap(now_ns, Ordering::Relaxed);

@@ -166,8 +166,8 @@ impl<C> ClientBuilder<C> {
         self
     }
 
-    /// How many times a request that came back unsent is sent again.
-    /// Default: 3.
+    /// How many times a request that came back unsent is sent again, and,
+    /// counted apart, one the server provably did not process. Default: 3.
     pub fn max_retries(mut self, n: usize) -> Self {
         self.replay.max_retries = n;
         self
@@ -181,7 +181,8 @@ impl<C> ClientBuilder<C> {
     }
 
     /// Whether requests the server provably did not process are replayed
-    /// once. Default: true.
+    /// (up to `max_retries` times, each to another connection when there is
+    /// one). Default: true.
     pub fn replay_refused(mut self, enabled: bool) -> Self {
         self.replay.replay_refused = enabled;
         self

@@ -24,6 +24,7 @@ use tower_service::Service;
 
 pub use builder::{ClientBuilder, DEFAULT_READY_TIMEOUT};
 
+use crate::age::state::LoadInstant;
 use crate::age::{AgedConnection, ResponseBody};
 use crate::connector::Http2Connection;
 use crate::discover::{AbortOnDrop, DiscoverStatus, EndpointKey, RotatingDiscover};
@@ -257,7 +258,7 @@ fn pick<B>(connections: &[(EndpointKey, Conn<B>)], avoid: usize) -> Option<&Conn
     let (ca, cb) = (&connections[a].1, &connections[b].1);
     match (serving(ca), serving(cb)) {
         (true, true) if a != b => {
-            let now = Instant::now();
+            let now = LoadInstant::now();
             Some(if cb.state().cost(now) < ca.state().cost(now) {
                 cb
             } else {

@@ -77,12 +77,16 @@ impl<B: Body<Data = Bytes> + Unpin> ReplayBody<B> {
     /// what was sent, and whether hyper polled the body, once hyper drops it.
     /// An empty body needs no tap: `None`.
     pub(crate) fn tapped(body: B, limit: usize) -> (Self, Option<oneshot::Receiver<Returned<B>>>) {
-        let mut this = ReplayBody::new(body);
-        if this.is_end_stream() {
-            return (this, None);
+        ReplayBody::new(body).tap(limit)
+    }
+
+    /// Starts recording this body (again, for a replay that may be refused too).
+    pub(crate) fn tap(mut self, limit: usize) -> (Self, Option<oneshot::Receiver<Returned<B>>>) {
+        if self.is_end_stream() {
+            return (self, None);
         }
         let (tx, rx) = oneshot::channel();
-        this.tap = Some(Tap {
+        self.tap = Some(Tap {
             polled: false,
             sent: Vec::new(),
             len: 0,
@@ -91,7 +95,7 @@ impl<B: Body<Data = Bytes> + Unpin> ReplayBody<B> {
             trailers: None,
             back: Some(tx),
         });
-        (this, Some(rx))
+        (self, Some(rx))
     }
 
     /// An empty body: the replay of a request whose body was empty.

@@ -31,13 +31,14 @@ pub struct ReplayLayer {
 }
 
 impl ReplayLayer {
-    /// Replays unsent requests up to 3 times, and refused ones once with a
-    /// 64 KiB body buffer.
+    /// Replays unsent requests up to 3 times, and refused ones up to 3 times
+    /// with a 64 KiB body buffer.
     pub fn new() -> Self {
         ReplayLayer::default()
     }
 
-    /// How many times a request that came back unsent is sent again.
+    /// How many times a request that came back unsent is sent again, and,
+    /// counted apart, one the server refused.
     /// Default: [`DEFAULT_MAX_RETRIES`](super::DEFAULT_MAX_RETRIES) (3).
     pub fn max_retries(mut self, max_retries: usize) -> Self {
         self.config.max_retries = max_retries;
@@ -53,7 +54,7 @@ impl ReplayLayer {
     }
 
     /// Whether requests the server provably did not process are replayed
-    /// once (default: true). Turning it off saves keeping each request's head.
+    /// (default: true). Turning it off saves keeping each request's head.
     pub fn replay_refused(mut self, enabled: bool) -> Self {
         self.config.replay_refused = enabled;
         self

@@ -6,9 +6,11 @@
 //!   before it wrote them ([`ErrorKind::Draining`] carries the request), up to
 //!   `max_retries` times (default 3);
 //! - requests the server **provably never processed**: `REFUSED_STREAM`, or a
-//!   stream above a `GOAWAY`'s last-stream-id (RFC 9113 §8.7), once, and only
-//!   when the body can be rebuilt: it was empty, or everything it sent fit in
-//!   the replay buffer (default 64 KiB).
+//!   stream above a `GOAWAY`'s last-stream-id (RFC 9113 §8.7), up to
+//!   `max_retries` times too (a [`Client`](crate::Client) sends each replay
+//!   to another connection than the one that refused), and only when the
+//!   body can be rebuilt: it was empty, or everything it sent fit in the
+//!   replay buffer (default 64 KiB).
 //!
 //! hyper reports a `GOAWAY` the same way whether the stream was above the
 //! last-stream-id or hyper's dispatch noticed the `GOAWAY` just after opening
@@ -86,13 +88,13 @@ impl Head {
         }
     }
 
-    fn into_request<B>(self, body: B) -> Request<B> {
+    fn to_request<B>(&self, body: B) -> Request<B> {
         let mut request = Request::new(body);
-        *request.method_mut() = self.method;
-        *request.uri_mut() = self.uri;
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
         *request.version_mut() = self.version;
-        *request.headers_mut() = self.headers;
-        *request.extensions_mut() = self.extensions;
+        *request.headers_mut() = self.headers.clone();
+        *request.extensions_mut() = self.extensions.clone();
         request
     }
 }
@@ -103,7 +105,7 @@ pub(crate) struct Replayer<B> {
     head: Option<Head>,
     returned: Option<oneshot::Receiver<Returned<B>>>,
     unsent_retries: usize,
-    refused_replayed: bool,
+    refused_replays: usize,
 }
 
 impl<B> Replayer<B>
@@ -127,7 +129,7 @@ where
             head,
             returned,
             unsent_retries: 0,
-            refused_replayed: false,
+            refused_replays: 0,
         };
         (replayer, Request::from_parts(parts, body))
     }
@@ -146,11 +148,12 @@ where
                     None => Err(err),
                 }
             }
-            ErrorKind::Refused | ErrorKind::GoAway if !self.refused_replayed => {
-                let Some(head) = self.head.take() else {
+            ErrorKind::Refused | ErrorKind::GoAway
+                if self.refused_replays < self.config.max_retries =>
+            {
+                let Some(head) = &self.head else {
                     return Err(err);
                 };
-                self.refused_replayed = true;
                 let body = match self.returned.take() {
                     // An empty body: hyper never polls it, so a GOAWAY error
                     // cannot be proven to be above the last-stream-id.
@@ -177,11 +180,15 @@ where
                                 "not replayed: the body was larger than the replay buffer",
                             ));
                         };
+                        // Recorded again, in case the replay is refused too.
+                        let (body, returned) = body.tap(self.config.buffer_limit);
+                        self.returned = returned;
                         body
                     }
                 };
-                tracing::debug!(error = %err, "replaying request the server did not process");
-                Ok(head.into_request(body))
+                self.refused_replays += 1;
+                tracing::debug!(attempt = self.refused_replays, error = %err, "replaying request the server did not process");
+                Ok(head.to_request(body))
             }
             _ => Err(err),
         }

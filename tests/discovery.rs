@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
-use support::backend::start_pods;
+use support::backend::{Backend, start_pods};
 use support::dns::DnsServer;
 use support::proxy::L4Proxy;
 use tower::ServiceExt;
@@ -68,17 +68,26 @@ fn load(
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn headless_scale_out_new_pods_get_traffic_within_a_resolve_interval() {
-    let pods = start_pods(4).await;
+/// `n` pods, a DNS server listing `listed` of them, and a client of the
+/// service that has connected to each listed pod.
+async fn headless(n: u8, listed: &[Ipv4Addr]) -> (Vec<Backend>, u16, DnsServer, Client<Body>) {
+    let pods = start_pods(n).await;
     let port = pods[0].addr.port();
     let dns = DnsServer::start().await;
-    dns.set_a(SVC, &ips(1..=2), 1);
+    dns.set_a(SVC, listed, 1);
     let client = headless_client(&dns, port).build::<Body>().unwrap();
-    eventually("2 connections", Duration::from_secs(5), || {
-        client.connection_count() == 2
-    })
+    eventually(
+        "a connection to every listed pod",
+        Duration::from_secs(5),
+        || client.connection_count() == listed.len(),
+    )
     .await;
+    (pods, port, dns, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headless_scale_out_new_pods_get_traffic_within_a_resolve_interval() {
+    let (pods, port, dns, client) = headless(4, &ips(1..=2)).await;
 
     let running = load(&client, port, 2.0);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -95,15 +104,7 @@ async fn headless_scale_out_new_pods_get_traffic_within_a_resolve_interval() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headless_scale_in_removed_pods_drain_and_get_no_new_requests() {
-    let pods = start_pods(4).await;
-    let port = pods[0].addr.port();
-    let dns = DnsServer::start().await;
-    dns.set_a(SVC, &ips(1..=4), 1);
-    let client = headless_client(&dns, port).build::<Body>().unwrap();
-    eventually("4 connections", Duration::from_secs(5), || {
-        client.connection_count() == 4
-    })
-    .await;
+    let (pods, port, dns, client) = headless(4, &ips(1..=4)).await;
 
     let running = load(&client, port, 2.5);
     // Long requests in flight while the pods leave must complete.
@@ -153,15 +154,7 @@ async fn headless_scale_in_removed_pods_drain_and_get_no_new_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_request_on_a_pod_that_left_dns_completes() {
-    let pods = start_pods(3).await;
-    let port = pods[0].addr.port();
-    let dns = DnsServer::start().await;
-    dns.set_a(SVC, &[ip(3)], 1);
-    let client = headless_client(&dns, port).build::<Body>().unwrap();
-    eventually("1 connection", Duration::from_secs(5), || {
-        client.connection_count() == 1
-    })
-    .await;
+    let (pods, _, dns, client) = headless(3, &[ip(3)]).await;
     let long = tokio::spawn({
         let client = client.clone();
         async move {
@@ -202,15 +195,7 @@ async fn in_flight_request_on_a_pod_that_left_dns_completes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dns_outage_and_empty_answers_keep_the_last_known_pods() {
-    let mut pods = start_pods(2).await;
-    let port = pods[0].addr.port();
-    let dns = DnsServer::start().await;
-    dns.set_a(SVC, &ips(1..=2), 1);
-    let client = headless_client(&dns, port).build::<Body>().unwrap();
-    eventually("2 connections", Duration::from_secs(5), || {
-        client.connection_count() == 2
-    })
-    .await;
+    let (mut pods, port, dns, client) = headless(2, &ips(1..=2)).await;
 
     dns.pause();
     let running = load(&client, port, 1.5);
@@ -276,11 +261,7 @@ async fn first_lookup_failing_gives_a_typed_resolve_error_after_ready_timeout() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authority_is_the_service_name_not_the_pod_ip() {
-    let pods = start_pods(2).await;
-    let port = pods[0].addr.port();
-    let dns = DnsServer::start().await;
-    dns.set_a(SVC, &ips(1..=2), 1);
-    let client = headless_client(&dns, port).build::<Body>().unwrap();
+    let (_pods, port, _dns, client) = headless(2, &ips(1..=2)).await;
     for uri in ["/".to_owned(), format!("http://svc.test.local:{port}/x")] {
         for _ in 0..10 {
             let request = Request::get(&uri).body(Body::default()).unwrap();

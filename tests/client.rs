@@ -121,16 +121,22 @@ async fn make_before_break_one_connection_never_waits_for_a_connect() {
     assert!(pods[0].connections() >= 9);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn long_request_on_an_aging_connection_completes() {
-    let pods = start_pods(1).await;
+/// A connected client of one pod whose connection ages after 200 ms.
+async fn aging_client(pod: &Backend, drain_timeout: Duration) -> Client<Body> {
     let client = Client::builder()
-        .endpoint(pods[0].uri())
+        .endpoint(pod.uri())
         .max_connection_age(Duration::from_millis(200))
-        .drain_timeout(Duration::from_secs(10))
+        .drain_timeout(drain_timeout)
         .build::<Body>()
         .unwrap();
     connected(&client, 1).await;
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_request_on_an_aging_connection_completes() {
+    let pods = start_pods(1).await;
+    let client = aging_client(&pods[0], Duration::from_secs(10)).await;
     let long = client
         .clone()
         .oneshot(get(format!("{}sleep/2000", pods[0].uri()), "long"));
@@ -145,13 +151,7 @@ async fn long_request_on_an_aging_connection_completes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_running_past_the_drain_timeout_is_force_closed() {
     let pods = start_pods(1).await;
-    let client = Client::builder()
-        .endpoint(pods[0].uri())
-        .max_connection_age(Duration::from_millis(200))
-        .drain_timeout(Duration::from_millis(300))
-        .build::<Body>()
-        .unwrap();
-    connected(&client, 1).await;
+    let client = aging_client(&pods[0], Duration::from_millis(300)).await;
     let too_long = client
         .clone()
         .oneshot(get(format!("{}sleep/5000", pods[0].uri()), "too-long"));

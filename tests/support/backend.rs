@@ -53,7 +53,9 @@ pub struct Record {
 }
 
 impl Record {
-    fn request(&self, id: Option<&str>) {
+    /// Counts a request as executed, under its `x-request-id` if it has one.
+    fn request(&self, headers: &http::HeaderMap) {
+        let id = headers.get("x-request-id").and_then(|v| v.to_str().ok());
         self.requests.fetch_add(1, Ordering::SeqCst);
         if let Some(id) = id {
             *self
@@ -246,12 +248,7 @@ async fn handle(
     addr: SocketAddr,
     record: Arc<Record>,
 ) -> Result<Response<http_body_util::combinators::BoxBody<Bytes, Infallible>>, Infallible> {
-    let id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    record.request(id.as_deref());
+    record.request(request.headers());
     let path = request.uri().path().to_owned();
     let authority = request
         .uri()
@@ -318,12 +315,7 @@ async fn serve_h2(
             respond.send_reset(h2::Reason::REFUSED_STREAM);
             continue;
         }
-        let id = request
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        record.request(id.as_deref());
+        record.request(request.headers());
         let died = died.clone();
         streams.spawn(async move {
             let mut body = request.into_body();
@@ -357,12 +349,7 @@ async fn hang(stream: TcpStream, record: Arc<Record>) {
     };
     let mut held = Vec::new();
     while let Some(Ok((request, respond))) = connection.accept().await {
-        let id = request
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        record.request(id.as_deref());
+        record.request(request.headers());
         held.push((request, respond));
     }
 }

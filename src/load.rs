@@ -75,20 +75,38 @@ impl Load {
                         since_sample_ns as f64 * (pending as f64 + 1.0)
                     };
                 }
-                let decayed = rtt * (-(since_sample_ns as f64) / self.decay_ns).exp();
-                decayed * (pending as f64 + 1.0)
+                rtt * self.recency(since_sample_ns) * (pending as f64 + 1.0)
             }
         }
     }
 
-    pub(crate) fn record(&self, rtt: Duration, since_last_ns: u64) {
+    /// Whether [`record`](Self::record) uses its samples: the caller can
+    /// skip reading the clock when not.
+    #[inline]
+    pub(crate) fn samples_rtt(&self) -> bool {
+        matches!(self.kind, LoadKind::PeakEwma { .. })
+    }
+
+    /// The weight left to what was learned `elapsed_ns` ago: `e^(-t/decay)`.
+    /// Samples come microseconds apart against a decay of seconds, where
+    /// `1 - x` is exact to 5e-7 and `exp` is the costliest step of a request's
+    /// bookkeeping.
+    #[inline]
+    fn recency(&self, elapsed_ns: u64) -> f64 {
+        let x = elapsed_ns as f64 / self.decay_ns;
+        if x < 1e-3 { 1.0 - x } else { (-x).exp() }
+    }
+
+    /// Takes one RTT sample (time to response headers), `since_last_ns`
+    /// after the previous one.
+    pub(crate) fn record(&self, rtt_ns: u64, since_last_ns: u64) {
         if let LoadKind::PeakEwma { .. } = self.kind {
-            let sample = rtt.as_nanos() as f64;
+            let sample = rtt_ns as f64;
             let estimate = f64::from_bits(self.rtt_ns.load(Ordering::Relaxed));
             let next = if sample > estimate {
                 sample
             } else {
-                let recency = (-(since_last_ns as f64) / self.decay_ns).exp();
+                let recency = self.recency(since_last_ns);
                 estimate * recency + sample * (1.0 - recency)
             };
             self.rtt_ns.store(next.to_bits(), Ordering::Relaxed);
@@ -114,10 +132,10 @@ mod tests {
             10e6,
             "unsampled with requests pending: the wait stands in for the RTT"
         );
-        load.record(Duration::from_millis(10), 0);
+        load.record(10_000_000, 0);
         assert_eq!(load.cost(0, 0), 10e6);
         assert_eq!(load.cost(1, 0), 20e6, "pending requests multiply the cost");
-        load.record(Duration::from_millis(1), 1_000);
+        load.record(1_000_000, 1_000);
         assert!(
             load.cost(0, 0) > 9.9e6,
             "a fast sample right after moves it little"
@@ -128,7 +146,7 @@ mod tests {
     #[test]
     fn pending_requests_counts_only_pending() {
         let load = Load::new(LoadKind::PendingRequests);
-        load.record(Duration::from_secs(1), 0);
+        load.record(1_000_000_000, 0);
         assert_eq!(load.cost(3, 0), 3.0);
     }
 }

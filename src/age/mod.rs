@@ -25,6 +25,7 @@ pub use layer::{DEFAULT_DRAIN_TIMEOUT, MaxConnectionAge, MaxConnectionAgeLayer};
 pub use service::AgedConnection;
 pub use state::DrainReason;
 
+pub(crate) use future::classify;
 pub(crate) use layer::AgeConfig;
 use state::{ConnectionState, Event};
 

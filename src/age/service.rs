@@ -136,25 +136,3 @@ impl<S> tower::load::Load for AgedConnection<S> {
         self.state.cost(super::state::LoadInstant::now())
     }
 }
-
-impl<B> AgedConnection<crate::connector::Http2Connection<B>>
-where
-    B: http_body::Body + Send + 'static,
-{
-    /// Sends through `&self` (the client shares connections between callers).
-    pub(crate) fn send(
-        &self,
-        request: Request<B>,
-    ) -> ResponseFuture<
-        impl std::future::Future<Output = Result<Response<hyper::body::Incoming>, Error>>
-        + Send
-        + 'static
-        + use<B>,
-    > {
-        if !self.state.is_serving() {
-            return ResponseFuture::rejected(draining(&self.state, request));
-        }
-        let in_flight = self.state.begin();
-        ResponseFuture::sent(self.inner.send(request), in_flight)
-    }
-}

@@ -172,9 +172,14 @@ impl ConnectionState {
     #[inline]
     pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let start_ns = if self.load.samples_rtt() {
+            self.nanos_since_born(LoadInstant::now())
+        } else {
+            0
+        };
         InFlight {
             state: self.clone(),
-            start: LoadInstant::now(),
+            start_ns,
         }
     }
 
@@ -187,8 +192,15 @@ impl ConnectionState {
         self.load.cost(self.in_flight(), since)
     }
 
+    /// In `u64` arithmetic: `Duration::as_nanos` is a `u128`, whose
+    /// conversions cost more than the rest of the load bookkeeping.
+    #[inline]
     fn nanos_since_born(&self, now: LoadInstant) -> u64 {
-        now.saturating_duration_since(self.born_std).as_nanos() as u64
+        let since = now.saturating_duration_since(self.born_std);
+        since
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(since.subsec_nanos()))
     }
 
     /// Resolves once the phase changed or, while draining, the last request ended.
@@ -212,7 +224,9 @@ impl fmt::Debug for ConnectionState {
 /// (or the request fails), so that draining waits for it and the load sees it.
 pub(crate) struct InFlight {
     state: Arc<ConnectionState>,
-    start: LoadInstant,
+    /// When the request was sent, in nanoseconds since the connection was
+    /// born (0 when the load needs no RTT).
+    start_ns: u64,
 }
 
 impl InFlight {
@@ -222,12 +236,14 @@ impl InFlight {
 
     /// Records the time to response headers as an RTT sample.
     pub(crate) fn record_response(&self) {
-        let now = LoadInstant::now();
         let state = &*self.state;
-        let now_ns = state.nanos_since_born(now);
+        if !state.load.samples_rtt() {
+            return;
+        }
+        let now_ns = state.nanos_since_born(LoadInstant::now());
         let prev = state.stamp_ns.swap(now_ns, Ordering::Relaxed);
         state.load.record(
-            now.saturating_duration_since(self.start),
+            now_ns.saturating_sub(self.start_ns),
             now_ns.saturating_sub(prev),
         );
     }

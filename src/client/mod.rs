@@ -1,6 +1,7 @@
 //! [`Client`]: aged connections, discovery, balancing and replay, composed.
 
 mod builder;
+mod future;
 
 use std::fmt;
 use std::future::Future;
@@ -283,7 +284,7 @@ where
     B::Error: Into<BoxError>,
 {
     /// Sends on a picked connection (and says which), or gives the request
-    /// back if none serves.
+    /// back if none serves. Errors go to the caller of the future.
     #[allow(clippy::type_complexity, clippy::result_large_err)]
     fn try_send(
         &self,
@@ -301,7 +302,11 @@ where
     > {
         let connections = self.read();
         match pick(&connections, avoid) {
-            Some(connection) => Ok((id_of(connection), connection.send(request))),
+            Some(connection) => {
+                let in_flight = connection.state().begin();
+                let sent = connection.inner().send(request);
+                Ok((id_of(connection), future::Sent::new(sent, in_flight, None)))
+            }
             None => Err(request),
         }
     }
@@ -365,36 +370,10 @@ where
         Ok(request)
     }
 
-    async fn send(self, request: Request<B>) -> Result<Response<ResponseBody<Incoming>>, Error> {
-        // `call` boxes this future for every request, so the fast path keeps
-        // little across its one await: the replayer and hyper's response
-        // future (the block ends the request's storage before it). Waiting
-        // and replaying live in `send_slow`, boxed only when needed: it is
-        // large (a request, a timer, a notification). This took the boxed
-        // future from about 3 KiB to under 1 KiB (888 B with `Full<Bytes>`),
-        // a size allocators serve from a per-thread cache, without a lock.
-        let (replayer, used, sent) = {
-            let request = self.with_origin(request)?;
-            let (replayer, request) = Replayer::wrap(request, self.shared.replay);
-            match self.try_send(request, 0) {
-                Ok((used, sent)) => (replayer, used, sent),
-                Err(back) => {
-                    let first = First::NoConnection(back);
-                    return Box::pin(self.send_slow(replayer, first)).await;
-                }
-            }
-        };
-        let error = match sent.await {
-            Ok(response) => return Ok(response),
-            Err(error) => error,
-        };
-        Box::pin(self.send_slow(replayer, First::Failed(error, used))).await
-    }
-
     /// The slow path: wait for a serving connection, replay what may be
     /// replayed, until a response or an error for the caller.
     async fn send_slow(
-        &self,
+        self,
         mut replayer: Replayer<B>,
         first: First<B>,
     ) -> Result<Response<ResponseBody<Incoming>>, Error> {
@@ -460,7 +439,33 @@ where
         Poll::Ready(Ok(()))
     }
 
+    /// Sends the request before returning, as hyper's `send_request` does,
+    /// so the returned future holds only what a retry needs and hyper's
+    /// response future: the fast path moves no request through an `async`
+    /// state machine.
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        Box::pin(self.clone().send(request))
+        let request = match self.with_origin(request) {
+            Ok(request) => request,
+            Err(error) => return Box::pin(std::future::ready(Err(error))),
+        };
+        let (replayer, request) = Replayer::wrap(request, self.shared.replay);
+        // Not `try_send`: its `Result` would move hyper's future once more.
+        let connections = self.read();
+        if let Some(connection) = pick(&connections, 0) {
+            let in_flight = connection.state().begin();
+            let sent = connection.inner().send(request);
+            let retry = future::Retry {
+                client: self.clone(),
+                replayer,
+                used: id_of(connection),
+            };
+            drop(connections);
+            return Box::pin(future::Sent::new(sent, in_flight, Some(retry)));
+        }
+        drop(connections);
+        Box::pin(
+            self.clone()
+                .send_slow(replayer, First::NoConnection(request)),
+        )
     }
 }

@@ -4,7 +4,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use futures_util::task::AtomicWaker;
 use hyper::rt::{Read, ReadBufCursor, Write};
@@ -34,6 +34,9 @@ impl Switch {
 pub(crate) struct ClosableIo<T> {
     io: T,
     switch: Arc<Switch>,
+    /// The waker last registered with the switch. h2 reads from one task, so
+    /// registering once spares every read two atomic read-modify-writes.
+    registered: Option<Waker>,
     _closed: ClosedOnDrop,
 }
 
@@ -47,13 +50,24 @@ impl<T> ClosableIo<T> {
         let io = ClosableIo {
             io,
             switch,
+            registered: None,
             _closed: handle.closed_on_drop(),
         };
         (io, handle)
     }
 
-    fn check(&self, cx: &mut Context<'_>) -> io::Result<()> {
-        self.switch.waker.register(cx.waker());
+    fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        // Registered before the switch is read, so a force-close in between
+        // still wakes this task. (Once woken, the switch stays off, so a
+        // stale registration is never relied on again.)
+        if !self
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            self.switch.waker.register(cx.waker());
+            self.registered = Some(cx.waker().clone());
+        }
         if self.switch.off.load(Ordering::Acquire) {
             return Err(io::Error::new(
                 io::ErrorKind::ConnectionAborted,

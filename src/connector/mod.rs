@@ -236,34 +236,28 @@ where
 {
     /// Sends through `&self`, on this thread's sender slot (or on a clone
     /// of the sender when the slot is busy), so callers can share it.
+    ///
+    /// Returns hyper's own future: the caller sorts its error with
+    /// [`classify`], in the same poll that handles the response, so the
+    /// large `Result` moves through no extra adapter.
     pub(crate) fn send(
         &self,
         request: Request<B>,
-    ) -> impl Future<Output = Result<Response<Incoming>, Error>> + Send + 'static + use<B> {
+    ) -> impl Future<Output = Result<Response<Incoming>, TrySendError<Request<B>>>>
+    + Send
+    + 'static
+    + use<B> {
         let slot = &self.senders[slot_of_this_thread() % self.senders.len()];
         match slot.0.try_lock() {
-            Ok(mut sender) => send(&mut sender, request),
-            Err(_) => send(&mut self.send.clone(), request),
+            Ok(mut sender) => sender.try_send_request(request),
+            Err(_) => self.send.clone().try_send_request(request),
         }
     }
 }
 
-fn send<B>(
-    sender: &mut http2::SendRequest<B>,
-    request: Request<B>,
-) -> impl Future<Output = Result<Response<Incoming>, Error>> + Send + 'static + use<B>
-where
-    B: Body + Send + 'static,
-{
-    // `map_err`, not an `async` block: the block would hold hyper's future
-    // twice (as its capture and as the value it awaits), and this future is
-    // part of every request's boxed future in `Client`.
-    sender.try_send_request(request).map_err(classify)
-}
-
 /// Sorts hyper's errors into "never sent", "provably not processed", and
 /// "may have been processed".
-fn classify<B: Send + 'static>(mut err: TrySendError<Request<B>>) -> Error {
+pub(crate) fn classify<B: Send + 'static>(mut err: TrySendError<Request<B>>) -> Error {
     if let Some(request) = err.take_message() {
         return Error::new(ErrorKind::Draining)
             .with_message("connection closed before the request was sent")
@@ -304,6 +298,6 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        Box::pin(send(&mut self.send, request))
+        Box::pin(self.send.try_send_request(request).map_err(classify))
     }
 }

@@ -30,8 +30,10 @@ pub struct ReplayBody<B> {
     rest: Option<B>,
     /// Boxed, so the common case (no replay, empty body) stays as small as `B`.
     replay: Option<Box<Replay>>,
-    /// Inline, not boxed: every request of a replaying client has one.
-    tap: Option<Tap<B>>,
+    /// Boxed too: hyper moves the request (body included) half a dozen
+    /// times on its way to h2, so every byte here is copied on every
+    /// request, while only requests with a body carry a tap.
+    tap: Option<Box<Tap<B>>>,
 }
 
 /// What a replay sends before the rest of the caller's body.
@@ -86,7 +88,7 @@ impl<B: Body<Data = Bytes> + Unpin> ReplayBody<B> {
             return (self, None);
         }
         let (tx, rx) = oneshot::channel();
-        self.tap = Some(Tap {
+        self.tap = Some(Box::new(Tap {
             polled: false,
             sent: Vec::new(),
             len: 0,
@@ -94,7 +96,7 @@ impl<B: Body<Data = Bytes> + Unpin> ReplayBody<B> {
             overflow: false,
             trailers: None,
             back: Some(tx),
-        });
+        }));
         (self, Some(rx))
     }
 

@@ -18,6 +18,13 @@
 //! from cell to cell, so variants are compared *round by round* (their order
 //! rotated each round) and the median of the per-round ratios is reported.
 //!
+//! Cells at concurrency 1 land on scheduling levels of their own (which
+//! worker thread each task runs on): `Client, age 100ms`, whose requests run
+//! exactly the code of `Client`, often beats `Client` by more than `Client`
+//! trails raw. So concurrency 1 is also measured *paired*: one task sends
+//! through raw hyper and `Client` by turns, request by request, and the
+//! difference is the per-request cost alone.
+//!
 //! Heap per connection is measured with a counting global allocator: the heap
 //! grown by 64 more connections through `Client`, minus the heap grown by 64
 //! more raw hyper connections, divided by 64.
@@ -112,14 +119,14 @@ struct Options {
 
 const USAGE: &str = "usage: loadgen [--requests N] [--rounds R] [--body-bytes B] [--json]
   --requests N     timed requests per cell (default 20000)
-  --rounds R       rounds, each runs every variant at every concurrency (default 5, at least 1)
+  --rounds R       rounds, each runs every variant at every concurrency (default 9, at least 1)
   --body-bytes B   request body size; 0 sends GET, more sends POST (default 0)
   --json           print one JSON line with the summary last";
 
 fn options() -> Options {
     let mut options = Options {
         requests: 20_000,
-        rounds: 5,
+        rounds: 9,
         body_bytes: 0,
         json: false,
     };
@@ -381,6 +388,65 @@ async fn cell<S: Sender>(sender: S, load: &Load, concurrency: usize, requests: u
     }
 }
 
+/// Concurrency 1 measured *paired*: one task sends through raw hyper and
+/// `Client` by turns, request by request (which goes first swapped every
+/// pair). Both then run under the same scheduling, so the difference is the
+/// per-request cost alone, without the levels separate cells land on.
+struct Paired {
+    p50_delta_us: f64,
+    /// Raw mean latency / `Client` mean latency: the c1 throughput ratio.
+    throughput_ratio: f64,
+    failed: usize,
+}
+
+async fn paired_c1(backend: &Backend, load: &Load, requests: usize) -> Paired {
+    let mut raw = Raw(raw_connection(backend).await);
+    let mut via = Via(client(backend, None, 1).await);
+    let load = load.clone();
+    let run = tokio::spawn(async move {
+        let warm_up = (requests / 20).clamp(100, 2_000);
+        let mut latencies = [Vec::with_capacity(requests), Vec::with_capacity(requests)];
+        let mut failed = 0;
+        for i in 0..warm_up + requests {
+            for turn in 0..2 {
+                let v = (i + turn) % 2;
+                let request = load.request();
+                let sent = Instant::now();
+                let result = if v == 0 {
+                    raw.send(request).await
+                } else {
+                    via.send(request).await
+                };
+                let ns = sent.elapsed().as_nanos() as u64;
+                match result {
+                    Ok(()) if i >= warm_up => latencies[v].push(ns),
+                    Ok(()) => {}
+                    Err(_) => failed += 1,
+                }
+            }
+        }
+        (latencies, failed)
+    });
+    let Ok(Ok(([mut raw_ns, mut via_ns], failed))) = tokio::time::timeout(CELL_LIMIT, run).await
+    else {
+        return Paired {
+            p50_delta_us: f64::NAN,
+            throughput_ratio: f64::NAN,
+            failed: 2 * requests,
+        };
+    };
+    let mean = |v: &[u64]| v.iter().sum::<u64>() as f64 / v.len().max(1) as f64;
+    let p50 = |v: &mut Vec<u64>| {
+        v.sort_unstable();
+        v.get(v.len() / 2).map_or(f64::NAN, |&x| x as f64 / 1_000.0)
+    };
+    Paired {
+        throughput_ratio: mean(&raw_ns) / mean(&via_ns),
+        p50_delta_us: p50(&mut via_ns) - p50(&mut raw_ns),
+        failed,
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Heap and allocations.
 
@@ -515,6 +581,9 @@ async fn main() {
     let raw_allocs = allocations_per_request(Raw(raw_connection(&backend).await), &load).await;
     let client_allocs = allocations_per_request(Via(client(&backend, None, 1).await), &load).await;
     eprintln!(" done");
+    eprint!("loadgen: concurrency 1, raw and Client paired request by request ...");
+    let paired = paired_c1(&backend, &load, options.requests).await;
+    eprintln!(" done");
 
     // results[round][concurrency index][variant index]
     let mut results: Vec<[[Option<Cell>; 3]; 2]> = Vec::with_capacity(options.rounds);
@@ -595,7 +664,8 @@ async fn main() {
         .iter()
         .flat_map(|row| row.iter().flatten())
         .map(|c| c.as_ref().map_or(0, |c| c.failed))
-        .sum();
+        .sum::<usize>()
+        + paired.failed;
 
     println!(
         "loadgen: {} timed requests per cell, {} rounds, {}, {cpus} CPUs, load average {load_before} before, {} after, {:.1} s",
@@ -669,6 +739,14 @@ async fn main() {
     );
     line("p99 rotating / no age, c1", &rotation_p99_ratio_c1, None);
     println!(
+        "  {:<40} {:>8.3}  (one task, {} requests each, alternating)",
+        "paired c1: throughput Client / raw", paired.throughput_ratio, options.requests
+    );
+    println!(
+        "  {:<40} {:>8.3}",
+        "paired c1: p50 Client - raw (µs)", paired.p50_delta_us
+    );
+    println!(
         "  {:<40} {:>8}  (rotations {rotated}, replayed {replayed}){}",
         "failed requests, all cells",
         failed,
@@ -695,7 +773,7 @@ async fn main() {
         let client_p99 = m(&per_round(&|r| get(r, c64, Variant::Client).p99_us));
         let rotating_p99 = m(&per_round(&|r| get(r, c64, Variant::Rotating).p99_us));
         println!(
-            "{{\"raw_rps\":{},\"client_rps\":{},\"throughput_ratio\":{},\"throughput_ratio_c1\":{},\"p50_delta_us_c1\":{},\"raw_p99_us\":{},\"client_p99_us\":{},\"rotating_p99_us\":{},\"rotation_p99_ratio\":{},\"failed\":{},\"bytes_per_connection\":{},\"rotations\":{},\"allocs_per_request_raw\":{},\"allocs_per_request_client\":{},\"requests\":{},\"rounds\":{}}}",
+            "{{\"raw_rps\":{},\"client_rps\":{},\"throughput_ratio\":{},\"throughput_ratio_c1\":{},\"p50_delta_us_c1\":{},\"raw_p99_us\":{},\"client_p99_us\":{},\"rotating_p99_us\":{},\"rotation_p99_ratio\":{},\"failed\":{},\"bytes_per_connection\":{},\"rotations\":{},\"allocs_per_request_raw\":{},\"allocs_per_request_client\":{},\"paired_throughput_ratio_c1\":{},\"paired_p50_delta_us_c1\":{},\"requests\":{},\"rounds\":{}}}",
             json_number(raw_rps),
             json_number(client_rps),
             json_number(m(&throughput_ratio)),
@@ -710,6 +788,8 @@ async fn main() {
             rotated,
             json_number(raw_allocs),
             json_number(client_allocs),
+            json_number(paired.throughput_ratio),
+            json_number(paired.p50_delta_us),
             options.requests,
             options.rounds,
         );

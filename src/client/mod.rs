@@ -25,7 +25,7 @@ use tower_service::Service;
 
 pub use builder::{ClientBuilder, DEFAULT_READY_TIMEOUT};
 
-use crate::age::state::LoadInstant;
+use crate::age::state::{InFlight, LoadInstant};
 use crate::age::{AgedConnection, ResponseBody};
 use crate::connector::Http2Connection;
 use crate::discover::{AbortOnDrop, DiscoverStatus, EndpointKey, RotatingDiscover};
@@ -278,6 +278,29 @@ fn pick<B>(connections: &[(EndpointKey, Conn<B>)], avoid: usize) -> Option<&Conn
     }
 }
 
+/// Counts the request in flight on `connection` and hands it to hyper.
+#[allow(clippy::type_complexity)]
+fn start<B>(
+    connection: &Conn<B>,
+    request: Request<ReplayBody<B>>,
+) -> (
+    InFlight,
+    impl Future<
+        Output = Result<
+            Response<Incoming>,
+            hyper::client::conn::TrySendError<Request<ReplayBody<B>>>,
+        >,
+    >
+    + Send
+    + 'static
+    + use<B>,
+)
+where
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
+{
+    (connection.state().begin(), connection.inner().send(request))
+}
+
 impl<B> Client<B>
 where
     B: Body<Data = Bytes> + Unpin + Send + 'static,
@@ -303,8 +326,7 @@ where
         let connections = self.read();
         match pick(&connections, avoid) {
             Some(connection) => {
-                let in_flight = connection.state().begin();
-                let sent = connection.inner().send(request);
+                let (in_flight, sent) = start(connection, request);
                 Ok((id_of(connection), future::Sent::new(sent, in_flight, None)))
             }
             None => Err(request),
@@ -452,8 +474,7 @@ where
         // Not `try_send`: its `Result` would move hyper's future once more.
         let connections = self.read();
         if let Some(connection) = pick(&connections, 0) {
-            let in_flight = connection.state().begin();
-            let sent = connection.inner().send(request);
+            let (in_flight, sent) = start(connection, request);
             let retry = future::Retry {
                 client: self.clone(),
                 replayer,

@@ -31,11 +31,10 @@ impl<B: Body> ResponseBody<B> {
     }
 }
 
-/// True when `body` has ended. `is_end_stream` on hyper's HTTP/2 body takes
-/// h2's connection-wide lock (contended with the connection task), so the
-/// lock-free size hint is asked first: only a body with no bytes left can
-/// have ended. A body that says nothing about its size is seen to end at its
-/// next poll (or drop) instead.
+/// True when `body` has ended before it was read (a response without a
+/// body). `is_end_stream` on hyper's HTTP/2 body takes h2's connection-wide
+/// lock (contended with the connection task), so the lock-free size hint is
+/// asked first: only a body with no bytes left can have ended.
 #[inline]
 fn has_ended<B: Body>(body: &B) -> bool {
     body.size_hint().upper() == Some(0) && body.is_end_stream()
@@ -49,13 +48,14 @@ impl<B: Body> Body for ResponseBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        // The request ends with the body's end (or error), or when the body
+        // is dropped. Not asked after every frame: on hyper's HTTP/2 body
+        // that takes h2's connection lock once more per response, and a
+        // reader that stops after the last frame drops the body anyway.
         let this = self.project();
-        let mut inner = this.inner;
-        let frame = inner.as_mut().poll_frame(cx);
-        match &frame {
-            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => *this.in_flight = None,
-            Poll::Ready(Some(Ok(_))) if has_ended(&*inner) => *this.in_flight = None,
-            _ => {}
+        let frame = this.inner.poll_frame(cx);
+        if let Poll::Ready(None | Some(Err(_))) = &frame {
+            *this.in_flight = None;
         }
         frame
     }

@@ -68,27 +68,45 @@ where
         }
         let result = ready!(this.sent.poll(cx));
         let in_flight = this.in_flight.take().expect("Sent polled after completion");
-        let error = match result {
+        match result {
             Ok(response) => {
                 in_flight.record_response();
-                return Poll::Ready(Ok(response.map(|body| ResponseBody::new(body, in_flight))));
+                Poll::Ready(Ok(response.map(|body| ResponseBody::new(body, in_flight))))
             }
-            Err(error) => {
-                crate::age::classify(crate::connector::classify(error), in_flight.state())
-            }
-        };
-        drop(in_flight);
-        let Some(Retry {
+            Err(error) => match failed(error, in_flight, this.retry.take()) {
+                Ok(slow) => this.slow.insert(slow).as_mut().poll(cx),
+                Err(error) => Poll::Ready(Err(error)),
+            },
+        }
+    }
+}
+
+/// Sorts a failed attempt's error and, when the client may replay it,
+/// builds the slow path. Kept out of line, so that the few instructions
+/// every request runs in [`Sent::poll`] share cache lines with no error
+/// handling (most of a request's time at low load is spent fetching cold
+/// code).
+#[cold]
+#[inline(never)]
+fn failed<B>(
+    error: TrySendError<Request<ReplayBody<B>>>,
+    in_flight: InFlight,
+    retry: Option<Retry<B>>,
+) -> Result<ResponseFuture, Error>
+where
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let error = crate::age::classify(crate::connector::classify(error), in_flight.state());
+    drop(in_flight);
+    match retry {
+        Some(Retry {
             client,
             replayer,
             used,
-        }) = this.retry.take()
-        else {
-            return Poll::Ready(Err(error));
-        };
-        let slow = this.slow.insert(Box::pin(
+        }) => Ok(Box::pin(
             client.send_slow(replayer, First::Failed(error, used)),
-        ));
-        slow.as_mut().poll(cx)
+        )),
+        None => Err(error),
     }
 }

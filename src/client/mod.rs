@@ -268,14 +268,21 @@ fn pick<B>(connections: &[(EndpointKey, Conn<B>)], avoid: usize) -> Option<&Conn
         }
         (true, _) => Some(ca),
         (false, true) => Some(cb),
-        (false, false) => {
-            let mut candidates = connections.iter().map(|(_, c)| c);
-            candidates
-                .clone()
-                .find(|c| serving(c))
-                .or_else(|| candidates.find(|c| open(c)))
-        }
+        (false, false) => pick_any(connections, avoid),
     }
+}
+
+/// When neither random pick serves: the first connection that does, else
+/// the first open one (even `avoid`). Out of line: rare.
+#[cold]
+#[inline(never)]
+fn pick_any<B>(connections: &[(EndpointKey, Conn<B>)], avoid: usize) -> Option<&Conn<B>> {
+    let open = |c: &Conn<B>| c.is_serving() && c.inner().is_open();
+    let mut candidates = connections.iter().map(|(_, c)| c);
+    candidates
+        .clone()
+        .find(|c| open(c) && id_of(c) != avoid)
+        .or_else(|| candidates.find(|c| open(c)))
 }
 
 /// Counts the request in flight on `connection` and hands it to hyper.
@@ -375,21 +382,35 @@ where
     }
 
     /// Puts the origin on a path-only URI (as tonic sends them).
-    fn with_origin(&self, mut request: Request<B>) -> Result<Request<B>, Error> {
-        if request.uri().scheme().is_none() {
-            let mut parts = std::mem::take(request.uri_mut()).into_parts();
-            parts.scheme = Some(self.shared.origin.0.clone());
-            parts.authority = Some(self.shared.origin.1.clone());
-            if parts.path_and_query.is_none() {
-                parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
-            }
-            *request.uri_mut() = Uri::from_parts(parts).map_err(|e| {
-                Error::new(ErrorKind::Request)
-                    .with_message("bad request URI")
-                    .with_source(e)
-            })?;
+    #[cold]
+    #[inline(never)]
+    fn with_origin(&self, request: &mut Request<B>) -> Result<(), Error> {
+        let mut parts = std::mem::take(request.uri_mut()).into_parts();
+        parts.scheme = Some(self.shared.origin.0.clone());
+        parts.authority = Some(self.shared.origin.1.clone());
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
         }
-        Ok(request)
+        *request.uri_mut() = Uri::from_parts(parts).map_err(|e| {
+            Error::new(ErrorKind::Request)
+                .with_message("bad request URI")
+                .with_source(e)
+        })?;
+        Ok(())
+    }
+
+    /// No connection serves yet: the boxed slow path waits for one.
+    #[cold]
+    #[inline(never)]
+    fn wait_for_connection(
+        &self,
+        replayer: Replayer<B>,
+        request: Request<ReplayBody<B>>,
+    ) -> ResponseFuture {
+        Box::pin(
+            self.clone()
+                .send_slow(replayer, First::NoConnection(request)),
+        )
     }
 
     /// The slow path: wait for a serving connection, replay what may be
@@ -465,11 +486,12 @@ where
     /// so the returned future holds only what a retry needs and hyper's
     /// response future: the fast path moves no request through an `async`
     /// state machine.
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let request = match self.with_origin(request) {
-            Ok(request) => request,
-            Err(error) => return Box::pin(std::future::ready(Err(error))),
-        };
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        if request.uri().scheme().is_none()
+            && let Err(error) = self.with_origin(&mut request)
+        {
+            return Box::pin(std::future::ready(Err(error)));
+        }
         let (replayer, request) = Replayer::wrap(request, self.shared.replay);
         // Not `try_send`: its `Result` would move hyper's future once more.
         let connections = self.read();
@@ -484,9 +506,6 @@ where
             return Box::pin(future::Sent::new(sent, in_flight, Some(retry)));
         }
         drop(connections);
-        Box::pin(
-            self.clone()
-                .send_slow(replayer, First::NoConnection(request)),
-        )
+        self.wait_for_connection(replayer, request)
     }
 }

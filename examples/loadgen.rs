@@ -2,7 +2,7 @@
 //! connection, and does rotation hurt latency or lose requests?
 //!
 //! ```text
-//! cargo run --release --example loadgen -- [--requests N] [--rounds R] [--body-bytes B] [--json]
+//! cargo run --release --example loadgen -- [--requests N] [--rounds R] [--body-bytes B] [--json] [--layers]
 //! ```
 //!
 //! One in-process HTTP/2 backend on loopback. Each *cell* sends `--requests`
@@ -25,6 +25,12 @@
 //! through raw hyper and `Client` by turns, request by request, and the
 //! difference is the per-request cost alone.
 //!
+//! `--layers` measures only that, layer by layer, to show where the cost
+//! comes from: raw hyper paired with a second raw connection (the noise
+//! floor), with an `Http2Connection` (the connector and its force-close IO),
+//! an `AgedConnection` over it, a lean `Client` (`replay_refused(false)`,
+//! `PendingRequests`) and the default `Client`, `--rounds` fresh pairs each.
+//!
 //! Heap per connection is measured with a counting global allocator: the heap
 //! grown by 64 more connections through `Client`, minus the heap grown by 64
 //! more raw hyper connections, divided by 64.
@@ -46,8 +52,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use support::backend::Backend;
-use tower::{Service, ServiceExt};
-use tower_max_connection_age::Client;
+use tower::{Layer, Service, ServiceExt};
+use tower_max_connection_age::{Client, Http2Connector, LoadKind, MaxConnectionAgeLayer};
 
 // ---------------------------------------------------------------------------
 // A counting allocator, switched on only while heap or allocations are
@@ -115,13 +121,16 @@ struct Options {
     rounds: usize,
     body_bytes: usize,
     json: bool,
+    layers: bool,
 }
 
-const USAGE: &str = "usage: loadgen [--requests N] [--rounds R] [--body-bytes B] [--json]
+const USAGE: &str =
+    "usage: loadgen [--requests N] [--rounds R] [--body-bytes B] [--json] [--layers]
   --requests N     timed requests per cell (default 20000)
   --rounds R       rounds, each runs every variant at every concurrency (default 9, at least 1)
   --body-bytes B   request body size; 0 sends GET, more sends POST (default 0)
-  --json           print one JSON line with the summary last";
+  --json           print one JSON line with the summary last
+  --layers         instead: each layer of Client paired with raw hyper at concurrency 1";
 
 fn options() -> Options {
     let mut options = Options {
@@ -129,6 +138,7 @@ fn options() -> Options {
         rounds: 9,
         body_bytes: 0,
         json: false,
+        layers: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -142,6 +152,7 @@ fn options() -> Options {
             "--rounds" => options.rounds = number("--rounds").max(1),
             "--body-bytes" => options.body_bytes = number("--body-bytes"),
             "--json" => options.json = true,
+            "--layers" => options.layers = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -162,8 +173,9 @@ fn exit_usage(message: &str) -> ! {
 
 type ReqBody = Full<Bytes>;
 
-/// Sends one request and reads the whole response body.
-trait Sender: Clone + Send + 'static {
+/// Sends one request and reads the whole response body. (Clones, one per
+/// worker, are asked for only where several workers share a variant.)
+trait Sender: Send + 'static {
     fn send(
         &mut self,
         request: Request<ReqBody>,
@@ -189,10 +201,20 @@ impl Sender for Raw {
     }
 }
 
+/// Through a tower service: `Client`, or (with `--layers`) one of the
+/// layers it is built of.
 #[derive(Clone)]
-struct Via(Client<ReqBody>);
+struct Via<S>(S);
 
-impl Sender for Via {
+impl<S, RB> Sender for Via<S>
+where
+    S: Service<Request<ReqBody>, Response = http::Response<RB>> + Send + 'static,
+    S::Future: Send,
+    S::Error: std::fmt::Display,
+    RB: http_body::Body + Send,
+    RB::Data: Send,
+    RB::Error: std::fmt::Display,
+{
     async fn send(&mut self, request: Request<ReqBody>) -> Result<(), String> {
         let response = self
             .0
@@ -259,6 +281,11 @@ async fn client(backend: &Backend, age: Option<Duration>, connections: usize) ->
         builder = builder.max_connection_age(age);
     }
     let client = builder.build::<ReqBody>().expect("build the client");
+    wait_connected(&client, connections).await;
+    client
+}
+
+async fn wait_connected(client: &Client<ReqBody>, connections: usize) {
     let connected = async {
         while client.connection_count() < connections {
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -267,7 +294,6 @@ async fn client(backend: &Backend, age: Option<Duration>, connections: usize) ->
     tokio::time::timeout(Duration::from_secs(10), connected)
         .await
         .expect("the client did not connect in 10 s");
-    client
 }
 
 // ---------------------------------------------------------------------------
@@ -311,7 +337,7 @@ impl Load {
 
 /// Sends `requests` requests through `sender` from `concurrency` worker tasks,
 /// each with its own clone; returns per-request latencies (ns) and failures.
-async fn drive<S: Sender>(
+async fn drive<S: Sender + Clone>(
     sender: &S,
     load: &Load,
     concurrency: usize,
@@ -361,7 +387,12 @@ async fn drive<S: Sender>(
 /// run always ends.
 const CELL_LIMIT: Duration = Duration::from_secs(60);
 
-async fn cell<S: Sender>(sender: S, load: &Load, concurrency: usize, requests: usize) -> Cell {
+async fn cell<S: Sender + Clone>(
+    sender: S,
+    load: &Load,
+    concurrency: usize,
+    requests: usize,
+) -> Cell {
     // Untimed warm-up on the same fresh connection(s).
     let warm_up = (requests / 20).clamp(100, 2_000);
     let limited = |n| tokio::time::timeout(CELL_LIMIT, drive(&sender, load, concurrency, n));
@@ -389,19 +420,30 @@ async fn cell<S: Sender>(sender: S, load: &Load, concurrency: usize, requests: u
 }
 
 /// Concurrency 1 measured *paired*: one task sends through raw hyper and
-/// `Client` by turns, request by request (which goes first swapped every
-/// pair). Both then run under the same scheduling, so the difference is the
-/// per-request cost alone, without the levels separate cells land on.
+/// another variant by turns, request by request (which goes first swapped
+/// every pair). Both then run under the same scheduling, so the difference
+/// is the per-request cost alone, without the levels separate cells land on.
 struct Paired {
+    /// The variant's p50 minus raw hyper's.
     p50_delta_us: f64,
-    /// Raw mean latency / `Client` mean latency: the c1 throughput ratio.
+    /// Raw mean latency / the variant's mean latency: the c1 throughput ratio.
     throughput_ratio: f64,
     failed: usize,
 }
 
 async fn paired_c1(backend: &Backend, load: &Load, requests: usize) -> Paired {
-    let mut raw = Raw(raw_connection(backend).await);
-    let mut via = Via(client(backend, None, 1).await);
+    let raw = Raw(raw_connection(backend).await);
+    let via = Via(client(backend, None, 1).await);
+    paired(raw, via, load, requests).await
+}
+
+/// `raw` and `other` by turns from one task, `requests` timed requests each.
+async fn paired<A: Sender, B: Sender>(
+    mut raw: A,
+    mut other: B,
+    load: &Load,
+    requests: usize,
+) -> Paired {
     let load = load.clone();
     let run = tokio::spawn(async move {
         let warm_up = (requests / 20).clamp(100, 2_000);
@@ -415,7 +457,7 @@ async fn paired_c1(backend: &Backend, load: &Load, requests: usize) -> Paired {
                 let result = if v == 0 {
                     raw.send(request).await
                 } else {
-                    via.send(request).await
+                    other.send(request).await
                 };
                 let ns = sent.elapsed().as_nanos() as u64;
                 match result {
@@ -427,7 +469,7 @@ async fn paired_c1(backend: &Backend, load: &Load, requests: usize) -> Paired {
         }
         (latencies, failed)
     });
-    let Ok(Ok(([mut raw_ns, mut via_ns], failed))) = tokio::time::timeout(CELL_LIMIT, run).await
+    let Ok(Ok(([mut raw_ns, mut other_ns], failed))) = tokio::time::timeout(CELL_LIMIT, run).await
     else {
         return Paired {
             p50_delta_us: f64::NAN,
@@ -441,9 +483,117 @@ async fn paired_c1(backend: &Backend, load: &Load, requests: usize) -> Paired {
         v.get(v.len() / 2).map_or(f64::NAN, |&x| x as f64 / 1_000.0)
     };
     Paired {
-        throughput_ratio: mean(&raw_ns) / mean(&via_ns),
-        p50_delta_us: p50(&mut via_ns) - p50(&mut raw_ns),
+        throughput_ratio: mean(&raw_ns) / mean(&other_ns),
+        p50_delta_us: p50(&mut other_ns) - p50(&mut raw_ns),
         failed,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// `--layers`: where the cost at concurrency 1 comes from.
+
+/// The layers `Client` is built of, each paired with raw hyper at
+/// concurrency 1 (one fresh pair of connections per round), from a second
+/// raw connection (the noise floor) up to the whole `Client`.
+const LAYERS: [&str; 5] = [
+    "raw hyper, a 2nd connection",
+    "Http2Connection",
+    "AgedConnection",
+    "Client, lean",
+    "Client",
+];
+
+async fn layer_round(backend: &Backend, load: &Load, layer: usize, requests: usize) -> Paired {
+    let raw = Raw(raw_connection(backend).await);
+    match layer {
+        0 => paired(raw, Raw(raw_connection(backend).await), load, requests).await,
+        1 => {
+            let mut connect = Http2Connector::<_, ReqBody>::http();
+            let connection = connect
+                .ready()
+                .await
+                .expect("connector ready")
+                .call(backend.uri())
+                .await
+                .expect("connect to the backend");
+            paired(raw, Via(connection), load, requests).await
+        }
+        2 => {
+            let mut connect = MaxConnectionAgeLayer::new(Duration::from_secs(3600))
+                .layer(Http2Connector::<_, ReqBody>::http());
+            let connection = connect
+                .ready()
+                .await
+                .expect("connector ready")
+                .call(backend.uri())
+                .await
+                .expect("connect to the backend");
+            paired(raw, Via(connection), load, requests).await
+        }
+        3 => {
+            let lean = Client::builder()
+                .endpoint(backend.uri())
+                .replay_refused(false)
+                .load(LoadKind::PendingRequests)
+                .build::<ReqBody>()
+                .expect("build the client");
+            wait_connected(&lean, 1).await;
+            paired(raw, Via(lean), load, requests).await
+        }
+        _ => paired(raw, Via(client(backend, None, 1).await), load, requests).await,
+    }
+}
+
+/// Runs `--layers` and prints its table (and JSON line).
+async fn layers(backend: &Backend, load: &Load, options: &Options) {
+    let started = Instant::now();
+    let mut results: Vec<Vec<Paired>> = (0..LAYERS.len()).map(|_| Vec::new()).collect();
+    for round in 0..options.rounds {
+        for k in 0..LAYERS.len() {
+            let layer = (k + round) % LAYERS.len();
+            eprint!(
+                "\rloadgen --layers: round {}/{}, {:<28} {:>4.0} s",
+                round + 1,
+                options.rounds,
+                LAYERS[layer],
+                started.elapsed().as_secs_f64()
+            );
+            let _ = std::io::stderr().flush();
+            results[layer].push(layer_round(backend, load, layer, options.requests).await);
+        }
+    }
+    eprintln!(
+        "\rloadgen --layers: {:.1} s{:50}",
+        started.elapsed().as_secs_f64(),
+        ""
+    );
+    println!(
+        "concurrency 1, each layer paired with raw hyper request by request, {} requests each, {} rounds:",
+        options.requests, options.rounds
+    );
+    println!(
+        "  {:<30} {:>16} {:>16} {:>7}",
+        "layer", "p50 - raw (µs)", "throughput/raw", "failed"
+    );
+    let mut json = Vec::new();
+    for (name, rounds) in LAYERS.iter().zip(&results) {
+        let delta: Vec<f64> = rounds.iter().map(|p| p.p50_delta_us).collect();
+        let ratio: Vec<f64> = rounds.iter().map(|p| p.throughput_ratio).collect();
+        let failed: usize = rounds.iter().map(|p| p.failed).sum();
+        let (lo, hi) = min_max(&delta);
+        println!(
+            "  {name:<30} {:>+7.2} [{lo:+.1}..{hi:+.1}] {:>8.3} {failed:>7}",
+            median(&delta),
+            median(&ratio)
+        );
+        json.push(format!(
+            "{{\"layer\":\"{name}\",\"p50_delta_us\":{},\"throughput_ratio\":{},\"failed\":{failed}}}",
+            json_number(median(&delta)),
+            json_number(median(&ratio))
+        ));
+    }
+    if options.json {
+        println!("{{\"layers\":[{}]}}", json.join(","));
     }
 }
 
@@ -507,7 +657,7 @@ async fn memory(backend: &Backend) -> Memory {
 }
 
 /// Allocations per request (client and server side together), sequentially.
-async fn allocations_per_request<S: Sender>(sender: S, load: &Load) -> f64 {
+async fn allocations_per_request<S: Sender + Clone>(sender: S, load: &Load) -> f64 {
     const N: usize = 2_000;
     drive(&sender, load, 1, 200).await;
     COUNTING.store(true, Ordering::SeqCst);
@@ -574,6 +724,10 @@ async fn main() {
         },
         body: Bytes::from(vec![b'x'; options.body_bytes]),
     };
+    if options.layers {
+        layers(&backend, &load, &options).await;
+        return;
+    }
     let started = Instant::now();
 
     eprint!("loadgen: measuring heap per connection and allocations per request ...");

@@ -508,27 +508,13 @@ async fn layer_round(backend: &Backend, load: &Load, layer: usize, requests: usi
     match layer {
         0 => paired(raw, Raw(raw_connection(backend).await), load, requests).await,
         1 => {
-            let mut connect = Http2Connector::<_, ReqBody>::http();
-            let connection = connect
-                .ready()
-                .await
-                .expect("connector ready")
-                .call(backend.uri())
-                .await
-                .expect("connect to the backend");
+            let connection = connect(Http2Connector::<_, ReqBody>::http(), backend).await;
             paired(raw, Via(connection), load, requests).await
         }
         2 => {
-            let mut connect = MaxConnectionAgeLayer::new(Duration::from_secs(3600))
+            let aging = MaxConnectionAgeLayer::new(Duration::from_secs(3600))
                 .layer(Http2Connector::<_, ReqBody>::http());
-            let connection = connect
-                .ready()
-                .await
-                .expect("connector ready")
-                .call(backend.uri())
-                .await
-                .expect("connect to the backend");
-            paired(raw, Via(connection), load, requests).await
+            paired(raw, Via(connect(aging, backend).await), load, requests).await
         }
         3 => {
             let lean = Client::builder()
@@ -542,6 +528,20 @@ async fn layer_round(backend: &Backend, load: &Load, layer: usize, requests: usi
         }
         _ => paired(raw, Via(client(backend, None, 1).await), load, requests).await,
     }
+}
+
+/// One connection to the backend from a connection `MakeService`.
+async fn connect<M>(mut make: M, backend: &Backend) -> M::Response
+where
+    M: Service<Uri>,
+    M::Error: std::fmt::Debug,
+{
+    make.ready()
+        .await
+        .expect("connector ready")
+        .call(backend.uri())
+        .await
+        .expect("connect to the backend")
 }
 
 /// Runs `--layers` and prints its table (and JSON line).

@@ -29,7 +29,8 @@
 //! comes from: raw hyper paired with a second raw connection (the noise
 //! floor), with an `Http2Connection` (the connector and its force-close IO),
 //! an `AgedConnection` over it, a lean `Client` (`replay_refused(false)`,
-//! `PendingRequests`) and the default `Client`, `--rounds` fresh pairs each.
+//! `PendingRequests`) and the default `Client`, `--rounds` fresh pairs each;
+//! last, for reference, h2's own client without hyper.
 //!
 //! Heap per connection is measured with a counting global allocator: the heap
 //! grown by 64 more connections through `Client`, minus the heap grown by 64
@@ -199,6 +200,44 @@ impl Sender for Raw {
             .map_err(|e| e.to_string())?;
         Ok(())
     }
+}
+
+/// h2's own client, without hyper, for `--layers`' reference row.
+struct H2(h2::client::SendRequest<Bytes>);
+
+impl Sender for H2 {
+    async fn send(&mut self, request: Request<ReqBody>) -> Result<(), String> {
+        let (head, body) = request.into_parts();
+        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        let mut send = self.0.clone().ready().await.map_err(|e| e.to_string())?;
+        let (response, mut stream) = send
+            .send_request(Request::from_parts(head, ()), body.is_empty())
+            .map_err(|e| e.to_string())?;
+        if !body.is_empty() {
+            stream.send_data(body, true).map_err(|e| e.to_string())?;
+        }
+        let mut body = response.await.map_err(|e| e.to_string())?.into_body();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.map_err(|e| e.to_string())?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+        }
+        body.trailers().await.map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+async fn h2_connection(backend: &Backend) -> h2::client::SendRequest<Bytes> {
+    let stream = tokio::net::TcpStream::connect(backend.addr)
+        .await
+        .expect("connect to the backend");
+    stream.set_nodelay(true).expect("TCP_NODELAY");
+    let (send, connection) = h2::client::handshake(stream)
+        .await
+        .expect("HTTP/2 handshake");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    send
 }
 
 /// Through a tower service: `Client`, or (with `--layers`) one of the
@@ -495,12 +534,16 @@ async fn paired<A: Sender, B: Sender>(
 /// The layers `Client` is built of, each paired with raw hyper at
 /// concurrency 1 (one fresh pair of connections per round), from a second
 /// raw connection (the noise floor) up to the whole `Client`.
-const LAYERS: [&str; 5] = [
+/// Last, for reference, a client on h2 without hyper: what hyper's own
+/// dispatch costs (a task hop to its dispatch task and a task spawned per
+/// request).
+const LAYERS: [&str; 6] = [
     "raw hyper, a 2nd connection",
     "Http2Connection",
     "AgedConnection",
     "Client, lean",
     "Client",
+    "h2 without hyper (reference)",
 ];
 
 async fn layer_round(backend: &Backend, load: &Load, layer: usize, requests: usize) -> Paired {
@@ -526,7 +569,8 @@ async fn layer_round(backend: &Backend, load: &Load, layer: usize, requests: usi
             wait_connected(&lean, 1).await;
             paired(raw, Via(lean), load, requests).await
         }
-        _ => paired(raw, Via(client(backend, None, 1).await), load, requests).await,
+        4 => paired(raw, Via(client(backend, None, 1).await), load, requests).await,
+        _ => paired(raw, H2(h2_connection(backend).await), load, requests).await,
     }
 }
 

@@ -14,7 +14,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// *provably not processed* by the server ([`Draining`](ErrorKind::Draining),
 /// [`Refused`](ErrorKind::Refused), [`NoReadyEndpoint`](ErrorKind::NoReadyEndpoint)),
 /// or it *may have been processed* ([`ForceClosed`](ErrorKind::ForceClosed),
-/// [`GoAway`](ErrorKind::GoAway), [`Request`](ErrorKind::Request)). This crate replays only the first group.
+/// [`Request`](ErrorKind::Request)). This crate replays only the first group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -35,12 +35,6 @@ pub enum ErrorKind {
     /// and [`Client`](crate::Client) replay these up to `max_retries` times; this reaches the caller
     /// when the replay was used up or the body could not be rebuilt.
     Refused,
-    /// The server sent `GOAWAY` and hyper failed the request without telling
-    /// whether its stream had been sent: hyper's dispatch can notice the
-    /// `GOAWAY` right after opening a stream. It may have been processed, so
-    /// it is not replayed; a stream provably above the last-stream-id becomes
-    /// [`Refused`](ErrorKind::Refused) instead.
-    GoAway,
     /// Resolving the endpoints' host name failed.
     Resolve,
     /// The request failed on the wire (I/O error, reset, protocol error) and may
@@ -57,7 +51,6 @@ impl ErrorKind {
             ErrorKind::NoReadyEndpoint => "no endpoint became ready within the ready timeout",
             ErrorKind::ForceClosed => "connection closed by force after its drain timeout",
             ErrorKind::Refused => "server refused the request without processing it",
-            ErrorKind::GoAway => "server sent GOAWAY; the request may have been processed",
             ErrorKind::Resolve => "resolving endpoints failed",
             ErrorKind::Request => "request failed",
         }
@@ -67,7 +60,7 @@ impl ErrorKind {
 /// The error of every service, layer and builder in this crate.
 ///
 /// It carries an [`ErrorKind`], an optional message, an optional `source()`
-/// (hyper's or h2's error, an I/O error, ...) and, for requests that were never
+/// (h2's error, an I/O error, ...) and, for requests that were never
 /// sent, the request itself so the caller can send it elsewhere.
 ///
 /// ```

@@ -13,7 +13,7 @@
 //! | module | what it is |
 //! |---|---|
 //! | [`age`] | [`MaxConnectionAgeLayer`]: wraps any connection `MakeService` so each connection is an [`AgedConnection`] with a deadline (age + jitter), a drain, and a force-close after `drain_timeout`. It also tracks the connection's load until each response *body* ends. |
-//! | [`connector`] | [`Http2Connector`]: turns a hyper-util connector (`HttpConnector`, TLS, ...) and a `hyper::client::conn::http2::Builder` into connection services on `http2::SendRequest`, which hand unsent requests back. |
+//! | [`connector`] | [`Http2Connector`]: turns a hyper-util connector (`HttpConnector`, TLS, ...) and an `h2::client::Builder` into connection services on h2's `SendRequest`, sending from the caller's task (no hyper dispatch task in between), handing unsent requests back and telling which failed streams the server never processed. |
 //! | [`discover`] | [`RotatingDiscover`]: a `tower::discover::Discover` over a fixed set of endpoints or a host name it re-resolves (periodically or at the TTL, at rotations, on losses), that opens `connections_per_endpoint` each, replaces aged connections make-before-break and closed ones with backoff, and drains those of endpoints that left. It never yields `Err` and never ends. |
 //! | [`replay`] | [`ReplayLayer`]: replays requests that came back unsent, and those the server provably never processed (`REFUSED_STREAM`, above `GOAWAY`'s last-stream-id). Nothing else. |
 //! | [`client`] | [`Client`]: all of it composed, with a lock-free power-of-two-choices pick in the caller's task. |
@@ -29,8 +29,9 @@
 //!        └─ p2c pick                      two random serving connections, lower load wins
 //!             └─ AgedConnection           refuses (gives the request back) once draining,
 //!                  │                      counts the request in flight until its body ends
-//!                  └─ Http2Connection     http2::SendRequest::try_send_request
-//!                       └─ hyper / h2     the connection task owns the socket
+//!                  └─ Http2Connection     h2::client::SendRequest::send_request
+//!                       └─ h2             the connection task owns the socket;
+//!                                         it wakes the caller's task directly
 //! ```
 //!
 //! Rotation happens off the request path: a background task owned by

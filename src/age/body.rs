@@ -32,8 +32,8 @@ impl<B: Body> ResponseBody<B> {
 }
 
 /// True when `body` has ended before it was read (a response without a
-/// body). `is_end_stream` on hyper's HTTP/2 body takes h2's connection-wide
-/// lock (contended with the connection task), so the lock-free size hint is
+/// body). `is_end_stream` on an HTTP/2 body takes h2's connection-wide lock
+/// (contended with the connection task), so the lock-free size hint is
 /// asked first: only a body with no bytes left can have ended.
 #[inline]
 fn has_ended<B: Body>(body: &B) -> bool {
@@ -49,9 +49,9 @@ impl<B: Body> Body for ResponseBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         // The request ends with the body's end (or error), or when the body
-        // is dropped. Not asked after every frame: on hyper's HTTP/2 body
-        // that takes h2's connection lock once more per response, and a
-        // reader that stops after the last frame drops the body anyway.
+        // is dropped. Not asked after every frame: on an HTTP/2 body that
+        // takes h2's connection lock once more per response, and a reader
+        // that stops after the last frame drops the body anyway.
         let this = self.project();
         let frame = this.inner.poll_frame(cx);
         if let Poll::Ready(None | Some(Err(_))) = &frame {

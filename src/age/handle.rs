@@ -10,8 +10,8 @@ use tokio::sync::Notify;
 /// way to learn that the transport has closed, and a way to close it by force
 /// once the drain timeout has passed.
 ///
-/// Dropping a hyper `http2::SendRequest` only closes the connection after its
-/// in-flight streams finish, which is what draining wants but not what a
+/// Dropping an HTTP/2 sender only closes the connection after its in-flight
+/// streams finish, which is what draining wants but not what a
 /// force-close wants, so the transport needs a handle of its own.
 /// [`Http2Connection`](crate::Http2Connection) implements this; implement it
 /// for your own connection services to wrap them in

@@ -6,10 +6,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Uri;
 use http_body::Body;
-use hyper::client::conn::http2;
 use hyper::rt::{Read, Write};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -31,7 +29,7 @@ pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct ClientBuilder<C = HttpConnector> {
     connector: C,
-    http2: http2::Builder<TokioExecutor>,
+    http2: h2::client::Builder,
     discover: RotatingDiscoverBuilder,
     age: AgeConfig,
     replay: ReplayConfig,
@@ -216,9 +214,10 @@ impl<C> ClientBuilder<C> {
         self
     }
 
-    /// hyper's HTTP/2 settings (window sizes, keep-alive, ...). Default:
-    /// hyper's defaults with its Tokio timer.
-    pub fn http2(mut self, builder: http2::Builder<TokioExecutor>) -> Self {
+    /// h2's HTTP/2 settings (window sizes, frame sizes, stream limits, ...).
+    /// Default: [`default_builder`](crate::connector::default_builder), h2
+    /// with hyper's client defaults.
+    pub fn http2(mut self, builder: h2::client::Builder) -> Self {
         self.http2 = builder;
         self
     }

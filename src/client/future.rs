@@ -5,31 +5,43 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::Response;
 use http_body::Body;
-use hyper::body::Incoming;
-use hyper::client::conn::TrySendError;
-use pin_project_lite::pin_project;
 
-use super::{Client, First, ResponseFuture};
+use super::{Client, First};
 use crate::age::ResponseBody;
 use crate::age::state::InFlight;
+use crate::connector::{self, Http2Body};
 use crate::error::{BoxError, Error};
 use crate::replay::{ReplayBody, Replayer};
 
-pin_project! {
-    /// A request handed to hyper on one connection. One poll does what a
-    /// stack of adapters would: counts the request in flight, samples the
-    /// RTT, sorts hyper's error, and, on an error the client may replay,
-    /// hands over to the boxed slow path, which most requests never build.
-    /// (Each adapter would move hyper's large `Result` once more.)
-    pub(super) struct Sent<F, B> {
-        #[pin]
-        sent: F,
+/// The boxed slow path: waiting for a connection, replays.
+pub(super) type Slow =
+    Pin<Box<dyn Future<Output = Result<Response<ResponseBody<Http2Body>>, Error>> + Send>>;
+
+/// The future of [`Client`]'s `call`.
+///
+/// Most requests go out in `call` and this future only waits for the
+/// response on its connection: one poll counts the request in flight,
+/// samples the RTT and sorts an error, with nothing boxed. A request that
+/// fails in a way the client may replay, or finds no connection serving,
+/// continues on a boxed slow path, which most requests never build.
+pub struct ResponseFuture<B> {
+    state: State<B>,
+}
+
+// `Sent` is the common state; the others are rare and small.
+#[allow(clippy::large_enum_variant)]
+enum State<B> {
+    Sent {
+        sent: connector::ResponseFuture<ReplayBody<B>>,
         in_flight: Option<InFlight>,
+        /// `None` gives errors straight to the caller (the slow path's own
+        /// attempts, which loop themselves).
         retry: Option<Retry<B>>,
-        slow: Option<ResponseFuture>,
-    }
+    },
+    Slow(Slow),
+    Failed(Option<Error>),
 }
 
 /// What the slow path needs to replay the request.
@@ -40,64 +52,104 @@ pub(super) struct Retry<B> {
     pub(super) used: usize,
 }
 
-impl<F, B> Sent<F, B> {
-    /// `retry`: `None` gives errors straight to the caller (the slow path's
-    /// own attempts, which loop themselves).
-    pub(super) fn new(sent: F, in_flight: InFlight, retry: Option<Retry<B>>) -> Self {
-        Sent {
-            sent,
-            in_flight: Some(in_flight),
-            retry,
-            slow: None,
+impl<B> ResponseFuture<B>
+where
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    /// A request handed to a connection (`sent`), or refused by it before
+    /// it was sent (`Err`).
+    pub(super) fn sent(
+        sent: Result<connector::ResponseFuture<ReplayBody<B>>, Error>,
+        in_flight: InFlight,
+        retry: Option<Retry<B>>,
+    ) -> Self {
+        let state = match sent {
+            Ok(sent) => State::Sent {
+                sent,
+                in_flight: Some(in_flight),
+                retry,
+            },
+            Err(error) => match failed(error, in_flight, retry) {
+                Ok(slow) => State::Slow(slow),
+                Err(error) => State::Failed(Some(error)),
+            },
+        };
+        ResponseFuture { state }
+    }
+
+    pub(super) fn slow(slow: Slow) -> Self {
+        ResponseFuture {
+            state: State::Slow(slow),
+        }
+    }
+
+    pub(super) fn failed(error: Error) -> Self {
+        ResponseFuture {
+            state: State::Failed(Some(error)),
         }
     }
 }
 
-impl<F, B> Future for Sent<F, B>
+impl<B> Future for ResponseFuture<B>
 where
-    F: Future<Output = Result<Response<Incoming>, TrySendError<Request<ReplayBody<B>>>>>,
     B: Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    type Output = Result<Response<ResponseBody<Incoming>>, Error>;
+    type Output = Result<Response<ResponseBody<Http2Body>>, Error>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        if let Some(slow) = this.slow {
-            return slow.as_mut().poll(cx);
-        }
-        let result = ready!(this.sent.poll(cx));
-        let in_flight = this.in_flight.take().expect("Sent polled after completion");
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let (result, in_flight, retry) = match &mut this.state {
+            State::Slow(slow) => return slow.as_mut().poll(cx),
+            State::Failed(error) => {
+                return Poll::Ready(Err(error.take().expect("polled after completion")));
+            }
+            State::Sent {
+                sent,
+                in_flight,
+                retry,
+            } => (
+                ready!(Pin::new(sent).poll(cx)),
+                in_flight.take().expect("polled after completion"),
+                retry,
+            ),
+        };
         match result {
             Ok(response) => {
                 in_flight.record_response();
                 Poll::Ready(Ok(response.map(|body| ResponseBody::new(body, in_flight))))
             }
-            Err(error) => match failed(error, in_flight, this.retry.take()) {
-                Ok(slow) => this.slow.insert(slow).as_mut().poll(cx),
+            Err(error) => match failed(error, in_flight, retry.take()) {
+                Ok(slow) => this.state.insert_slow(slow).as_mut().poll(cx),
                 Err(error) => Poll::Ready(Err(error)),
             },
         }
     }
 }
 
-/// Sorts a failed attempt's error and, when the client may replay it,
-/// builds the slow path. Kept out of line, so that the few instructions
-/// every request runs in [`Sent::poll`] share cache lines with no error
-/// handling (most of a request's time at low load is spent fetching cold
-/// code).
+impl<B> State<B> {
+    fn insert_slow(&mut self, slow: Slow) -> &mut Slow {
+        *self = State::Slow(slow);
+        match self {
+            State::Slow(slow) => slow,
+            _ => unreachable!("just set"),
+        }
+    }
+}
+
+/// Lets the connection learn from a failed attempt and, when the client may
+/// replay it, builds the slow path. Kept out of line, so that the few
+/// instructions every request runs share cache lines with no error handling
+/// (most of a request's time at low load is spent fetching cold code).
 #[cold]
 #[inline(never)]
-fn failed<B>(
-    error: TrySendError<Request<ReplayBody<B>>>,
-    in_flight: InFlight,
-    retry: Option<Retry<B>>,
-) -> Result<ResponseFuture, Error>
+fn failed<B>(error: Error, in_flight: InFlight, retry: Option<Retry<B>>) -> Result<Slow, Error>
 where
     B: Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let error = crate::age::classify(crate::connector::classify(error), in_flight.state());
+    let error = crate::age::classify(error, in_flight.state());
     drop(in_flight);
     match retry {
         Some(Retry {
@@ -108,5 +160,18 @@ where
             client.send_slow(replayer, First::Failed(error, used)),
         )),
         None => Err(error),
+    }
+}
+
+impl<B> std::fmt::Debug for ResponseFuture<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match self.state {
+            State::Sent { .. } => "sent",
+            State::Slow(_) => "waiting or replaying",
+            State::Failed(_) => "failed",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
     }
 }

@@ -4,8 +4,6 @@ mod builder;
 mod future;
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, Weak};
 use std::task::{Context, Poll};
@@ -16,7 +14,6 @@ use futures_util::StreamExt;
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri};
 use http_body::Body;
-use hyper::body::Incoming;
 use rand::Rng;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -27,16 +24,14 @@ pub use builder::{ClientBuilder, DEFAULT_READY_TIMEOUT};
 
 use crate::age::state::{InFlight, LoadInstant};
 use crate::age::{AgedConnection, ResponseBody};
-use crate::connector::Http2Connection;
+use crate::connector::{self, Http2Body, Http2Connection};
 use crate::discover::{AbortOnDrop, DiscoverStatus, EndpointKey, RotatingDiscover};
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::replay::{ReplayBody, ReplayConfig, Replayer};
 
 type Conn<B> = AgedConnection<Http2Connection<ReplayBody<B>>>;
 
-/// The future of [`Client`]'s `call`.
-pub type ResponseFuture =
-    Pin<Box<dyn Future<Output = Result<Response<ResponseBody<Incoming>>, Error>> + Send>>;
+pub use future::ResponseFuture;
 
 /// An HTTP/2 client whose connections age out and rotate make-before-break,
 /// balanced by power-of-two-choices over their load, replaying the requests
@@ -285,25 +280,18 @@ fn pick_any<B>(connections: &[(EndpointKey, Conn<B>)], avoid: usize) -> Option<&
         .or_else(|| candidates.find(|c| open(c)))
 }
 
-/// Counts the request in flight on `connection` and hands it to hyper.
+/// Counts the request in flight on `connection` and opens its stream.
 #[allow(clippy::type_complexity)]
 fn start<B>(
     connection: &Conn<B>,
     request: Request<ReplayBody<B>>,
 ) -> (
     InFlight,
-    impl Future<
-        Output = Result<
-            Response<Incoming>,
-            hyper::client::conn::TrySendError<Request<ReplayBody<B>>>,
-        >,
-    >
-    + Send
-    + 'static
-    + use<B>,
+    Result<connector::ResponseFuture<ReplayBody<B>>, Error>,
 )
 where
     B: Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<BoxError>,
 {
     (connection.state().begin(), connection.inner().send(request))
 }
@@ -315,26 +303,20 @@ where
 {
     /// Sends on a picked connection (and says which), or gives the request
     /// back if none serves. Errors go to the caller of the future.
-    #[allow(clippy::type_complexity, clippy::result_large_err)]
+    #[allow(clippy::result_large_err)]
     fn try_send(
         &self,
         request: Request<ReplayBody<B>>,
         avoid: usize,
-    ) -> Result<
-        (
-            usize,
-            impl Future<Output = Result<Response<ResponseBody<Incoming>>, Error>>
-            + Send
-            + 'static
-            + use<B>,
-        ),
-        Request<ReplayBody<B>>,
-    > {
+    ) -> Result<(usize, ResponseFuture<B>), Request<ReplayBody<B>>> {
         let connections = self.read();
         match pick(&connections, avoid) {
             Some(connection) => {
                 let (in_flight, sent) = start(connection, request);
-                Ok((id_of(connection), future::Sent::new(sent, in_flight, None)))
+                Ok((
+                    id_of(connection),
+                    ResponseFuture::sent(sent, in_flight, None),
+                ))
             }
             None => Err(request),
         }
@@ -346,7 +328,7 @@ where
         mut request: Request<ReplayBody<B>>,
         wait_until: &mut Option<Instant>,
         used: &mut usize,
-    ) -> Result<Response<ResponseBody<Incoming>>, Error> {
+    ) -> Result<Response<ResponseBody<Http2Body>>, Error> {
         self.shared.waited.fetch_add(1, Ordering::Relaxed);
         loop {
             let changed = self.shared.changed.notified();
@@ -406,11 +388,11 @@ where
         &self,
         replayer: Replayer<B>,
         request: Request<ReplayBody<B>>,
-    ) -> ResponseFuture {
-        Box::pin(
+    ) -> ResponseFuture<B> {
+        ResponseFuture::slow(Box::pin(
             self.clone()
                 .send_slow(replayer, First::NoConnection(request)),
-        )
+        ))
     }
 
     /// The slow path: wait for a serving connection, replay what may be
@@ -419,7 +401,7 @@ where
         self,
         mut replayer: Replayer<B>,
         first: First<B>,
-    ) -> Result<Response<ResponseBody<Incoming>>, Error> {
+    ) -> Result<Response<ResponseBody<Http2Body>>, Error> {
         let mut wait_until = None;
         let mut used = 0;
         let mut result = match first {
@@ -439,7 +421,7 @@ where
                     // A connection that refused (overloaded, or going away)
                     // would likely refuse the replay too: pick another.
                     let avoid = match error.kind() {
-                        ErrorKind::Refused | ErrorKind::GoAway => used,
+                        ErrorKind::Refused => used,
                         _ => 0,
                     };
                     let request = replayer.after(error).await?;
@@ -472,9 +454,9 @@ where
     B: Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    type Response = Response<ResponseBody<Incoming>>;
+    type Response = Response<ResponseBody<Http2Body>>;
     type Error = Error;
-    type Future = ResponseFuture;
+    type Future = ResponseFuture<B>;
 
     /// Always ready: waiting for a connection happens per request, bounded by
     /// `ready_timeout`, so one slow endpoint never blocks callers' readiness.
@@ -482,18 +464,18 @@ where
         Poll::Ready(Ok(()))
     }
 
-    /// Sends the request before returning, as hyper's `send_request` does,
-    /// so the returned future holds only what a retry needs and hyper's
-    /// response future: the fast path moves no request through an `async`
-    /// state machine.
+    /// Opens the request's stream before returning, so the returned future
+    /// holds only h2's response future and what a retry needs: the fast
+    /// path moves no request through an `async` state machine and boxes
+    /// nothing.
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         if request.uri().scheme().is_none()
             && let Err(error) = self.with_origin(&mut request)
         {
-            return Box::pin(std::future::ready(Err(error)));
+            return ResponseFuture::failed(error);
         }
         let (replayer, request) = Replayer::wrap(request, self.shared.replay);
-        // Not `try_send`: its `Result` would move hyper's future once more.
+        // Not `try_send`: its `Result` would move the future once more.
         let connections = self.read();
         if let Some(connection) = pick(&connections, 0) {
             let (in_flight, sent) = start(connection, request);
@@ -503,7 +485,7 @@ where
                 used: id_of(connection),
             };
             drop(connections);
-            return Box::pin(future::Sent::new(sent, in_flight, Some(retry)));
+            return ResponseFuture::sent(sent, in_flight, Some(retry));
         }
         drop(connections);
         self.wait_for_connection(replayer, request)

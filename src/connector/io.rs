@@ -26,8 +26,8 @@ impl Switch {
 }
 
 /// Wraps the connection's IO so that a force-close reaches the task that owns
-/// it: hyper runs the h2 connection in a task of its own, so neither dropping
-/// `SendRequest` nor aborting the dispatch task ends in-flight streams. Once
+/// it: h2's connection runs in a task of its own, and dropping every
+/// `SendRequest` lets in-flight streams finish rather than ending them. Once
 /// switched off, reads and writes fail and h2 fails every open stream. It also
 /// marks the handle closed when h2 drops it, which is the real "transport
 /// closed" signal.

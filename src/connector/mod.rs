@@ -1,6 +1,17 @@
-//! [`Http2Connector`]: hyper's HTTP/2 client connections as tower services.
+//! [`Http2Connector`]: HTTP/2 client connections on h2, as tower services.
+//!
+//! Requests go to h2 straight from the caller's task. hyper's HTTP/2 client
+//! hands each request to a dispatch task over a channel and spawns one more
+//! task per request to wait for its response; at concurrency 1 those hops
+//! cost more than everything else this crate does per request (`loadgen
+//! --layers`). h2 also says exactly which failed streams the server never
+//! processed: it fails a stream with the server's `GOAWAY` only when the
+//! stream is above the `GOAWAY`'s last-stream-id.
 
+mod body;
+mod future;
 mod io;
+mod pipe;
 
 use std::fmt;
 use std::future::Future;
@@ -11,47 +22,49 @@ use std::sync::{Mutex, OnceLock};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures_util::TryFutureExt;
-use http::{Request, Response, Uri};
+use http::header::{CONNECTION, HeaderName, TE};
+use http::{HeaderMap, Request, Uri};
 use http_body::Body;
-use hyper::body::Incoming;
-use hyper::client::conn::{TrySendError, http2};
 use hyper::rt::{Read, Write};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tower_service::Service;
+
+pub use body::Http2Body;
+pub use future::ResponseFuture;
 
 use crate::age::{Connection, ConnectionHandle};
 use crate::error::{self, BoxError, Error, ErrorKind};
 use io::ClosableIo;
+use pipe::Pipe;
 
 /// Makes one [`Http2Connection`] per call: connects with any hyper-util
 /// connector (`HttpConnector`, or the TLS connector you bring), then runs the
-/// HTTP/2 handshake with your `http2::Builder`.
+/// HTTP/2 handshake with your `h2::client::Builder`.
 ///
 /// `B` is the request body type the connections send.
 ///
 /// ```
 /// use hyper_util::client::legacy::connect::HttpConnector;
-/// use hyper_util::rt::TokioExecutor;
 /// use tower_max_connection_age::Http2Connector;
+/// use tower_max_connection_age::connector::default_builder;
 ///
 /// let mut http = HttpConnector::new();
 /// http.set_nodelay(true);
-/// let mut h2 = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
-/// h2.initial_max_send_streams(256);
+/// let mut h2 = default_builder();
+/// h2.initial_window_size(4 * 1024 * 1024);
 /// let connector = Http2Connector::<_, http_body_util::Full<bytes::Bytes>>::new(http, h2);
 /// # let _ = connector;
 /// ```
 pub struct Http2Connector<C, B> {
     connector: C,
-    builder: http2::Builder<TokioExecutor>,
+    builder: h2::client::Builder,
     _body: PhantomData<fn(B)>,
 }
 
 impl<B> Http2Connector<HttpConnector, B> {
     /// Plain-text HTTP/2 (h2c, prior knowledge) over TCP with `TCP_NODELAY`,
-    /// and hyper's default HTTP/2 settings with its Tokio timer.
+    /// and [`default_builder`]'s settings.
     pub fn http() -> Self {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
@@ -60,15 +73,25 @@ impl<B> Http2Connector<HttpConnector, B> {
     }
 }
 
-pub(crate) fn default_builder() -> http2::Builder<TokioExecutor> {
-    let mut builder = http2::Builder::new(TokioExecutor::new());
-    builder.timer(TokioTimer::new());
+/// h2's client builder with hyper's client defaults, so switching from a
+/// hyper client changes no window or frame size: stream window 2 MiB,
+/// connection window 5 MiB, frames of 16 KiB, up to 1 MiB buffered per
+/// stream, header lists of up to 16 KiB, server push off.
+pub fn default_builder() -> h2::client::Builder {
+    let mut builder = h2::client::Builder::new();
+    builder
+        .initial_window_size(2 * 1024 * 1024)
+        .initial_connection_window_size(5 * 1024 * 1024)
+        .max_frame_size(16 * 1024)
+        .max_send_buffer_size(1024 * 1024)
+        .max_header_list_size(16 * 1024)
+        .enable_push(false);
     builder
 }
 
 impl<C, B> Http2Connector<C, B> {
     /// Connects with `connector` and handshakes with `builder`.
-    pub fn new(connector: C, builder: http2::Builder<TokioExecutor>) -> Self {
+    pub fn new(connector: C, builder: h2::client::Builder) -> Self {
         Http2Connector {
             connector,
             builder,
@@ -131,7 +154,7 @@ where
                 .map_err(|e| connect_error(e.into()))?;
             let (io, handle) = ClosableIo::new(io);
             let (send, connection) = builder
-                .handshake(io)
+                .handshake::<_, Bytes>(TokioIo::new(io))
                 .await
                 .map_err(|e| connect_error(e.into()))?;
             tokio::spawn(async move {
@@ -144,36 +167,34 @@ where
     }
 }
 
-/// One HTTP/2 connection as a tower `Service`, on hyper's
-/// `http2::SendRequest`.
+/// One HTTP/2 connection as a tower `Service`, on h2's `SendRequest`.
 ///
-/// Requests go out with `try_send_request`, so a request the connection never
-/// wrote (it was closing) comes back inside an [`ErrorKind::Draining`] error.
-/// Errors say whether the server provably did not process the request
-/// ([`ErrorKind::Refused`]: `REFUSED_STREAM`, or above a `GOAWAY`'s
+/// A request the connection could not take (it was closing, or the server
+/// had sent `GOAWAY`) comes back unsent inside an [`ErrorKind::Draining`]
+/// error. Errors say whether the server provably did not process the
+/// request ([`ErrorKind::Refused`]: `REFUSED_STREAM`, or above a `GOAWAY`'s
 /// last-stream-id) or may have ([`ErrorKind::Request`]).
 pub struct Http2Connection<B> {
-    send: http2::SendRequest<B>,
+    send: h2::client::SendRequest<Bytes>,
     /// Senders for [`send`](Self::send) through `&self`, one per thread slot.
-    senders: Box<[Sender<B>]>,
+    senders: Box<[Sender]>,
     handle: ConnectionHandle,
+    _body: PhantomData<fn(B)>,
 }
 
 /// A clone of the connection's sender, alone on its cache line(s).
 ///
-/// hyper's `try_send_request` needs `&mut SendRequest`, and a `Client` shares
-/// its connections between callers. Cloning and dropping the sender for every
-/// request costs six atomic read-modify-writes on three cache lines that
-/// every thread shares (hyper's and tokio's reference counts): 230-250 ns
-/// with two threads at it, against 4.5 ns for `try_lock` and unlock of a
-/// thread's own slot (measured on two cores). So each thread uses "its"
-/// slot: a `try_lock` that never waits, and finds the slot busy only when
-/// there are more threads than slots and two of them race (the guard is held
-/// just while hyper queues the request). A busy slot falls back to a clone.
-/// The slots live and die with the connection, so they never keep a replaced
-/// connection open.
+/// h2's `send_request` needs `&mut SendRequest`, and a `Client` shares its
+/// connections between callers. Cloning and dropping h2's sender for every
+/// request takes h2's connection lock twice and touches reference counts
+/// that every thread shares. So each thread uses "its" slot: a `try_lock`
+/// that never waits, and finds the slot busy only when there are more
+/// threads than slots and two of them race (the guard is held just while
+/// h2 opens the stream). A busy slot falls back to a clone. The slots live
+/// and die with the connection, so they never keep a replaced connection
+/// open.
 #[repr(align(128))]
-struct Sender<B>(Mutex<http2::SendRequest<B>>);
+struct Sender(Mutex<h2::client::SendRequest<Bytes>>);
 
 /// The slot this thread uses, in every connection.
 fn slot_of_this_thread() -> usize {
@@ -191,7 +212,7 @@ fn slots() -> usize {
 }
 
 impl<B> Http2Connection<B> {
-    fn new(send: http2::SendRequest<B>, handle: ConnectionHandle) -> Self {
+    fn new(send: h2::client::SendRequest<Bytes>, handle: ConnectionHandle) -> Self {
         let senders = (0..slots())
             .map(|_| Sender(Mutex::new(send.clone())))
             .collect();
@@ -199,7 +220,13 @@ impl<B> Http2Connection<B> {
             send,
             senders,
             handle,
+            _body: PhantomData,
         }
+    }
+
+    /// True until the transport has closed.
+    pub fn is_open(&self) -> bool {
+        !self.handle.is_closed()
     }
 }
 
@@ -223,71 +250,157 @@ impl<B> Connection for Http2Connection<B> {
     }
 }
 
-impl<B> Http2Connection<B> {
-    /// True while hyper still takes requests on this connection.
-    pub fn is_open(&self) -> bool {
-        !self.send.is_closed()
+/// Headers that mean something only on an HTTP/1 connection; HTTP/2 forbids
+/// them (RFC 9113 §8.2.2), so they are dropped as hyper does.
+const CONNECTION_HEADERS: [HeaderName; 4] = [
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
+];
+
+/// The head h2 sends: a copy of the request's, without connection-specific
+/// headers. The caller keeps the original, so a request h2 does not take
+/// can be given back whole.
+fn h2_head(parts: &http::request::Parts, body_len: Option<u64>) -> Request<()> {
+    let mut head = Request::new(());
+    *head.method_mut() = parts.method.clone();
+    *head.uri_mut() = parts.uri.clone();
+    *head.version_mut() = parts.version;
+    let headers = head.headers_mut();
+    *headers = parts.headers.clone();
+    if !headers.is_empty() {
+        strip_connection_headers(headers);
     }
+    if let Some(len) = body_len
+        && (len != 0 || has_payload_semantics(&parts.method))
+        && !headers.contains_key(http::header::CONTENT_LENGTH)
+    {
+        headers.insert(http::header::CONTENT_LENGTH, len.into());
+    }
+    head
+}
+
+#[cold]
+fn strip_connection_headers(headers: &mut HeaderMap) {
+    for name in &CONNECTION_HEADERS {
+        headers.remove(name);
+    }
+    if headers.get(TE).is_some_and(|te| te != "trailers") {
+        headers.remove(TE);
+    }
+    if let Some(connection) = headers.remove(CONNECTION)
+        && let Ok(names) = connection.to_str()
+    {
+        for name in names.split(',') {
+            headers.remove(name.trim());
+        }
+    }
+}
+
+fn has_payload_semantics(method: &http::Method) -> bool {
+    matches!(
+        *method,
+        http::Method::POST | http::Method::PUT | http::Method::PATCH
+    )
 }
 
 impl<B> Http2Connection<B>
 where
-    B: Body + Send + 'static,
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<BoxError>,
 {
-    /// Sends through `&self`, on this thread's sender slot (or on a clone
-    /// of the sender when the slot is busy), so callers can share it.
-    ///
-    /// Returns hyper's own future: the caller sorts its error with
-    /// [`classify`], in the same poll that handles the response, so the
-    /// large `Result` moves through no extra adapter.
-    pub(crate) fn send(
-        &self,
-        request: Request<B>,
-    ) -> impl Future<Output = Result<Response<Incoming>, TrySendError<Request<B>>>>
-    + Send
-    + 'static
-    + use<B> {
+    /// Opens the request's stream through `&self`, on this thread's sender
+    /// slot (or on a clone of the sender when the slot is busy), so callers
+    /// can share the connection. A request h2 did not take comes back in a
+    /// [`ErrorKind::Draining`] error.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn send(&self, request: Request<B>) -> Result<ResponseFuture<B>, Error> {
+        let (parts, body) = request.into_parts();
+        let end = body.is_end_stream();
+        let head = h2_head(&parts, body.size_hint().exact());
         let slot = &self.senders[slot_of_this_thread() % self.senders.len()];
-        match slot.0.try_lock() {
-            Ok(mut sender) => sender.try_send_request(request),
-            Err(_) => self.send.clone().try_send_request(request),
+        let sent = match slot.0.try_lock() {
+            Ok(mut send) => send.send_request(head, end),
+            Err(_) => self.send.clone().send_request(head, end),
+        };
+        match sent {
+            Ok((response, stream)) => Ok(ResponseFuture::new(
+                response,
+                (!end).then(|| Pipe::new(body, stream)),
+            )),
+            Err(e) => self.not_sent(e, Request::from_parts(parts, body)),
         }
+    }
+
+    /// h2 opened no stream. This sender may still wait to open its last
+    /// stream past the server's stream limit (h2 "rejects" the next one):
+    /// a fresh sender opens (or queues) it. A malformed request fails as
+    /// it is. Otherwise the connection failed or the server sent `GOAWAY`:
+    /// nothing was sent, and the request comes back as `Draining`.
+    #[cold]
+    #[inline(never)]
+    #[allow(clippy::result_large_err)]
+    fn not_sent(&self, e: h2::Error, request: Request<B>) -> Result<ResponseFuture<B>, Error> {
+        let (parts, body) = request.into_parts();
+        let e = match user_error(&e) {
+            Some(UserError::Rejected) => {
+                let end = body.is_end_stream();
+                let head = h2_head(&parts, body.size_hint().exact());
+                match self.send.clone().send_request(head, end) {
+                    Ok((response, stream)) => {
+                        return Ok(ResponseFuture::new(
+                            response,
+                            (!end).then(|| Pipe::new(body, stream)),
+                        ));
+                    }
+                    Err(e) => e,
+                }
+            }
+            Some(UserError::Malformed) => {
+                return Err(Error::new(ErrorKind::Request)
+                    .with_message("h2 did not take the request")
+                    .with_source(e));
+            }
+            None => e,
+        };
+        Err(Error::new(ErrorKind::Draining)
+            .with_message("the connection took no more streams")
+            .with_source(e)
+            .with_request(Request::from_parts(parts, body)))
     }
 }
 
-/// Sorts hyper's errors into "never sent", "provably not processed", and
-/// "may have been processed".
-pub(crate) fn classify<B: Send + 'static>(mut err: TrySendError<Request<B>>) -> Error {
-    if let Some(request) = err.take_message() {
-        return Error::new(ErrorKind::Draining)
-            .with_message("connection closed before the request was sent")
-            .with_source(err.into_error())
-            .with_request(request);
+/// The errors h2 gives for the request itself rather than the connection.
+enum UserError {
+    /// This sender's previous stream is still waiting to open.
+    Rejected,
+    /// The request's head is not valid HTTP/2.
+    Malformed,
+}
+
+/// h2 has no accessor for its user errors; its messages are stable.
+fn user_error(e: &h2::Error) -> Option<UserError> {
+    if e.is_io() || e.is_go_away() || e.is_reset() {
+        return None;
     }
-    let err = err.into_error();
-    let kind = match std::error::Error::source(&err).and_then(error::find_h2) {
-        Some(h2)
-            if h2.is_reset()
-                && h2.is_remote()
-                && h2.reason() == Some(h2::Reason::REFUSED_STREAM) =>
-        {
-            ErrorKind::Refused
+    match e.to_string().as_str() {
+        "rejected" => Some(UserError::Rejected),
+        "malformed headers" | "request URI missing scheme and authority" => {
+            Some(UserError::Malformed)
         }
-        // Above the last-stream-id, or noticed by hyper after it opened the
-        // stream: the replay decides which (see `replay`).
-        Some(h2) if h2.is_go_away() && h2.is_remote() => ErrorKind::GoAway,
-        _ => ErrorKind::Request,
-    };
-    Error::new(kind).with_source(err)
+        _ => None,
+    }
 }
 
 impl<B> Service<Request<B>> for Http2Connection<B>
 where
-    B: Body + Send + 'static,
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<BoxError>,
 {
-    type Response = Response<Incoming>;
+    type Response = http::Response<Http2Body>;
     type Error = Error;
-    type Future = BoxFuture<Response<Incoming>>;
+    type Future = BoxFuture<http::Response<Http2Body>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.send.poll_ready(cx).map_err(|e| {
@@ -298,6 +411,9 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        Box::pin(self.send.try_send_request(request).map_err(classify))
+        match self.send(request) {
+            Ok(response) => Box::pin(response),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
     }
 }

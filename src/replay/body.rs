@@ -12,27 +12,20 @@ use tokio::sync::oneshot;
 /// A request body that remembers what it sent, up to a limit, so the request
 /// can be replayed when the server provably did not process it.
 ///
-/// The body needs no `Clone` bound: when hyper drops it (the stream was
-/// refused), it hands back what it sent plus the part of the original body it
-/// had not read yet. Requests whose body was read past the limit are not
+/// The body needs no `Clone` bound: when the connection drops it (the stream
+/// was refused), it hands back what it sent plus the part of the original
+/// body it had not read yet. Requests whose body was read past the limit are not
 /// replayed.
 ///
-/// A tapped body also tells whether hyper ever polled it. hyper polls a body
-/// only once it has opened the request's stream and found the connection
-/// still usable, so a `GOAWAY` error on a polled body is the server's
-/// "above my last-stream-id", while one on an unpolled body may come from
-/// hyper's dispatch noticing the `GOAWAY` right after it opened (and maybe
-/// sent) the stream. Empty bodies are not tapped: hyper never polls them, so
-/// they carry no such proof (making them end on a DATA frame would, at about
-/// 10% of throughput, measured).
+/// Empty bodies are not tapped: there is nothing to record.
 pub struct ReplayBody<B> {
     /// What is left of the caller's body.
     rest: Option<B>,
     /// Boxed, so the common case (no replay, empty body) stays as small as `B`.
     replay: Option<Box<Replay>>,
-    /// Boxed too: hyper moves the request (body included) half a dozen
-    /// times on its way to h2, so every byte here is copied on every
-    /// request, while only requests with a body carry a tap.
+    /// Boxed too: the request (body included) is moved several times on
+    /// its way to h2, so every byte here is copied on every request, while
+    /// only requests with a body carry a tap.
     tap: Option<Box<Tap<B>>>,
 }
 
@@ -45,7 +38,6 @@ struct Replay {
 
 /// Records what a body sent and hands it back when the body is dropped.
 struct Tap<B> {
-    polled: bool,
     sent: Vec<Bytes>,
     len: usize,
     limit: usize,
@@ -54,10 +46,8 @@ struct Tap<B> {
     back: Option<oneshot::Sender<Returned<B>>>,
 }
 
-/// What a tapped body hands back when hyper drops it.
+/// What a tapped body hands back when the connection drops it.
 pub(crate) struct Returned<B> {
-    /// Whether hyper polled the body, so the stream was open and usable.
-    pub(crate) polled: bool,
     /// `None` when more than the limit was sent.
     sent: Option<Vec<Bytes>>,
     unsent: VecDeque<Bytes>,
@@ -76,7 +66,7 @@ impl<B: Body<Data = Bytes> + Unpin> ReplayBody<B> {
     }
 
     /// Wraps `body`, recording up to `limit` bytes of it. The receiver gets
-    /// what was sent, and whether hyper polled the body, once hyper drops it.
+    /// what was sent and what was not, once the connection drops it.
     /// An empty body needs no tap: `None`.
     pub(crate) fn tapped(body: B, limit: usize) -> (Self, Option<oneshot::Receiver<Returned<B>>>) {
         ReplayBody::new(body).tap(limit)
@@ -89,7 +79,6 @@ impl<B: Body<Data = Bytes> + Unpin> ReplayBody<B> {
         }
         let (tx, rx) = oneshot::channel();
         self.tap = Some(Box::new(Tap {
-            polled: false,
             sent: Vec::new(),
             len: 0,
             limit,
@@ -147,7 +136,6 @@ impl<B> Drop for ReplayBody<B> {
         {
             let replay = self.replay.take().map(|r| *r).unwrap_or_default();
             let _ = back.send(Returned {
-                polled: tap.polled,
                 sent: (!tap.overflow).then(|| std::mem::take(&mut tap.sent)),
                 unsent: replay.chunks,
                 trailers: tap.trailers.take().map(|t| *t).or(replay.trailers),
@@ -169,9 +157,6 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.get_mut();
-        if let Some(tap) = &mut this.tap {
-            tap.polled = true;
-        }
         if let Some(chunk) = this.replay.as_mut().and_then(|r| r.chunks.pop_front()) {
             if let Some(tap) = &mut this.tap {
                 tap.record(&chunk);
@@ -275,14 +260,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_unpolled_body_reports_that_it_was_never_polled() {
+    async fn an_unread_body_comes_back_whole() {
         let chunks = vec![Ok::<_, std::convert::Infallible>(Frame::data(
             Bytes::from_static(b"ab"),
         ))];
         let stream = http_body_util::StreamBody::new(futures_util::stream::iter(chunks));
         let (body, returned) = ReplayBody::tapped(stream, 16);
         drop(body);
-        assert!(!returned.unwrap().await.unwrap().polled);
+        let mut replay = ReplayBody::from_returned(returned.unwrap().await.unwrap())
+            .expect("nothing sent, so within the limit");
+        let frame = std::future::poll_fn(|cx| Pin::new(&mut replay).poll_frame(cx)).await;
+        assert_eq!(frame.unwrap().unwrap().into_data().unwrap(), "ab");
     }
 
     #[tokio::test]
@@ -298,7 +286,6 @@ mod tests {
         assert_eq!(first.unwrap().unwrap().into_data().unwrap(), "ab");
         drop(body);
         let returned = returned.await.unwrap();
-        assert!(returned.polled);
         let mut replay = ReplayBody::from_returned(returned).expect("within the limit");
         let mut all = Vec::new();
         while let Some(frame) =

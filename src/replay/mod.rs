@@ -12,13 +12,11 @@
 //!   body can be rebuilt: it was empty, or everything it sent fit in the
 //!   replay buffer (default 64 KiB).
 //!
-//! hyper reports a `GOAWAY` the same way whether the stream was above the
-//! last-stream-id or hyper's dispatch noticed the `GOAWAY` just after opening
-//! (and maybe sending) the stream. The replay tells the two apart by whether
-//! hyper polled the request body, which it does only on a stream it kept (see
-//! [`ReplayBody`]). Requests with an empty body carry no such proof. An
-//! unproven `GOAWAY` error reaches the caller as [`ErrorKind::GoAway`], not
-//! replayed.
+//! h2 fails a stream with the server's `GOAWAY` only when the stream is above
+//! the `GOAWAY`'s last-stream-id, so such a failure is proof enough, with or
+//! without a body. (hyper's HTTP/2 client also reports a `GOAWAY` for a
+//! stream its dispatch had just opened and maybe sent; this crate sends on
+//! h2 directly and does not have that ambiguity.)
 //!
 //! An I/O error, a timeout, a reset after the server took the stream, or a
 //! force-close may have left the request processed: the caller gets the typed
@@ -46,9 +44,9 @@ pub const DEFAULT_MAX_RETRIES: usize = 3;
 /// The default replay buffer per request body: 64 KiB.
 pub const DEFAULT_BUFFER_LIMIT: usize = 64 * 1024;
 
-/// How long to wait for hyper to hand back a refused request's body. hyper
-/// drops it as soon as it sees the reset; this bound only keeps a lost body
-/// from holding the caller.
+/// How long to wait for a refused request's body to come back. The
+/// connection drops it as soon as the stream fails; this bound only keeps a
+/// lost body from holding the caller.
 const BODY_RETURN_WAIT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy)]
@@ -148,16 +146,11 @@ where
                     None => Err(err),
                 }
             }
-            ErrorKind::Refused | ErrorKind::GoAway
-                if self.refused_replays < self.config.max_retries =>
-            {
+            ErrorKind::Refused if self.refused_replays < self.config.max_retries => {
                 let Some(head) = &self.head else {
                     return Err(err);
                 };
                 let body = match self.returned.take() {
-                    // An empty body: hyper never polls it, so a GOAWAY error
-                    // cannot be proven to be above the last-stream-id.
-                    None if err.kind() == ErrorKind::GoAway => return Err(err),
                     None => ReplayBody::empty(),
                     Some(returned) => {
                         let Ok(Ok(returned)) =
@@ -167,14 +160,6 @@ where
                                 err.with_message("not replayed: the body was not handed back")
                             );
                         };
-                        if err.kind() == ErrorKind::GoAway {
-                            if !returned.polled {
-                                // hyper may have opened and sent the stream: maybe processed.
-                                return Err(err);
-                            }
-                            // A stream hyper kept, failed by GOAWAY: above the last-stream-id.
-                            err.set_kind(ErrorKind::Refused);
-                        }
                         let Some(body) = ReplayBody::from_returned(returned) else {
                             return Err(err.with_message(
                                 "not replayed: the body was larger than the replay buffer",

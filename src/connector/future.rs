@@ -1,0 +1,104 @@
+//! [`ResponseFuture`]: one request on an [`Http2Connection`](super::Http2Connection).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::Response;
+use http_body::Body;
+
+use super::body::Http2Body;
+use super::pipe::Pipe;
+use crate::error::{BoxError, Error, ErrorKind};
+
+/// Waits for the response headers in the caller's task, writing the request
+/// body meanwhile. (hyper hands each request to its dispatch task, which
+/// spawns one more task per request to wait for the response; here the
+/// caller's task is woken by h2 directly.) A body still being written when
+/// the response arrives (a bidirectional stream) goes on in a task of its
+/// own.
+pub struct ResponseFuture<B> {
+    response: h2::client::ResponseFuture,
+    pipe: Option<Pipe<B>>,
+    /// Why the body could not be written, for the caller if the stream fails.
+    body_error: Option<Error>,
+}
+
+impl<B> ResponseFuture<B> {
+    pub(crate) fn new(response: h2::client::ResponseFuture, pipe: Option<Pipe<B>>) -> Self {
+        ResponseFuture {
+            response,
+            pipe,
+            body_error: None,
+        }
+    }
+}
+
+/// Sorts a stream's error: `REFUSED_STREAM`, and a remote `GOAWAY` (h2 fails a
+/// stream with it only when the stream is above the `GOAWAY`'s
+/// last-stream-id), mean the server provably did not process the request;
+/// anything else may have been processed.
+pub(crate) fn classify(e: h2::Error) -> Error {
+    let refused = e.is_remote()
+        && ((e.is_reset() && e.reason() == Some(h2::Reason::REFUSED_STREAM)) || e.is_go_away());
+    let kind = if refused {
+        ErrorKind::Refused
+    } else {
+        ErrorKind::Request
+    };
+    Error::new(kind).with_source(e)
+}
+
+impl<B> Future for ResponseFuture<B>
+where
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Output = Result<Response<Http2Body>, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if let Some(pipe) = &mut this.pipe
+            && let Poll::Ready(written) = Pin::new(pipe).poll(cx)
+        {
+            this.pipe = None;
+            // The stream was reset or failed: its response (an error now)
+            // says whether the server processed the request.
+            this.body_error = written.err();
+        }
+        match Pin::new(&mut this.response).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(response)) => {
+                if let Some(pipe) = this.pipe.take() {
+                    tokio::spawn(async move {
+                        if let Err(e) = pipe.await {
+                            tracing::debug!(error = %e, "request body not written");
+                        }
+                    });
+                }
+                let (parts, recv) = response.into_parts();
+                let body = Http2Body::new(recv, &parts.headers);
+                Poll::Ready(Ok(Response::from_parts(parts, body)))
+            }
+            Poll::Ready(Err(e)) => {
+                // Drop the body now: a replayable one hands back what it sent.
+                this.pipe = None;
+                let error = classify(e);
+                Poll::Ready(Err(match this.body_error.take() {
+                    Some(body_error) if error.kind() == ErrorKind::Request => body_error,
+                    _ => error,
+                }))
+            }
+        }
+    }
+}
+
+impl<B> std::fmt::Debug for ResponseFuture<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("stream_id", &self.response.stream_id())
+            .field("writing_body", &self.pipe.is_some())
+            .finish()
+    }
+}

@@ -223,6 +223,57 @@ async fn goaway_above_the_last_stream_id_is_replayed_once_on_a_new_connection() 
     assert_eq!(client.stats().replayed, 1);
 }
 
+/// A body far larger than HTTP/2's initial 64 KiB stream window: it goes
+/// out as the server grants window, and arrives whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_larger_than_the_flow_control_window_arrives_whole() {
+    let pods = start_pods(1).await;
+    let client = Client::builder()
+        .endpoint(pods[0].uri())
+        .build::<Body>()
+        .unwrap();
+    let len = 4 * 1024 * 1024 + 7;
+    let request = Request::post(pods[0].uri())
+        .header("x-request-id", "big-1")
+        .body(Full::new(Bytes::from(vec![b'x'; len])))
+        .unwrap();
+    let response = bounded(client.clone().oneshot(request)).await.unwrap();
+    assert!(
+        text(response).await.contains(&format!(" {len} ")),
+        "the server must have read every byte"
+    );
+    assert_eq!(pods[0].executions("big-1"), 1);
+}
+
+/// A body that arrives chunk by chunk, with the caller's task waiting in
+/// between, is written as it comes, and the server sees its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_body_is_written_chunk_by_chunk() {
+    let pods = start_pods(1).await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<
+        Result<hyper::body::Frame<Bytes>, std::convert::Infallible>,
+    >(1);
+    let client = Client::builder()
+        .endpoint(pods[0].uri())
+        .build::<StreamBody<_>>()
+        .unwrap();
+    let request = Request::post(pods[0].uri())
+        .header("x-request-id", "stream-1")
+        .body(StreamBody::new(tokio_stream_from(rx)))
+        .unwrap();
+    let sender = tokio::spawn(async move {
+        for _ in 0..3 {
+            tx.send(Ok(hyper::body::Frame::data(Bytes::from_static(b"abcd"))))
+                .await
+                .unwrap();
+        }
+    });
+    let response = bounded(client.clone().oneshot(request)).await.unwrap();
+    sender.await.unwrap();
+    assert!(text(response).await.contains(" 12 "));
+    assert_eq!(pods[0].executions("stream-1"), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partly_sent_post_is_not_replayed_when_the_connection_dies() {
     let pods = start_pods(1).await;

@@ -281,7 +281,6 @@ fn h2_head(parts: &http::request::Parts, body_len: Option<u64>) -> Request<()> {
     head
 }
 
-#[cold]
 fn strip_connection_headers(headers: &mut HeaderMap) {
     for name in &CONNECTION_HEADERS {
         headers.remove(name);

@@ -235,7 +235,7 @@ pub(crate) fn from_box(err: BoxError, kind: ErrorKind) -> Error {
     }
 }
 
-/// The h2 error behind `err`, if any (hyper wraps them; reach them via `source()`).
+/// The h2 error behind `err`, if any (errors wrap them; reach them via `source()`).
 pub(crate) fn find_h2<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a h2::Error> {
     let mut cur = Some(err);
     while let Some(e) = cur {

@@ -250,16 +250,14 @@ async fn a_body_larger_than_the_flow_control_window_arrives_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamed_body_is_written_chunk_by_chunk() {
     let pods = start_pods(1).await;
-    let (tx, rx) = tokio::sync::mpsc::channel::<
-        Result<hyper::body::Frame<Bytes>, std::convert::Infallible>,
-    >(1);
+    let (tx, body) = channel_body();
     let client = Client::builder()
         .endpoint(pods[0].uri())
         .build::<StreamBody<_>>()
         .unwrap();
     let request = Request::post(pods[0].uri())
         .header("x-request-id", "stream-1")
-        .body(StreamBody::new(tokio_stream_from(rx)))
+        .body(body)
         .unwrap();
     let sender = tokio::spawn(async move {
         for _ in 0..3 {
@@ -279,13 +277,10 @@ async fn partly_sent_post_is_not_replayed_when_the_connection_dies() {
     let pods = start_pods(1).await;
     pods[0].script([Script::DieAfterFirstChunk]);
     // A body that sends one chunk and then never ends.
-    let (tx, rx) = tokio::sync::mpsc::channel::<
-        Result<hyper::body::Frame<Bytes>, std::convert::Infallible>,
-    >(1);
+    let (tx, body) = channel_body();
     tx.send(Ok(hyper::body::Frame::data(Bytes::from_static(b"first"))))
         .await
         .unwrap();
-    let body = StreamBody::new(tokio_stream_from(rx));
     let client = Client::builder()
         .endpoint(pods[0].uri())
         .build::<StreamBody<_>>()
@@ -302,10 +297,16 @@ async fn partly_sent_post_is_not_replayed_when_the_connection_dies() {
     drop(tx);
 }
 
-fn tokio_stream_from<T: Send + 'static>(
-    mut rx: tokio::sync::mpsc::Receiver<T>,
-) -> impl futures_util::Stream<Item = T> + Unpin + Send {
-    Box::pin(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+type Chunk = Result<hyper::body::Frame<Bytes>, std::convert::Infallible>;
+
+/// A request body fed through a channel: it ends when the sender is dropped.
+fn channel_body() -> (
+    tokio::sync::mpsc::Sender<Chunk>,
+    StreamBody<impl futures_util::Stream<Item = Chunk> + Unpin + Send>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(1);
+    let stream = Box::pin(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+    (tx, StreamBody::new(stream))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -66,7 +66,7 @@ impl Default for ReplayConfig {
     }
 }
 
-/// The request head, kept to rebuild a refused request (hyper consumed it).
+/// The request head, kept to rebuild a refused request (h2 consumed its copy).
 struct Head {
     method: Method,
     uri: Uri,

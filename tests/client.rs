@@ -272,6 +272,44 @@ async fn a_streamed_body_is_written_chunk_by_chunk() {
     assert_eq!(pods[0].executions("stream-1"), 1);
 }
 
+/// A request body still being written when the response arrives (as in a
+/// bidirectional gRPC stream) goes on being written after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_still_being_written_when_the_response_arrives_goes_on() {
+    let pods = start_pods(1).await;
+    let (tx, body) = channel_body();
+    let client = Client::builder()
+        .endpoint(pods[0].uri())
+        .build::<StreamBody<_>>()
+        .unwrap();
+    let request = Request::post(format!("{}echo", pods[0].uri()))
+        .body(body)
+        .unwrap();
+    let chunk = |text: &'static str| {
+        Ok(hyper::body::Frame::data(Bytes::from_static(
+            text.as_bytes(),
+        )))
+    };
+    tx.send(chunk("ping-1")).await.unwrap();
+    let response = bounded(client.clone().oneshot(request)).await.unwrap();
+    let mut echoed = response.into_body();
+    let first = bounded(echoed.frame()).await.unwrap().unwrap();
+    assert_eq!(first.into_data().unwrap(), "ping-1");
+    tx.send(chunk("ping-2")).await.unwrap();
+    let second = bounded(echoed.frame()).await.unwrap().unwrap();
+    assert_eq!(
+        second.into_data().unwrap(),
+        "ping-2",
+        "the body was written after the response had arrived"
+    );
+    drop(tx);
+    let end = bounded(echoed.frame()).await;
+    assert!(
+        end.is_none(),
+        "the request body's end reached the server: {end:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partly_sent_post_is_not_replayed_when_the_connection_dies() {
     let pods = start_pods(1).await;

@@ -47,8 +47,11 @@ impl Body for Http2Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
         let this = &mut *self;
-        if this.state == State::Data {
+        while this.state == State::Data {
             match ready!(this.recv.poll_data(cx)) {
+                // An empty DATA frame (often the one that ends the stream)
+                // carries nothing for the reader.
+                Some(Ok(data)) if data.is_empty() => {}
                 Some(Ok(data)) => {
                     let _ = this.recv.flow_control().release_capacity(data.len());
                     if let Some(remaining) = &mut this.remaining {

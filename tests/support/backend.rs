@@ -260,6 +260,17 @@ async fn handle(
     if let Some(ms) = path.strip_prefix("/sleep/") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
     }
+    if path == "/echo" {
+        // Answers at once and sends the request body back as it arrives,
+        // so the response begins before the request body has ended.
+        let echo = futures_util::stream::unfold(request.into_body(), |mut body| async move {
+            let data = body.frame().await?.ok()?.into_data().ok()?;
+            Some((Ok::<_, Infallible>(hyper::body::Frame::data(data)), body))
+        });
+        return Ok(Response::new(BodyExt::boxed(
+            http_body_util::StreamBody::new(echo),
+        )));
+    }
     if let Some(ms) = path.strip_prefix("/stream/") {
         let ms: u64 = ms.parse().unwrap();
         let body = http_body_util::StreamBody::new(futures_util::stream::once(async move {

@@ -251,19 +251,14 @@ async fn a_body_larger_than_the_flow_control_window_arrives_whole() {
 async fn a_streamed_body_is_written_chunk_by_chunk() {
     let pods = start_pods(1).await;
     let (tx, body) = channel_body();
-    let client = Client::builder()
-        .endpoint(pods[0].uri())
-        .build::<StreamBody<_>>()
-        .unwrap();
+    let client = streaming_client(&pods[0]);
     let request = Request::post(pods[0].uri())
         .header("x-request-id", "stream-1")
         .body(body)
         .unwrap();
     let sender = tokio::spawn(async move {
         for _ in 0..3 {
-            tx.send(Ok(hyper::body::Frame::data(Bytes::from_static(b"abcd"))))
-                .await
-                .unwrap();
+            tx.send(chunk("abcd")).await.unwrap();
         }
     });
     let response = bounded(client.clone().oneshot(request)).await.unwrap();
@@ -278,18 +273,10 @@ async fn a_streamed_body_is_written_chunk_by_chunk() {
 async fn a_body_still_being_written_when_the_response_arrives_goes_on() {
     let pods = start_pods(1).await;
     let (tx, body) = channel_body();
-    let client = Client::builder()
-        .endpoint(pods[0].uri())
-        .build::<StreamBody<_>>()
-        .unwrap();
+    let client = streaming_client(&pods[0]);
     let request = Request::post(format!("{}echo", pods[0].uri()))
         .body(body)
         .unwrap();
-    let chunk = |text: &'static str| {
-        Ok(hyper::body::Frame::data(Bytes::from_static(
-            text.as_bytes(),
-        )))
-    };
     tx.send(chunk("ping-1")).await.unwrap();
     let response = bounded(client.clone().oneshot(request)).await.unwrap();
     let mut echoed = response.into_body();
@@ -316,13 +303,8 @@ async fn partly_sent_post_is_not_replayed_when_the_connection_dies() {
     pods[0].script([Script::DieAfterFirstChunk]);
     // A body that sends one chunk and then never ends.
     let (tx, body) = channel_body();
-    tx.send(Ok(hyper::body::Frame::data(Bytes::from_static(b"first"))))
-        .await
-        .unwrap();
-    let client = Client::builder()
-        .endpoint(pods[0].uri())
-        .build::<StreamBody<_>>()
-        .unwrap();
+    tx.send(chunk("first")).await.unwrap();
+    let client = streaming_client(&pods[0]);
     let request = Request::post(pods[0].uri())
         .header("x-request-id", "post-3")
         .body(body)
@@ -336,15 +318,27 @@ async fn partly_sent_post_is_not_replayed_when_the_connection_dies() {
 }
 
 type Chunk = Result<hyper::body::Frame<Bytes>, std::convert::Infallible>;
+type ChannelBody = StreamBody<std::pin::Pin<Box<dyn futures_util::Stream<Item = Chunk> + Send>>>;
 
 /// A request body fed through a channel: it ends when the sender is dropped.
-fn channel_body() -> (
-    tokio::sync::mpsc::Sender<Chunk>,
-    StreamBody<impl futures_util::Stream<Item = Chunk> + Unpin + Send>,
-) {
+fn channel_body() -> (tokio::sync::mpsc::Sender<Chunk>, ChannelBody) {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(1);
     let stream = Box::pin(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
     (tx, StreamBody::new(stream))
+}
+
+fn chunk(data: &'static str) -> Chunk {
+    Ok(hyper::body::Frame::data(Bytes::from_static(
+        data.as_bytes(),
+    )))
+}
+
+/// A client of `pod` for requests with a [`channel_body`].
+fn streaming_client(pod: &Backend) -> Client<ChannelBody> {
+    Client::builder()
+        .endpoint(pod.uri())
+        .build::<ChannelBody>()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

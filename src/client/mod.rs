@@ -310,16 +310,14 @@ where
         avoid: usize,
     ) -> Result<(usize, ResponseFuture<B>), Request<ReplayBody<B>>> {
         let connections = self.read();
-        match pick(&connections, avoid) {
-            Some(connection) => {
-                let (in_flight, sent) = start(connection, request);
-                Ok((
-                    id_of(connection),
-                    ResponseFuture::sent(sent, in_flight, None),
-                ))
-            }
-            None => Err(request),
-        }
+        let Some(connection) = pick(&connections, avoid) else {
+            return Err(request);
+        };
+        let (in_flight, sent) = start(connection, request);
+        let id = id_of(connection);
+        // A refusal is sorted (and may drain the connection) without the lock.
+        drop(connections);
+        Ok((id, ResponseFuture::sent(sent, in_flight, None)))
     }
 
     /// Waits until a connection serves, up to the ready timeout.

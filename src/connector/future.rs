@@ -5,7 +5,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::Response;
+use http::request::Parts;
+use http::{Request, Response};
 use http_body::Body;
 
 use super::body::Http2Body;
@@ -18,18 +19,30 @@ use crate::error::{BoxError, Error, ErrorKind};
 /// caller's task is woken by h2 directly.) A body still being written when
 /// the response arrives (a bidirectional stream) goes on in a task of its
 /// own.
+///
+/// A request the server provably did not process fails as
+/// [`ErrorKind::Refused`] carrying its head, `Request<()>` (take it with
+/// [`Error::take_request`]), so it can be sent again without a copy kept
+/// for every request.
 pub struct ResponseFuture<B> {
     response: h2::client::ResponseFuture,
     pipe: Option<Pipe<B>>,
+    /// The request's own head (h2 sent a copy), until the response arrives.
+    head: Option<Parts>,
     /// Why the body could not be written, for the caller if the stream fails.
     body_error: Option<Error>,
 }
 
 impl<B> ResponseFuture<B> {
-    pub(crate) fn new(response: h2::client::ResponseFuture, pipe: Option<Pipe<B>>) -> Self {
+    pub(crate) fn new(
+        response: h2::client::ResponseFuture,
+        pipe: Option<Pipe<B>>,
+        head: Parts,
+    ) -> Self {
         ResponseFuture {
             response,
             pipe,
+            head: Some(head),
             body_error: None,
         }
     }
@@ -85,9 +98,11 @@ where
                 // Drop the body now: a replayable one hands back what it sent.
                 this.pipe = None;
                 let error = classify(e);
-                Poll::Ready(Err(match this.body_error.take() {
-                    Some(body_error) if error.kind() == ErrorKind::Request => body_error,
-                    _ => error,
+                Poll::Ready(Err(match (error.kind(), this.head.take()) {
+                    (ErrorKind::Refused, Some(head)) => {
+                        error.with_request(Request::from_parts(head, ()))
+                    }
+                    _ => this.body_error.take().unwrap_or(error),
                 }))
             }
         }

@@ -327,6 +327,7 @@ where
             Ok((response, stream)) => Ok(ResponseFuture::new(
                 response,
                 (!end).then(|| Pipe::new(body, stream)),
+                parts,
             )),
             Err(e) => self.not_sent(e, Request::from_parts(parts, body)),
         }
@@ -351,6 +352,7 @@ where
                         return Ok(ResponseFuture::new(
                             response,
                             (!end).then(|| Pipe::new(body, stream)),
+                            parts,
                         ));
                     }
                     Err(e) => e,

@@ -54,7 +54,7 @@ impl ReplayLayer {
     }
 
     /// Whether requests the server provably did not process are replayed
-    /// (default: true). Turning it off saves keeping each request's head.
+    /// (default: true). Turning it off saves recording request bodies.
     pub fn replay_refused(mut self, enabled: bool) -> Self {
         self.config.replay_refused = enabled;
         self

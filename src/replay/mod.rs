@@ -28,8 +28,7 @@ mod layer;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::request::Parts;
-use http::{Extensions, HeaderMap, Method, Request, Uri, Version};
+use http::Request;
 use http_body::Body;
 use tokio::sync::oneshot;
 
@@ -66,41 +65,9 @@ impl Default for ReplayConfig {
     }
 }
 
-/// The request head, kept to rebuild a refused request (h2 consumed its copy).
-struct Head {
-    method: Method,
-    uri: Uri,
-    version: Version,
-    headers: HeaderMap,
-    extensions: Extensions,
-}
-
-impl Head {
-    fn of(parts: &Parts) -> Self {
-        Head {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            version: parts.version,
-            headers: parts.headers.clone(),
-            extensions: parts.extensions.clone(),
-        }
-    }
-
-    fn to_request<B>(&self, body: B) -> Request<B> {
-        let mut request = Request::new(body);
-        *request.method_mut() = self.method.clone();
-        *request.uri_mut() = self.uri.clone();
-        *request.version_mut() = self.version;
-        *request.headers_mut() = self.headers.clone();
-        *request.extensions_mut() = self.extensions.clone();
-        request
-    }
-}
-
 /// One request's replay bookkeeping.
 pub(crate) struct Replayer<B> {
     config: ReplayConfig,
-    head: Option<Head>,
     returned: Option<oneshot::Receiver<Returned<B>>>,
     unsent_retries: usize,
     refused_replays: usize,
@@ -116,7 +83,6 @@ where
         config: ReplayConfig,
     ) -> (Self, Request<ReplayBody<B>>) {
         let (parts, body) = request.into_parts();
-        let head = config.replay_refused.then(|| Head::of(&parts));
         let (body, returned) = if config.replay_refused {
             ReplayBody::tapped(body, config.buffer_limit)
         } else {
@@ -124,7 +90,6 @@ where
         };
         let replayer = Replayer {
             config,
-            head,
             returned,
             unsent_retries: 0,
             refused_replays: 0,
@@ -146,8 +111,11 @@ where
                     None => Err(err),
                 }
             }
-            ErrorKind::Refused if self.refused_replays < self.config.max_retries => {
-                let Some(head) = &self.head else {
+            ErrorKind::Refused
+                if self.config.replay_refused && self.refused_replays < self.config.max_retries =>
+            {
+                // The connection gives the head back with the refusal.
+                let Some(head) = err.take_request::<Request<()>>() else {
                     return Err(err);
                 };
                 let body = match self.returned.take() {
@@ -173,7 +141,7 @@ where
                 };
                 self.refused_replays += 1;
                 tracing::debug!(attempt = self.refused_replays, error = %err, "replaying request the server did not process");
-                Ok(head.to_request(body))
+                Ok(head.map(|()| body))
             }
             _ => Err(err),
         }

@@ -19,6 +19,12 @@ use crate::error::{self, BoxError, Error, ErrorKind};
 /// The wrapped service sees request bodies as [`ReplayBody<B>`]. It must be
 /// `Clone` (put a `Buffer` under it, as tower's `Retry` needs too).
 ///
+/// A refused request is rebuilt from the head its connection hands back
+/// with the [`ErrorKind::Refused`] error, as
+/// [`Http2Connection`](crate::Http2Connection) does, so no copy of every
+/// request's head is kept here; a `Refused` error without one reaches the
+/// caller as it is.
+///
 /// ```
 /// use tower_max_connection_age::ReplayLayer;
 ///

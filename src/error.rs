@@ -227,6 +227,19 @@ impl std::error::Error for Error {
     }
 }
 
+/// `error` and all its sources, `a: b: c`, for log lines (an error's own
+/// `Display` leaves its causes out).
+pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cur = error.source();
+    while let Some(e) = cur {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cur = e.source();
+    }
+    text
+}
+
 /// Turns any boxed error into this crate's [`Error`], keeping ours as they are.
 pub(crate) fn from_box(err: BoxError, kind: ErrorKind) -> Error {
     match err.downcast::<Error>() {

@@ -92,6 +92,7 @@ pub mod load;
 pub mod replay;
 pub mod resolve;
 pub mod server;
+mod time;
 
 pub use age::{AgedConnection, MaxConnectionAgeLayer};
 pub use client::Client;

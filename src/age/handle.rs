@@ -1,7 +1,7 @@
 //! [`ConnectionHandle`]: the transport's lifetime, seen from outside the service.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -24,8 +24,10 @@ pub trait Connection {
 /// A cheap, cloneable handle on a connection's transport.
 ///
 /// The transport's owner calls [`set_closed`](Self::set_closed) when it has
-/// closed (or holds the guard from [`closed_on_drop`](Self::closed_on_drop));
-/// anyone may wait for that with [`closed`](Self::closed) or end it with
+/// closed (or holds the guard from [`closed_on_drop`](Self::closed_on_drop)),
+/// and [`set_going_away`](Self::set_going_away) when the server sent
+/// `GOAWAY`; anyone may wait for those with [`closed`](Self::closed) and
+/// [`going_away`](Self::going_away), or end the transport with
 /// [`force_close`](Self::force_close).
 ///
 /// ```
@@ -50,6 +52,8 @@ type CloseFn = Box<dyn FnOnce() + Send>;
 struct Inner {
     closed: AtomicBool,
     forced: AtomicBool,
+    /// The server's `GOAWAY` error code plus one; 0 while none came.
+    go_away: AtomicU64,
     notify: Notify,
     close: Mutex<Option<CloseFn>>,
 }
@@ -61,6 +65,7 @@ impl ConnectionHandle {
             inner: Arc::new(Inner {
                 closed: AtomicBool::new(false),
                 forced: AtomicBool::new(false),
+                go_away: AtomicU64::new(0),
                 notify: Notify::new(),
                 close: Mutex::new(Some(Box::new(close))),
             }),
@@ -71,6 +76,41 @@ impl ConnectionHandle {
     pub fn set_closed(&self) {
         if !self.inner.closed.swap(true, Ordering::AcqRel) {
             self.inner.notify.notify_waiters();
+        }
+    }
+
+    /// Records that the server sent `GOAWAY` with `reason`: the connection
+    /// takes no new streams, its in-flight ones may finish. The first
+    /// `GOAWAY` counts (a graceful shutdown sends two).
+    pub fn set_going_away(&self, reason: h2::Reason) {
+        let code = u64::from(u32::from(reason)) + 1;
+        if self
+            .inner
+            .go_away
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.inner.notify.notify_waiters();
+        }
+    }
+
+    /// The error code of the server's `GOAWAY`, once one came.
+    pub fn go_away_reason(&self) -> Option<h2::Reason> {
+        match self.inner.go_away.load(Ordering::Acquire) {
+            0 => None,
+            // Stored from a `u32` plus one, so this never truncates.
+            code => Some(h2::Reason::from((code - 1) as u32)),
+        }
+    }
+
+    /// Waits until the server sent `GOAWAY`, and gives its error code.
+    pub async fn going_away(&self) -> h2::Reason {
+        loop {
+            let notified = self.inner.notify.notified();
+            if let Some(reason) = self.go_away_reason() {
+                return reason;
+            }
+            notified.await;
         }
     }
 
@@ -120,6 +160,7 @@ impl fmt::Debug for ConnectionHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConnectionHandle")
             .field("closed", &self.is_closed())
+            .field("go_away", &self.go_away_reason())
             .field("forced", &self.was_forced())
             .finish()
     }

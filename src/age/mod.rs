@@ -52,6 +52,9 @@ async fn supervise(state: Arc<ConnectionState>) {
                 }
             }
             _ = state.changed() => {}
+            _ = handle.going_away() => {
+                state.start_draining(DrainReason::GoAway);
+            }
             _ = handle.closed() => state.mark_closed(),
         }
     }

@@ -50,6 +50,9 @@ impl DrainReason {
 pub(crate) enum Event {
     /// The deadline passed; the connection keeps serving until it is replaced.
     Deadline,
+    /// The server sent a graceful `GOAWAY` (`NO_ERROR`): a rotation the
+    /// server asked for. In-flight requests finish; a replacement is due now.
+    GoAway,
     /// The connection stopped serving for a reason other than being replaced.
     Lost,
 }
@@ -72,6 +75,7 @@ pub(crate) struct ConnectionState {
     /// Wakes the supervisor: the phase changed, or the last request finished.
     wake: Notify,
     observer: OnceLock<Observer>,
+    waiters: OnceLock<Arc<Waiters>>,
     load: Load,
     /// Nanoseconds since `born` of the last RTT sample.
     stamp_ns: AtomicU64,
@@ -97,6 +101,7 @@ impl ConnectionState {
             in_flight: AtomicUsize::new(0),
             wake: Notify::new(),
             observer: OnceLock::new(),
+            waiters: OnceLock::new(),
             load: Load::new(load),
             stamp_ns: AtomicU64::new(0),
         })
@@ -115,8 +120,11 @@ impl ConnectionState {
         (!self.is_serving()).then(|| DrainReason::from_u8(self.reason.load(Ordering::Acquire)))
     }
 
+    /// Requests in flight; `SeqCst`, so that it is ordered with
+    /// [`Waiters::count`] (see there).
+    #[inline]
     pub(crate) fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Acquire)
+        self.in_flight.load(Ordering::SeqCst)
     }
 
     /// Attaches the rotation manager. A managed connection keeps serving past
@@ -157,10 +165,20 @@ impl ConnectionState {
             "connection draining started"
         );
         self.wake.notify_one();
-        if reason != DrainReason::Replaced {
-            self.emit(Event::Lost);
+        match reason {
+            DrainReason::Replaced => {}
+            DrainReason::GoAway if self.handle.go_away_reason() == Some(h2::Reason::NO_ERROR) => {
+                self.emit(Event::GoAway)
+            }
+            _ => self.emit(Event::Lost),
         }
         true
+    }
+
+    /// Lets requests that wait for room on some connection hear when one
+    /// ends here. Set once, by the client that balances over it.
+    pub(crate) fn set_waiters(&self, waiters: Arc<Waiters>) {
+        let _ = self.waiters.set(waiters);
     }
 
     pub(crate) fn mark_closed(&self) {
@@ -252,8 +270,27 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         let state = &*self.state;
-        if state.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 && !state.is_serving() {
+        if state.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 && !state.is_serving() {
             state.wake.notify_one();
         }
+        if let Some(waiters) = state.waiters.get()
+            && waiters.count.load(Ordering::SeqCst) > 0
+        {
+            waiters.notify.notify_one();
+        }
     }
+}
+
+/// Requests waiting until some connection has room under its server's
+/// stream limit, shared by a client and all its connections.
+///
+/// A waiter enables its `notified()` future, adds itself to `count`, then
+/// looks at the connections once more before it sleeps; a finishing request
+/// lowers its connection's in-flight count, then reads `count`. Both sides
+/// use `SeqCst`, so at least one of them sees the other: no wake-up is lost.
+/// `notify_one` wakes the longest waiter first.
+#[derive(Default)]
+pub(crate) struct Waiters {
+    pub(crate) count: AtomicUsize,
+    pub(crate) notify: Notify,
 }

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::Uri;
 use http_body::Body;
 use hyper::rt::{Read, Write};
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connection as TransportInfo, HttpConnector};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -244,7 +244,7 @@ impl<C> ClientBuilder<C> {
     pub fn build<B>(self) -> Result<Client<B>, Error>
     where
         C: Service<Uri> + Clone + Send + 'static,
-        C::Response: Read + Write + Unpin + Send + 'static,
+        C::Response: Read + Write + TransportInfo + Unpin + Send + 'static,
         C::Error: Into<BoxError>,
         C::Future: Send,
         B: Body<Data = Bytes> + Unpin + Send + 'static,
@@ -274,8 +274,10 @@ impl<C> ClientBuilder<C> {
         validate_endpoint(&origin)?;
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::config("a Client must be built inside a Tokio runtime"))?;
-        let make = MaxConnectionAgeLayer::from_config(self.age)
-            .layer(Http2Connector::new(self.connector, self.http2));
+        let make = MaxConnectionAgeLayer::from_config(self.age).layer(
+            Http2Connector::new(self.connector, self.http2)
+                .connect_timeout(discover.connect_timeout_setting()),
+        );
         let discover = discover.build(make)?;
         let status = discover.status();
         let shared = Arc::new(Shared::new(self.ready_timeout, self.replay, origin, status));

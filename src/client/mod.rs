@@ -15,14 +15,13 @@ use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri};
 use http_body::Body;
 use rand::Rng;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 use tower::discover::Change;
 use tower_service::Service;
 
 pub use builder::{ClientBuilder, DEFAULT_READY_TIMEOUT};
 
-use crate::age::state::{InFlight, LoadInstant};
+use crate::age::state::{InFlight, LoadInstant, Waiters};
 use crate::age::{AgedConnection, ResponseBody};
 use crate::connector::{self, Http2Body, Http2Connection};
 use crate::discover::{AbortOnDrop, DiscoverStatus, EndpointKey, RotatingDiscover};
@@ -100,8 +99,10 @@ pub struct Stats {
 
 struct Shared<B> {
     connections: RwLock<Vec<(EndpointKey, Conn<B>)>>,
-    /// Wakes requests waiting for a ready connection.
-    changed: Notify,
+    /// Requests waiting for a connection with room: woken one at a time,
+    /// oldest first, as requests end, and all at once when a connection
+    /// comes.
+    waiters: Arc<Waiters>,
     ready_timeout: Duration,
     replay: ReplayConfig,
     origin: (Scheme, Authority),
@@ -125,7 +126,7 @@ impl<B> Shared<B> {
         let parts = origin.into_parts();
         Shared {
             connections: RwLock::new(Vec::new()),
-            changed: Notify::new(),
+            waiters: Arc::default(),
             ready_timeout,
             replay,
             origin: (
@@ -147,6 +148,7 @@ impl<B> Shared<B> {
         match change {
             Change::Insert(key, connection) => {
                 self.opened.fetch_add(1, Ordering::Relaxed);
+                connection.state().set_waiters(self.waiters.clone());
                 match connections.iter_mut().find(|(k, _)| *k == key) {
                     // Dropping the old one starts its drain.
                     Some(slot) => {
@@ -156,7 +158,7 @@ impl<B> Shared<B> {
                     None => connections.push((key, connection)),
                 }
                 drop(connections);
-                self.changed.notify_waiters();
+                self.waiters.notify.notify_waiters();
             }
             Change::Remove(key) => {
                 let before = connections.len();
@@ -233,13 +235,22 @@ fn id_of<B>(connection: &Conn<B>) -> usize {
     Arc::as_ptr(connection.state()) as usize
 }
 
+/// Whether `c` takes a request now: serving, its transport open, and below
+/// its server's stream limit (`SETTINGS_MAX_CONCURRENT_STREAMS`), so that
+/// no request is queued inside h2 while another connection has room.
+#[inline]
+fn takes_requests<B>(c: &Conn<B>) -> bool {
+    c.is_serving()
+        && c.inner().is_open()
+        && c.state().in_flight() < c.inner().max_concurrent_streams()
+}
+
 /// Power of two choices: two distinct random connections, the one with the
-/// lower load wins; connections that stopped serving are skipped, and so is
-/// `avoid` (the connection that just refused the request) unless it is the
-/// only one serving.
+/// lower load wins; connections that take no request now (see
+/// [`takes_requests`]) are skipped, and so is `avoid` (the connection that
+/// just refused the request) unless it is the only one that takes it.
 fn pick<B>(connections: &[(EndpointKey, Conn<B>)], avoid: usize) -> Option<&Conn<B>> {
-    let open = |c: &Conn<B>| c.is_serving() && c.inner().is_open();
-    let serving = |c: &Conn<B>| open(c) && id_of(c) != avoid;
+    let serving = |c: &Conn<B>| takes_requests(c) && id_of(c) != avoid;
     let n = connections.len();
     let (a, b) = match n {
         0 => return None,
@@ -267,17 +278,16 @@ fn pick<B>(connections: &[(EndpointKey, Conn<B>)], avoid: usize) -> Option<&Conn
     }
 }
 
-/// When neither random pick serves: the first connection that does, else
-/// the first open one (even `avoid`). Out of line: rare.
+/// When neither random pick takes the request: the first connection that
+/// does, else `avoid` if it does. Out of line: rare.
 #[cold]
 #[inline(never)]
 fn pick_any<B>(connections: &[(EndpointKey, Conn<B>)], avoid: usize) -> Option<&Conn<B>> {
-    let open = |c: &Conn<B>| c.is_serving() && c.inner().is_open();
     let mut candidates = connections.iter().map(|(_, c)| c);
     candidates
         .clone()
-        .find(|c| open(c) && id_of(c) != avoid)
-        .or_else(|| candidates.find(|c| open(c)))
+        .find(|c| takes_requests(c) && id_of(c) != avoid)
+        .or_else(|| candidates.find(|c| takes_requests(c)))
 }
 
 /// Counts the request in flight on `connection` and opens its stream.
@@ -320,7 +330,9 @@ where
         Ok((id, ResponseFuture::sent(sent, in_flight, None)))
     }
 
-    /// Waits until a connection serves, up to the ready timeout.
+    /// Waits until a connection takes the request (one opens, or one below
+    /// its server's stream limit has room again), oldest waiter first, up
+    /// to the ready timeout.
     async fn send_when_ready(
         &self,
         mut request: Request<ReplayBody<B>>,
@@ -328,36 +340,60 @@ where
         used: &mut usize,
     ) -> Result<Response<ResponseBody<Http2Body>>, Error> {
         self.shared.waited.fetch_add(1, Ordering::Relaxed);
+        let waiters = &self.shared.waiters;
+        let deadline = *wait_until.get_or_insert_with(|| {
+            Instant::now() + crate::time::saturate(self.shared.ready_timeout)
+        });
+        let waiting = Waiting::new(waiters);
         loop {
-            let changed = self.shared.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
+            let notified = waiters.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             match self.try_send(request, 0) {
                 Ok((id, sent)) => {
+                    drop(waiting);
                     *used = id;
                     return sent.await;
                 }
                 Err(back) => request = back,
             }
-            let deadline =
-                *wait_until.get_or_insert_with(|| Instant::now() + self.shared.ready_timeout);
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return Err(self.not_ready());
             }
         }
     }
 
-    /// Why no connection became ready: resolving failed, or none serves.
+    /// Why no connection took the request within the ready timeout.
     fn not_ready(&self) -> Error {
         let waited = self.shared.ready_timeout;
         let status = &self.shared.status;
-        match status.last_resolve_error() {
-            Some(error) if status.endpoints().is_empty() => Error::new(ErrorKind::Resolve)
-                .with_message(format!("no endpoint after waiting {waited:?}: {error}")),
-            _ => Error::new(ErrorKind::NoReadyEndpoint).with_message(format!(
+        if let Some(error) = status.last_resolve_error()
+            && status.endpoints().is_empty()
+        {
+            return Error::new(ErrorKind::Resolve)
+                .with_message(format!("no endpoint after waiting {waited:?}: {error}"));
+        }
+        let connections = self.read();
+        let open = connections
+            .iter()
+            .filter(|(_, c)| c.is_serving() && c.inner().is_open())
+            .count();
+        let message = if open > 0 {
+            format!(
+                "waited {waited:?}; all {open} serving connection(s) are at their server's \
+                 stream limit (SETTINGS_MAX_CONCURRENT_STREAMS)"
+            )
+        } else {
+            format!(
                 "waited {waited:?}; {} connection(s) known, none serving",
-                self.connection_count()
-            )),
+                connections.len()
+            )
+        };
+        drop(connections);
+        let error = Error::new(ErrorKind::NoReadyEndpoint).with_message(message);
+        match status.connect_errors_error() {
+            Some(errors) => error.with_source(errors),
+            None => error,
         }
     }
 
@@ -437,6 +473,23 @@ where
     }
 }
 
+/// Counts a request among the [`Waiters`] for as long as it waits, however
+/// its wait ends (sent, timed out, or dropped by its caller).
+struct Waiting<'a>(&'a Waiters);
+
+impl<'a> Waiting<'a> {
+    fn new(waiters: &'a Waiters) -> Self {
+        waiters.count.fetch_add(1, Ordering::SeqCst);
+        Waiting(waiters)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// How the fast path's first attempt ended, for [`Client::send_slow`].
 // Built only on the slow path and moved once into its boxed future.
 #[allow(clippy::large_enum_variant)]
@@ -475,7 +528,9 @@ where
         let (replayer, request) = Replayer::wrap(request, self.shared.replay);
         // Not `try_send`: its `Result` would move the future once more.
         let connections = self.read();
-        if let Some(connection) = pick(&connections, 0) {
+        // Requests already waiting for room go first.
+        let queued = self.shared.waiters.count.load(Ordering::SeqCst) > 0;
+        if let Some(connection) = pick(&connections, 0).filter(|_| !queued) {
             let (in_flight, sent) = start(connection, request);
             let retry = future::Retry {
                 client: self.clone(),

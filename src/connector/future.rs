@@ -9,6 +9,7 @@ use http::request::Parts;
 use http::{Request, Response};
 use http_body::Body;
 
+use super::Verdict;
 use super::body::Http2Body;
 use super::pipe::Pipe;
 use crate::error::{BoxError, Error, ErrorKind};
@@ -48,19 +49,25 @@ impl<B> ResponseFuture<B> {
     }
 }
 
-/// Sorts a stream's error: `REFUSED_STREAM`, and a remote `GOAWAY` (h2 fails a
-/// stream with it only when the stream is above the `GOAWAY`'s
-/// last-stream-id), mean the server provably did not process the request;
-/// anything else may have been processed.
-pub(crate) fn classify(e: h2::Error) -> Error {
-    let refused = e.is_remote()
-        && ((e.is_reset() && e.reason() == Some(h2::Reason::REFUSED_STREAM)) || e.is_go_away());
-    let kind = if refused {
-        ErrorKind::Refused
-    } else {
-        ErrorKind::Request
-    };
-    Error::new(kind).with_source(e)
+/// A failed stream as this crate's error, and whether it may be replayed:
+/// `Refused` when the server provably did not process it (see
+/// [`classify`](super::classify)), replayable unless the server's `GOAWAY`
+/// blamed the client.
+pub(crate) fn stream_error(e: h2::Error) -> (Error, bool) {
+    match super::classify(&e, super::Stage::Stream) {
+        Verdict::Unprocessed => (Error::new(ErrorKind::Refused).with_source(e), true),
+        Verdict::UnprocessedBlamed(reason) => (
+            Error::new(ErrorKind::Refused)
+                .with_message(format!(
+                    "the server sent GOAWAY({reason:?}): this request, or one sent with it on \
+                     the same connection, broke a server limit; not replayed, so one request \
+                     costs at most one connection"
+                ))
+                .with_source(e),
+            false,
+        ),
+        _ => (Error::new(ErrorKind::Request).with_source(e), false),
+    }
 }
 
 impl<B> Future for ResponseFuture<B>
@@ -97,11 +104,12 @@ where
             Poll::Ready(Err(e)) => {
                 // Drop the body now: a replayable one hands back what it sent.
                 this.pipe = None;
-                let error = classify(e);
-                Poll::Ready(Err(match (error.kind(), this.head.take()) {
-                    (ErrorKind::Refused, Some(head)) => {
-                        error.with_request(Request::from_parts(head, ()))
-                    }
+                let (error, replayable) = stream_error(e);
+                Poll::Ready(Err(match (replayable, this.head.take()) {
+                    // The head comes back only when the request may be
+                    // replayed: a blamed one goes to the caller as it is.
+                    (true, Some(head)) => error.with_request(Request::from_parts(head, ())),
+                    _ if error.kind() == ErrorKind::Refused => error,
                     _ => this.body_error.take().unwrap_or(error),
                 }))
             }

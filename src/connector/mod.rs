@@ -7,8 +7,18 @@
 //! --layers`). h2 also says exactly which failed streams the server never
 //! processed: it fails a stream with the server's `GOAWAY` only when the
 //! stream is above the `GOAWAY`'s last-stream-id.
+//!
+//! A connection counts as made only once the server has spoken: h2's
+//! handshake returns as soon as the client's preface is *written*, so the
+//! connector sends a `PING` with it and waits for the answer, which a
+//! server sends after its `SETTINGS` (RFC 9113 §3.4). A peer that accepts
+//! TCP and never speaks fails the connect at the connect timeout, a peer
+//! that answers in HTTP/1.1 fails it at once, and the server's stream limit
+//! is known before the first request.
 
 mod body;
+mod classify;
+mod driver;
 mod future;
 mod io;
 mod pipe;
@@ -18,29 +28,37 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONNECTION, HeaderName, TE};
-use http::{HeaderMap, Request, Uri};
+use http::{HeaderMap, Method, Request, Uri};
 use http_body::Body;
 use hyper::rt::{Read, Write};
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connection as TransportInfo, HttpConnector};
 use hyper_util::rt::TokioIo;
 use tower_service::Service;
 
 pub use body::Http2Body;
 pub use future::ResponseFuture;
 
+pub(crate) use classify::{Stage, Verdict, classify};
+
 use crate::age::{Connection, ConnectionHandle};
 use crate::error::{self, BoxError, Error, ErrorKind};
+use driver::{Driver, Signals};
 use io::ClosableIo;
 use pipe::Pipe;
 
+/// The default [`connect_timeout`](Http2Connector::connect_timeout): 10 s.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Makes one [`Http2Connection`] per call: connects with any hyper-util
-/// connector (`HttpConnector`, or the TLS connector you bring), then runs the
-/// HTTP/2 handshake with your `h2::client::Builder`.
+/// connector (`HttpConnector`, or the TLS connector you bring), runs the
+/// HTTP/2 handshake with your `h2::client::Builder`, and waits until the
+/// server has answered (its `SETTINGS` and a `PING`).
 ///
 /// `B` is the request body type the connections send.
 ///
@@ -59,6 +77,7 @@ use pipe::Pipe;
 pub struct Http2Connector<C, B> {
     connector: C,
     builder: h2::client::Builder,
+    connect_timeout: Duration,
     _body: PhantomData<fn(B)>,
 }
 
@@ -76,7 +95,10 @@ impl<B> Http2Connector<HttpConnector, B> {
 /// h2's client builder with hyper's client defaults, so switching from a
 /// hyper client changes no window or frame size: stream window 2 MiB,
 /// connection window 5 MiB, frames of 16 KiB, up to 1 MiB buffered per
-/// stream, header lists of up to 16 KiB, server push off.
+/// stream, header lists of up to 16 KiB, server push off, and at most 100
+/// streams until the server's `SETTINGS` say how many it takes (h2's own
+/// default is unlimited, which sends a burst of refused streams to a server
+/// with a lower limit).
 pub fn default_builder() -> h2::client::Builder {
     let mut builder = h2::client::Builder::new();
     builder
@@ -85,6 +107,7 @@ pub fn default_builder() -> h2::client::Builder {
         .max_frame_size(16 * 1024)
         .max_send_buffer_size(1024 * 1024)
         .max_header_list_size(16 * 1024)
+        .initial_max_send_streams(100)
         .enable_push(false);
     builder
 }
@@ -95,8 +118,34 @@ impl<C, B> Http2Connector<C, B> {
         Http2Connector {
             connector,
             builder,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             _body: PhantomData,
         }
+    }
+
+    /// How long the transport connect, the handshake and the server's first
+    /// answer may take together; past it the connect fails with an error
+    /// that says which step did not finish. Default:
+    /// [`DEFAULT_CONNECT_TIMEOUT`] (10 s); longer than about 30 years counts
+    /// as 30 years.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The wrapped transport connector.
+    pub fn get_ref(&self) -> &C {
+        &self.connector
+    }
+
+    /// The wrapped transport connector, mutably.
+    pub fn get_mut(&mut self) -> &mut C {
+        &mut self.connector
+    }
+
+    /// The wrapped transport connector.
+    pub fn into_inner(self) -> C {
+        self.connector
     }
 }
 
@@ -105,6 +154,7 @@ impl<C: Clone, B> Clone for Http2Connector<C, B> {
         Http2Connector {
             connector: self.connector.clone(),
             builder: self.builder.clone(),
+            connect_timeout: self.connect_timeout,
             _body: PhantomData,
         }
     }
@@ -114,6 +164,7 @@ impl<C: fmt::Debug, B> fmt::Debug for Http2Connector<C, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Http2Connector")
             .field("connector", &self.connector)
+            .field("connect_timeout", &self.connect_timeout)
             .finish()
     }
 }
@@ -123,7 +174,7 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send>>;
 impl<C, B> Service<Uri> for Http2Connector<C, B>
 where
     C: Service<Uri> + Clone + Send + 'static,
-    C::Response: Read + Write + Unpin + Send + 'static,
+    C::Response: Read + Write + TransportInfo + Unpin + Send + 'static,
     C::Error: Into<BoxError>,
     C::Future: Send,
     B: Body<Data = Bytes> + Unpin + Send + 'static,
@@ -144,27 +195,107 @@ where
         let clone = self.connector.clone();
         let mut connector = std::mem::replace(&mut self.connector, clone);
         let builder = self.builder.clone();
+        // Fixed now, so that it never ends after a caller's timeout started
+        // at the same moment (see `RotatingDiscover`'s connect timeout).
+        let timeout = crate::time::saturate(self.connect_timeout);
+        let deadline = tokio::time::Instant::now() + timeout;
         Box::pin(async move {
-            let connect_error = |e: BoxError| {
-                error::from_box(e, ErrorKind::Connect).with_message(target.to_string())
+            let failed = |message: String| {
+                Error::new(ErrorKind::Connect).with_message(format!("{target}: {message}"))
             };
-            let io = connector
-                .call(target.clone())
-                .await
-                .map_err(|e| connect_error(e.into()))?;
+            let io = match tokio::time::timeout_at(deadline, connector.call(target.clone())).await {
+                Ok(io) => io.map_err(|e| {
+                    error::from_box(e.into(), ErrorKind::Connect).with_message(target.to_string())
+                })?,
+                Err(_) => {
+                    return Err(failed(format!(
+                        "the transport connect did not finish within {timeout:?}"
+                    )));
+                }
+            };
+            if target.scheme() == Some(&http::uri::Scheme::HTTPS)
+                && !io.connected().is_negotiated_h2()
+            {
+                return Err(failed(
+                    "TLS did not negotiate HTTP/2 (ALPN `h2`): the server offers only HTTP/1.1, \
+                     or the TLS connector does not ask for `h2`"
+                        .into(),
+                ));
+            }
             let (io, handle) = ClosableIo::new(io);
-            let (send, connection) = builder
+            let (send, mut connection) = builder
                 .handshake::<_, Bytes>(TokioIo::new(io))
                 .await
-                .map_err(|e| connect_error(e.into()))?;
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!(error = %e, "http2 connection ended with an error");
+                .map_err(|e| failed("HTTP/2 handshake failed".into()).with_source(e))?;
+            let spoke = tokio::time::timeout_at(deadline, first_answer(&mut connection)).await;
+            match spoke {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(failed(e.message.into()).with_source(e.source)),
+                Err(_) => {
+                    return Err(failed(format!(
+                        "the server accepted the connection but sent no HTTP/2 SETTINGS \
+                         within {timeout:?} (a silent or hung peer)"
+                    )));
                 }
-            });
-            Ok(Http2Connection::new(send, handle))
+            }
+            let signals = Signals::new(connection.max_concurrent_send_streams());
+            tokio::spawn(Driver::new(
+                connection,
+                send.clone(),
+                signals.clone(),
+                handle.clone(),
+            ));
+            Ok(Http2Connection::new(send, handle, signals))
         })
     }
+}
+
+/// Why the server's first answer did not come.
+struct NoAnswer {
+    message: &'static str,
+    source: h2::Error,
+}
+
+/// Drives the new connection until the server answers a `PING` (and so has
+/// sent its `SETTINGS`, which come first), or until the connection fails.
+async fn first_answer<T>(connection: &mut h2::client::Connection<T, Bytes>) -> Result<(), NoAnswer>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let Some(mut ping_pong) = connection.ping_pong() else {
+        // Taken only here, once per connection: never `None`. Without it the
+        // connection still works; it just counts as made at once.
+        return Ok(());
+    };
+    let ended = tokio::select! {
+        pong = ping_pong.ping(h2::Ping::opaque()) => match pong {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        },
+        ended = &mut *connection => match ended {
+            Ok(()) => {
+                return Err(NoAnswer {
+                    message: "the server closed the connection before its HTTP/2 SETTINGS",
+                    source: h2::Error::from(h2::Reason::NO_ERROR),
+                });
+            }
+            Err(e) => e,
+        },
+    };
+    let message = if ended.is_io() {
+        "the connection failed before the server's HTTP/2 SETTINGS (does it speak HTTP/2?)"
+    } else if ended.is_remote() {
+        "the server refused the HTTP/2 connection"
+    } else {
+        // h2 could not parse what came back: not HTTP/2 frames. An HTTP/1.x
+        // server answering the preface looks like this.
+        "the server does not speak HTTP/2 (prior knowledge): its answer is not HTTP/2 frames, \
+         as an HTTP/1.1-only server answers"
+    };
+    Err(NoAnswer {
+        message,
+        source: ended,
+    })
 }
 
 /// One HTTP/2 connection as a tower `Service`, on h2's `SendRequest`.
@@ -174,12 +305,27 @@ where
 /// error. Errors say whether the server provably did not process the
 /// request ([`ErrorKind::Refused`]: `REFUSED_STREAM`, or above a `GOAWAY`'s
 /// last-stream-id) or may have ([`ErrorKind::Request`]).
+///
+/// Clones share the connection; once the last clone is dropped, h2 closes
+/// the connection gracefully as soon as its last stream ends.
 pub struct Http2Connection<B> {
+    inner: Arc<Inner>,
+    _body: PhantomData<fn(B)>,
+}
+
+struct Inner {
     send: h2::client::SendRequest<Bytes>,
-    /// Senders for [`send`](Self::send) through `&self`, one per thread slot.
+    /// Senders for [`send`](Http2Connection::send) through `&self`, one per
+    /// thread slot.
     senders: Box<[Sender]>,
     handle: ConnectionHandle,
-    _body: PhantomData<fn(B)>,
+    signals: Arc<Signals>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.signals.release();
+    }
 }
 
 /// A clone of the connection's sender, alone on its cache line(s).
@@ -212,41 +358,60 @@ fn slots() -> usize {
 }
 
 impl<B> Http2Connection<B> {
-    fn new(send: h2::client::SendRequest<Bytes>, handle: ConnectionHandle) -> Self {
+    fn new(
+        send: h2::client::SendRequest<Bytes>,
+        handle: ConnectionHandle,
+        signals: Arc<Signals>,
+    ) -> Self {
         let senders = (0..slots())
             .map(|_| Sender(Mutex::new(send.clone())))
             .collect();
         Http2Connection {
-            send,
-            senders,
-            handle,
+            inner: Arc::new(Inner {
+                send,
+                senders,
+                handle,
+                signals,
+            }),
             _body: PhantomData,
         }
     }
 
     /// True until the transport has closed.
     pub fn is_open(&self) -> bool {
-        !self.handle.is_closed()
+        !self.inner.handle.is_closed()
+    }
+
+    /// How many streams the server lets this connection have open at once
+    /// (its `SETTINGS_MAX_CONCURRENT_STREAMS`; `usize::MAX` when it sets no
+    /// limit).
+    #[inline]
+    pub fn max_concurrent_streams(&self) -> usize {
+        self.inner.signals.max_streams()
     }
 }
 
 impl<B> Clone for Http2Connection<B> {
     fn clone(&self) -> Self {
-        Http2Connection::new(self.send.clone(), self.handle.clone())
+        Http2Connection {
+            inner: self.inner.clone(),
+            _body: PhantomData,
+        }
     }
 }
 
 impl<B> fmt::Debug for Http2Connection<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Http2Connection")
-            .field("handle", &self.handle)
+            .field("handle", &self.inner.handle)
+            .field("max_concurrent_streams", &self.max_concurrent_streams())
             .finish()
     }
 }
 
 impl<B> Connection for Http2Connection<B> {
     fn handle(&self) -> ConnectionHandle {
-        self.handle.clone()
+        self.inner.handle.clone()
     }
 }
 
@@ -260,8 +425,10 @@ const CONNECTION_HEADERS: [HeaderName; 4] = [
 ];
 
 /// The head h2 sends: a copy of the request's, without connection-specific
-/// headers. The caller keeps the original, so a request h2 does not take
-/// can be given back whole.
+/// headers, with `content-length` where hyper sets it, and with the
+/// extended-CONNECT `:protocol` (RFC 8441) taken from h2's or hyper's
+/// `Protocol` extension (h2 reads no other extension). The caller keeps the
+/// original, so a request h2 does not take can be given back whole.
 fn h2_head(parts: &http::request::Parts, body_len: Option<u64>) -> Request<()> {
     let mut head = Request::new(());
     *head.method_mut() = parts.method.clone();
@@ -278,7 +445,19 @@ fn h2_head(parts: &http::request::Parts, body_len: Option<u64>) -> Request<()> {
     {
         headers.insert(http::header::CONTENT_LENGTH, len.into());
     }
+    if !parts.extensions.is_empty() {
+        copy_protocol(&parts.extensions, head.extensions_mut());
+    }
     head
+}
+
+#[cold]
+fn copy_protocol(from: &http::Extensions, to: &mut http::Extensions) {
+    if let Some(protocol) = from.get::<h2::ext::Protocol>() {
+        to.insert(protocol.clone());
+    } else if let Some(protocol) = from.get::<hyper::ext::Protocol>() {
+        to.insert(h2::ext::Protocol::from(protocol.as_str()));
+    }
 }
 
 fn strip_connection_headers(headers: &mut HeaderMap) {
@@ -297,10 +476,12 @@ fn strip_connection_headers(headers: &mut HeaderMap) {
     }
 }
 
-fn has_payload_semantics(method: &http::Method) -> bool {
-    matches!(
+/// As hyper: an empty body gets `content-length: 0` unless the method
+/// defines no meaning for a body.
+fn has_payload_semantics(method: &Method) -> bool {
+    !matches!(
         *method,
-        http::Method::POST | http::Method::PUT | http::Method::PATCH
+        Method::GET | Method::HEAD | Method::DELETE | Method::CONNECT
     )
 }
 
@@ -316,82 +497,87 @@ where
     #[allow(clippy::result_large_err)]
     pub(crate) fn send(&self, request: Request<B>) -> Result<ResponseFuture<B>, Error> {
         let (parts, body) = request.into_parts();
-        let end = body.is_end_stream();
+        // A CONNECT stream is a tunnel: it stays open whatever the body.
+        let connect = parts.method == Method::CONNECT;
+        let ended = body.is_end_stream();
+        if connect && declares_a_body(&parts.headers) {
+            return Err(invalid_connect(&parts));
+        }
+        let end = ended && !connect;
         let head = h2_head(&parts, body.size_hint().exact());
-        let slot = &self.senders[slot_of_this_thread() % self.senders.len()];
+        let inner = &*self.inner;
+        let slot = &inner.senders[slot_of_this_thread() % inner.senders.len()];
         let sent = match slot.0.try_lock() {
-            Ok(mut send) => send.send_request(head, end),
-            Err(_) => self.send.clone().send_request(head, end),
+            Ok(mut send) => {
+                let sent = send.send_request(head, end);
+                // h2 wants a sender ready (`poll_ready`) before its next
+                // `send_request`. It is checked right after this one, so a
+                // stream that this sender left queued behind the server's
+                // stream limit is not kept alive by the slot: the caller
+                // alone holds it, and dropping it cancels it.
+                if sent.is_ok()
+                    && send
+                        .poll_ready(&mut Context::from_waker(Waker::noop()))
+                        .is_pending()
+                {
+                    *send = inner.send.clone();
+                }
+                sent
+            }
+            // A fresh clone has no queued stream of its own, so it is ready
+            // unless the connection failed, which `send_request` reports.
+            Err(_) => inner.send.clone().send_request(head, end),
         };
         match sent {
             Ok((response, stream)) => Ok(ResponseFuture::new(
                 response,
-                (!end).then(|| Pipe::new(body, stream)),
+                (!ended).then(|| Pipe::new(body, stream)),
                 parts,
             )),
-            Err(e) => self.not_sent(e, Request::from_parts(parts, body)),
+            Err(e) => Err(self.not_sent(e, Request::from_parts(parts, body))),
         }
     }
 
-    /// h2 opened no stream. This sender may still wait to open its last
-    /// stream past the server's stream limit (h2 "rejects" the next one):
-    /// a fresh sender opens (or queues) it. A malformed request fails as
-    /// it is. Otherwise the connection failed or the server sent `GOAWAY`:
-    /// nothing was sent, and the request comes back as `Draining`.
+    /// h2 opened no stream. A user error (a malformed request) fails as it
+    /// is, unless the connection itself can open no more streams (h2 reports
+    /// running out of stream ids that way too); otherwise the connection
+    /// failed or the server sent `GOAWAY`: nothing was sent, and the
+    /// request comes back as `Draining`.
     #[cold]
     #[inline(never)]
-    #[allow(clippy::result_large_err)]
-    fn not_sent(&self, e: h2::Error, request: Request<B>) -> Result<ResponseFuture<B>, Error> {
-        let (parts, body) = request.into_parts();
-        let e = match user_error(&e) {
-            Some(UserError::Rejected) => {
-                let end = body.is_end_stream();
-                let head = h2_head(&parts, body.size_hint().exact());
-                match self.send.clone().send_request(head, end) {
-                    Ok((response, stream)) => {
-                        return Ok(ResponseFuture::new(
-                            response,
-                            (!end).then(|| Pipe::new(body, stream)),
-                            parts,
-                        ));
-                    }
-                    Err(e) => e,
-                }
-            }
-            Some(UserError::Malformed) => {
-                return Err(Error::new(ErrorKind::Request)
-                    .with_message("h2 did not take the request")
-                    .with_source(e));
-            }
-            None => e,
+    fn not_sent(&self, e: h2::Error, request: Request<B>) -> Error {
+        let usable = || {
+            let mut fresh = self.inner.send.clone();
+            matches!(
+                fresh.poll_ready(&mut Context::from_waker(Waker::noop())),
+                Poll::Ready(Ok(()))
+            )
         };
-        Err(Error::new(ErrorKind::Draining)
-            .with_message("the connection took no more streams")
-            .with_source(e)
-            .with_request(Request::from_parts(parts, body)))
-    }
-}
-
-/// The errors h2 gives for the request itself rather than the connection.
-enum UserError {
-    /// This sender's previous stream is still waiting to open.
-    Rejected,
-    /// The request's head is not valid HTTP/2.
-    Malformed,
-}
-
-/// h2 has no accessor for its user errors; its messages are stable.
-fn user_error(e: &h2::Error) -> Option<UserError> {
-    if e.is_io() || e.is_go_away() || e.is_reset() {
-        return None;
-    }
-    match e.to_string().as_str() {
-        "rejected" => Some(UserError::Rejected),
-        "malformed headers" | "request URI missing scheme and authority" => {
-            Some(UserError::Malformed)
+        match classify(&e, Stage::Open) {
+            Verdict::BadRequest if usable() => Error::new(ErrorKind::Request)
+                .with_message("h2 did not take the request (not valid HTTP/2)")
+                .with_source(e),
+            _ => Error::new(ErrorKind::Draining)
+                .with_message("the connection takes no more streams")
+                .with_source(e)
+                .with_request(request),
         }
-        _ => None,
     }
+}
+
+/// A `content-length` other than 0.
+fn declares_a_body(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .is_some_and(|len| len.as_bytes() != b"0")
+}
+
+#[cold]
+fn invalid_connect(parts: &http::request::Parts) -> Error {
+    Error::new(ErrorKind::Request).with_message(format!(
+        "CONNECT {} with a request body: a CONNECT request carries none (hyper refuses it too)",
+        parts.uri
+    ))
 }
 
 impl<B> Service<Request<B>> for Http2Connection<B>
@@ -403,12 +589,14 @@ where
     type Error = Error;
     type Future = BoxFuture<http::Response<Http2Body>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.send.poll_ready(cx).map_err(|e| {
-            Error::new(ErrorKind::Draining)
-                .with_message("connection closed")
-                .with_source(e)
-        })
+    /// Ready while the connection can open streams; fails once the server
+    /// sent `GOAWAY` or the transport closed, so tower's balancer drops it.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if self.inner.handle.go_away_reason().is_some() || self.inner.handle.is_closed() {
+            return Poll::Ready(Err(Error::new(ErrorKind::Draining)
+                .with_message("the connection takes no more streams")));
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {

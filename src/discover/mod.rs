@@ -36,11 +36,12 @@ pub use resolution::{
     DEFAULT_MIN_RESOLVE_INTERVAL, DEFAULT_RESOLVE_INTERVAL, DEFAULT_RESOLVE_TIMEOUT,
 };
 use resolution::{DnsTarget, ResolveConfig, Schedule};
-pub use status::DiscoverStatus;
+pub use status::{ConnectErrors, DiscoverStatus};
 use worker::{Settings, Worker};
 
-/// Default [`connect_timeout`](RotatingDiscoverBuilder::connect_timeout): 10 s.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default [`connect_timeout`](RotatingDiscoverBuilder::connect_timeout): 10 s,
+/// as [`Http2Connector`](crate::Http2Connector)'s.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = crate::connector::DEFAULT_CONNECT_TIMEOUT;
 
 /// Identifies one connection slot: an endpoint and the index of the
 /// connection to it. A replacement comes under the key of the connection it
@@ -243,6 +244,10 @@ impl RotatingDiscoverBuilder {
     pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
         self.backoff = Backoff { min, max };
         self
+    }
+
+    pub(crate) fn connect_timeout_setting(&self) -> Duration {
+        self.connect_timeout
     }
 
     pub(crate) fn first_endpoint(&self) -> Option<&Uri> {

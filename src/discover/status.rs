@@ -1,5 +1,6 @@
 //! [`DiscoverStatus`]: what discovery knows right now, for health endpoints.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use http::Uri;
@@ -16,6 +17,9 @@ struct Inner {
     endpoints: Vec<Uri>,
     last_resolve_error: Option<String>,
     resolutions: u64,
+    /// The last connect error of each connection slot that has not connected
+    /// since, with its whole source chain.
+    connect_errors: BTreeMap<String, String>,
 }
 
 impl DiscoverStatus {
@@ -47,8 +51,38 @@ impl DiscoverStatus {
         self.lock().resolutions
     }
 
+    /// The last connect error of each connection slot (`endpoint#slot`)
+    /// that failed to connect and has not connected since.
+    pub fn connect_errors(&self) -> Vec<(String, String)> {
+        let inner = self.lock();
+        inner
+            .connect_errors
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// [`connect_errors`](Self::connect_errors) as an error, for the source
+    /// chain of a request that found no connection.
+    pub(crate) fn connect_errors_error(&self) -> Option<ConnectErrors> {
+        let errors = self.connect_errors();
+        (!errors.is_empty()).then_some(ConnectErrors { errors })
+    }
+
+    pub(crate) fn set_connect_error(&self, slot: String, error: Option<String>) {
+        let mut inner = self.lock();
+        match error {
+            Some(error) => inner.connect_errors.insert(slot, error),
+            None => inner.connect_errors.remove(&slot),
+        };
+    }
+
     pub(crate) fn set_endpoints(&self, endpoints: Vec<Uri>) {
-        self.lock().endpoints = endpoints;
+        let mut inner = self.lock();
+        inner
+            .connect_errors
+            .retain(|slot, _| endpoints.iter().any(|e| slot.starts_with(&e.to_string())));
+        inner.endpoints = endpoints;
     }
 
     pub(crate) fn set_error(&self, error: Option<String>) {
@@ -59,3 +93,34 @@ impl DiscoverStatus {
         self.lock().resolutions += 1;
     }
 }
+
+/// Why the connections could not be made: each connection slot's last
+/// connect error. It is the source of a
+/// [`NoReadyEndpoint`](crate::ErrorKind::NoReadyEndpoint) error when
+/// connects were failing.
+#[derive(Debug, Clone)]
+pub struct ConnectErrors {
+    errors: Vec<(String, String)>,
+}
+
+impl ConnectErrors {
+    /// `(endpoint#slot, error with its causes)`, one per failing slot.
+    pub fn errors(&self) -> &[(String, String)] {
+        &self.errors
+    }
+}
+
+impl std::fmt::Display for ConnectErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("last connect errors: ")?;
+        for (i, (slot, error)) in self.errors.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{slot}: {error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConnectErrors {}

@@ -250,7 +250,7 @@ where
                 let delay = schedule.failed();
                 tracing::warn!(
                     host = %schedule.target.host,
-                    %error,
+                    error = %error::chain(&error),
                     kept = self.endpoints.len(),
                     retry_in_ms = delay.as_millis() as u64,
                     "resolving failed, keeping the last known endpoints"
@@ -334,6 +334,7 @@ where
         slot.connecting = false;
         match result {
             Ok(connection) => {
+                self.status.set_connect_error(key.to_string(), None);
                 slot.due = false;
                 slot.generation += 1;
                 let generation = slot.generation;
@@ -356,6 +357,9 @@ where
             Err(error) => {
                 slot.failures += 1;
                 let delay = self.settings.backoff.delay(slot.failures);
+                let error = error::chain(&error);
+                self.status
+                    .set_connect_error(key.to_string(), Some(error.clone()));
                 tracing::warn!(
                     endpoint = %key,
                     %error,
@@ -386,6 +390,32 @@ where
                 // current address; otherwise the last answer is fresh enough.
                 if !self.resolve_soon() {
                     self.connect(key).await;
+                }
+            }
+            Event::GoAway => {
+                // The server asked for a new connection (its own maximum
+                // connection age, a graceful shutdown): a rotation, not a
+                // failure. The old connection finishes its in-flight
+                // requests; the replacement opens now, with no backoff.
+                let Some(old) = slot.current.take() else {
+                    return;
+                };
+                slot.failures = 0;
+                tracing::debug!(
+                    endpoint = %key,
+                    age_ms = old.age().as_millis() as u64,
+                    "server sent GOAWAY, rotating the connection"
+                );
+                let _ = self.changes.send(Change::Remove(key.clone()));
+                // A server that sends GOAWAY to each new connection at once
+                // is shedding load, not rotating: reconnect no sooner than
+                // the backoff's minimum after the connection opened.
+                let wait = self.settings.backoff.min.saturating_sub(old.age());
+                self.resolve_soon();
+                if wait.is_zero() {
+                    self.connect(key).await;
+                } else {
+                    self.schedule_retry(key, wait);
                 }
             }
             Event::Lost => {

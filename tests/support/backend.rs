@@ -417,8 +417,9 @@ async fn hang(stream: TcpStream, record: Arc<Record>) {
     }
 }
 
-/// Reads the client preface and frames; on the first HEADERS answers
-/// GOAWAY(last-stream-id 0, NO_ERROR), then closes once the client does.
+/// Reads the client preface and frames, acknowledging SETTINGS and PING; on
+/// the first HEADERS answers GOAWAY(last-stream-id 0, NO_ERROR), then closes
+/// once the client does.
 async fn goaway_before_processing(mut stream: TcpStream) {
     let mut preface = [0u8; 24];
     if stream.read_exact(&mut preface).await.is_err() {
@@ -447,6 +448,14 @@ async fn goaway_before_processing(mut stream: TcpStream) {
             // SETTINGS without ACK: acknowledge it.
             4 if flags & 1 == 0 => {
                 let ack = [0, 0, 0, 4, 1, 0, 0, 0, 0];
+                let Ok(()) = stream.write_all(&ack).await else {
+                    return;
+                };
+            }
+            // PING without ACK: answer it, as every HTTP/2 server does.
+            6 if flags & 1 == 0 => {
+                let mut ack = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
+                ack.extend_from_slice(&payload);
                 let Ok(()) = stream.write_all(&ack).await else {
                     return;
                 };

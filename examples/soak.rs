@@ -221,11 +221,11 @@ async fn run_fault(phase: Phase, pod: u8, pods: &mut Pods, dns: &DnsServer, leng
     match phase {
         Phase::Warmup => {}
         Phase::GoAway => pods.pod(pod).script([
-            Script::GoAwayBeforeProcessing,
+            Script::GoAwayBeforeProcessing(0),
             Script::RefuseStreams(2),
-            Script::GoAwayBeforeProcessing,
+            Script::GoAwayBeforeProcessing(0),
             Script::RefuseStreams(8),
-            Script::GoAwayBeforeProcessing,
+            Script::GoAwayBeforeProcessing(0),
             Script::RefuseStreams(32),
         ]),
         Phase::Kill => {

@@ -200,7 +200,7 @@ async fn a_request_refused_twice_is_replayed_again_with_its_whole_body() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn goaway_above_the_last_stream_id_is_replayed_once_on_a_new_connection() {
     let pods = start_pods(1).await;
-    pods[0].script([Script::GoAwayBeforeProcessing]);
+    pods[0].script([Script::GoAwayBeforeProcessing(0)]);
     let client = Client::builder()
         .endpoint(pods[0].uri())
         .build::<Body>()
@@ -500,7 +500,7 @@ async fn goaway_above_the_last_stream_id_is_replayed_for_a_request_with_no_body_
     // h2 fails a stream with the server's GOAWAY only when the stream is
     // above the GOAWAY's last-stream-id: proof enough without a body.
     let pods = start_pods(1).await;
-    pods[0].script([Script::GoAwayBeforeProcessing]);
+    pods[0].script([Script::GoAwayBeforeProcessing(0)]);
     let client = Client::builder()
         .endpoint(pods[0].uri())
         .build::<Body>()

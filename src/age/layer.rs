@@ -86,23 +86,15 @@ impl AgeConfig {
                 "drain_timeout must be greater than zero (use a small value to close promptly)",
             ));
         }
-        let Some(max_age) = self.max_age else {
-            return Ok(());
-        };
-        if max_age
-            .checked_add(self.jitter())
-            .and_then(|longest| Instant::now().checked_add(longest))
-            .is_none()
-        {
-            return Err(Error::config("max_connection_age plus jitter is too large"));
-        }
         Ok(())
     }
 
     /// A fresh deadline: `max_age + U(0, jitter)`, never shorter than the age.
+    /// Each is taken as at most about 30 years (`crate::time::LONGEST`), so
+    /// `Duration::MAX` means "never" and cannot overflow.
     pub(crate) fn deadline(&self, now: Instant) -> Option<Instant> {
-        let max_age = self.max_age?;
-        let jitter = self.jitter();
+        let max_age = crate::time::saturate(self.max_age?);
+        let jitter = crate::time::saturate(self.jitter());
         let extra = if jitter.is_zero() {
             Duration::ZERO
         } else {

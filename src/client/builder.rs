@@ -26,6 +26,15 @@ use crate::resolve::{GaiResolver, Resolve};
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Builds a [`Client`]; start with [`Client::builder`].
+///
+/// Every duration setting takes any value up to `Duration::MAX`; longer than
+/// about 30 years counts as 30 years ("never", in practice), so no setting
+/// can make a deadline overflow. Values no client can work with (a zero
+/// timeout, no endpoint, more than
+/// [`MAX_CONNECTIONS_PER_ENDPOINT`](crate::discover::MAX_CONNECTIONS_PER_ENDPOINT)
+/// connections per endpoint, an `https://` endpoint with the plain-TCP
+/// connector) fail [`build`](Self::build) with an
+/// [`ErrorKind::Config`](crate::ErrorKind::Config) error that names them.
 #[derive(Debug, Clone)]
 pub struct ClientBuilder<C = HttpConnector> {
     connector: C,
@@ -190,7 +199,7 @@ impl<C> ClientBuilder<C> {
     /// [`ErrorKind::NoReadyEndpoint`](crate::ErrorKind::NoReadyEndpoint).
     /// Default: [`DEFAULT_READY_TIMEOUT`] (10 s).
     pub fn ready_timeout(mut self, timeout: Duration) -> Self {
-        self.ready_timeout = timeout;
+        self.ready_timeout = crate::time::saturate(timeout);
         self
     }
 
@@ -263,6 +272,15 @@ impl<C> ClientBuilder<C> {
         discover.validate()?;
         if self.ready_timeout.is_zero() {
             return Err(Error::config("ready_timeout must be greater than zero"));
+        }
+        if std::any::TypeId::of::<C>() == std::any::TypeId::of::<HttpConnector>()
+            && discover.uses_https()
+        {
+            return Err(Error::config(
+                "an https:// endpoint needs a TLS connector: the default HttpConnector speaks \
+                 plain TCP only; give one with `connector(..)` (for example hyper-rustls' \
+                 HttpsConnector asking for ALPN h2)",
+            ));
         }
         let origin = match self.origin {
             Some(origin) => origin,

@@ -230,7 +230,13 @@ where
             let spoke = tokio::time::timeout_at(deadline, first_answer(&mut connection)).await;
             match spoke {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(failed(e.message.into()).with_source(e.source)),
+                Ok(Err(NoAnswer { message, source })) => {
+                    let error = failed(message.into());
+                    return Err(match source {
+                        Some(source) => error.with_source(source),
+                        None => error,
+                    });
+                }
                 Err(_) => {
                     return Err(failed(format!(
                         "the server accepted the connection but sent no HTTP/2 SETTINGS \
@@ -253,7 +259,7 @@ where
 /// Why the server's first answer did not come.
 struct NoAnswer {
     message: &'static str,
-    source: h2::Error,
+    source: Option<h2::Error>,
 }
 
 /// Drives the new connection until the server answers a `PING` (and so has
@@ -275,8 +281,10 @@ where
         ended = &mut *connection => match ended {
             Ok(()) => {
                 return Err(NoAnswer {
-                    message: "the server closed the connection before its HTTP/2 SETTINGS",
-                    source: h2::Error::from(h2::Reason::NO_ERROR),
+                    message: "the server closed the connection without sending HTTP/2 SETTINGS: \
+                              it does not speak HTTP/2 with prior knowledge (an HTTP/1.1-only \
+                              server closes like this), or it shed the connection",
+                    source: None,
                 });
             }
             Err(e) => e,
@@ -294,7 +302,7 @@ where
     };
     Err(NoAnswer {
         message,
-        source: ended,
+        source: Some(ended),
     })
 }
 

@@ -43,6 +43,11 @@ use worker::{Settings, Worker};
 /// as [`Http2Connector`](crate::Http2Connector)'s.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = crate::connector::DEFAULT_CONNECT_TIMEOUT;
 
+/// The most [`connections_per_endpoint`](RotatingDiscoverBuilder::connections_per_endpoint)
+/// may be: 64. Each connection costs a socket, a task and h2's buffers; an
+/// endpoint that needs more is better served by more endpoints.
+pub const MAX_CONNECTIONS_PER_ENDPOINT: usize = 64;
+
 /// Identifies one connection slot: an endpoint and the index of the
 /// connection to it. A replacement comes under the key of the connection it
 /// replaces.
@@ -192,7 +197,7 @@ impl RotatingDiscoverBuilder {
     /// and the longest a TTL is followed. Default:
     /// [`DEFAULT_RESOLVE_INTERVAL`] (10 s).
     pub fn resolve_interval(mut self, interval: Duration) -> Self {
-        self.resolve.interval = interval;
+        self.resolve.interval = crate::time::saturate(interval);
         self
     }
 
@@ -201,14 +206,14 @@ impl RotatingDiscoverBuilder {
     /// [`DEFAULT_MIN_RESOLVE_INTERVAL`] (1 s), or `resolve_interval` if that
     /// is shorter.
     pub fn min_resolve_interval(mut self, interval: Duration) -> Self {
-        self.resolve.min_interval = Some(interval);
+        self.resolve.min_interval = Some(crate::time::saturate(interval));
         self
     }
 
     /// A lookup that takes longer counts as failed. Default:
     /// [`DEFAULT_RESOLVE_TIMEOUT`] (5 s).
     pub fn resolve_timeout(mut self, timeout: Duration) -> Self {
-        self.resolve.timeout = timeout;
+        self.resolve.timeout = crate::time::saturate(timeout);
         self
     }
 
@@ -224,8 +229,9 @@ impl RotatingDiscoverBuilder {
         self
     }
 
-    /// Connections kept to each endpoint (default 1). Behind an L4 load
-    /// balancer, more connections spread over more backends.
+    /// Connections kept to each endpoint (default 1, at most
+    /// [`MAX_CONNECTIONS_PER_ENDPOINT`]). Behind an L4 load balancer, more
+    /// connections spread over more backends.
     pub fn connections_per_endpoint(mut self, n: usize) -> Self {
         self.connections_per_endpoint = n;
         self
@@ -235,15 +241,24 @@ impl RotatingDiscoverBuilder {
     /// and is retried with backoff, so a peer that accepts and never speaks
     /// does not hold a slot. Default: [`DEFAULT_CONNECT_TIMEOUT`] (10 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        self.connect_timeout = crate::time::saturate(timeout);
         self
     }
 
     /// The delay before reconnecting after a failed connect: from `min`,
     /// doubling per failure up to `max`, jittered (default 50 ms to 5 s).
     pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
-        self.backoff = Backoff { min, max };
+        self.backoff = Backoff {
+            min: crate::time::saturate(min),
+            max: crate::time::saturate(max),
+        };
         self
+    }
+
+    /// Whether any endpoint (or the URI to resolve) wants TLS.
+    pub(crate) fn uses_https(&self) -> bool {
+        let https = |uri: &Uri| uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+        self.endpoints.iter().any(https) || self.dns.as_ref().is_some_and(|(uri, _)| https(uri))
     }
 
     pub(crate) fn connect_timeout_setting(&self) -> Duration {
@@ -274,8 +289,11 @@ impl RotatingDiscoverBuilder {
         for endpoint in &self.endpoints {
             validate_endpoint(endpoint)?;
         }
-        if self.connections_per_endpoint == 0 {
-            return Err(Error::config("connections_per_endpoint must be at least 1"));
+        if !(1..=MAX_CONNECTIONS_PER_ENDPOINT).contains(&self.connections_per_endpoint) {
+            return Err(Error::config(format!(
+                "connections_per_endpoint must be 1 to {MAX_CONNECTIONS_PER_ENDPOINT}, not {}",
+                self.connections_per_endpoint
+            )));
         }
         if self.connect_timeout.is_zero() {
             return Err(Error::config("connect_timeout must be greater than zero"));

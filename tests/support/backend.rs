@@ -26,11 +26,19 @@ use tokio::task::JoinSet;
 /// How one accepted connection is handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Script {
-    /// hyper's HTTP/2 server.
+    /// hyper's HTTP/2 server, with its defaults (200 concurrent streams).
     Serve,
-    /// Raw frames: answer the first HEADERS with GOAWAY(last-stream-id 0,
-    /// NO_ERROR) and close, so that stream provably was not processed.
-    GoAwayBeforeProcessing,
+    /// hyper's HTTP/2 server advertising this `SETTINGS_MAX_CONCURRENT_STREAMS`.
+    ServeLimited(u32),
+    /// hyper's HTTP/1.1 server only: it answers the HTTP/2 preface in HTTP/1.1.
+    Http1,
+    /// Accepts the TCP connection and never sends a byte (a hung or
+    /// black-holed peer); holds it until the client closes.
+    Silent,
+    /// Raw frames: answer the first HEADERS with GOAWAY(last-stream-id 0)
+    /// carrying this error code (0 is NO_ERROR) and close, so that stream
+    /// provably was not processed.
+    GoAwayBeforeProcessing(u32),
     /// h2: reset the first `n` streams with REFUSED_STREAM (not executed),
     /// then serve.
     RefuseStreams(usize),
@@ -231,8 +239,13 @@ async fn accept_loop(
         let record = record.clone();
         connections.spawn(async move {
             match script {
-                Script::Serve => serve_hyper(stream, addr, record).await,
-                Script::GoAwayBeforeProcessing => goaway_before_processing(stream).await,
+                Script::Serve => serve_hyper(stream, addr, record, None).await,
+                Script::ServeLimited(n) => serve_hyper(stream, addr, record, Some(n)).await,
+                Script::Http1 => serve_http1(stream, addr, record).await,
+                Script::Silent => silent(stream).await,
+                Script::GoAwayBeforeProcessing(code) => {
+                    goaway_before_processing(stream, code).await
+                }
                 Script::RefuseStreams(n) => serve_h2(stream, addr, record, n, false).await,
                 Script::DieAfterFirstChunk => serve_h2(stream, addr, record, 0, true).await,
                 Script::Hang => hang(stream, record).await,
@@ -292,11 +305,33 @@ async fn handle(
         .unwrap())
 }
 
-async fn serve_hyper(stream: TcpStream, addr: SocketAddr, record: Arc<Record>) {
+async fn serve_hyper(
+    stream: TcpStream,
+    addr: SocketAddr,
+    record: Arc<Record>,
+    max_streams: Option<u32>,
+) {
     let service = hyper::service::service_fn(move |request| handle(request, addr, record.clone()));
-    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    if let Some(n) = max_streams {
+        builder.max_concurrent_streams(n);
+    }
+    let _ = builder
         .serve_connection(BackendIo(TokioIo::new(stream)), service)
         .await;
+}
+
+async fn serve_http1(stream: TcpStream, addr: SocketAddr, record: Arc<Record>) {
+    let service = hyper::service::service_fn(move |request| handle(request, addr, record.clone()));
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+}
+
+/// Reads (and discards) until the client closes, never writing.
+async fn silent(mut stream: TcpStream) {
+    let mut sink = Vec::new();
+    let _ = stream.read_to_end(&mut sink).await;
 }
 
 /// The backend's transport, a type of its own so that no client shares the
@@ -418,9 +453,9 @@ async fn hang(stream: TcpStream, record: Arc<Record>) {
 }
 
 /// Reads the client preface and frames, acknowledging SETTINGS and PING; on
-/// the first HEADERS answers GOAWAY(last-stream-id 0, NO_ERROR), then closes
+/// the first HEADERS answers GOAWAY(last-stream-id 0, `code`), then closes
 /// once the client does.
-async fn goaway_before_processing(mut stream: TcpStream) {
+async fn goaway_before_processing(mut stream: TcpStream, code: u32) {
     let mut preface = [0u8; 24];
     if stream.read_exact(&mut preface).await.is_err() {
         return;
@@ -462,7 +497,8 @@ async fn goaway_before_processing(mut stream: TcpStream) {
             }
             // HEADERS: refuse everything with GOAWAY(0).
             1 => {
-                let goaway = [0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+                let mut goaway = vec![0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+                goaway.extend_from_slice(&code.to_be_bytes());
                 let _ = stream.write_all(&goaway).await;
                 let _ = stream.flush().await;
                 // Wait for the client to close.

@@ -29,6 +29,8 @@ pub struct LoadReport {
     pub per_backend: HashMap<String, usize>,
     /// Responses per backend in each bucket of `bucket` length.
     pub buckets: Vec<HashMap<String, usize>>,
+    /// The longest any request took, response body included.
+    pub slowest: Duration,
 }
 
 impl LoadReport {
@@ -68,6 +70,7 @@ where
         workers.spawn(async move {
             let mut report = LoadReport::default();
             while Instant::now() < end {
+                let sent = Instant::now();
                 let id = NEXT_ID.fetch_add(1, Ordering::SeqCst);
                 let request = Request::get(&uri)
                     .header("x-request-id", id.to_string())
@@ -84,6 +87,7 @@ where
                         match response.into_body().collect().await {
                             Ok(_) => {
                                 report.ok += 1;
+                                report.slowest = report.slowest.max(sent.elapsed());
                                 let i = (start.elapsed().as_nanos() / bucket.as_nanos()) as usize;
                                 if report.buckets.len() <= i {
                                     report.buckets.resize_with(i + 1, HashMap::new);
@@ -104,6 +108,7 @@ where
     while let Some(report) = workers.join_next().await {
         let report = report.expect("load worker panicked");
         total.ok += report.ok;
+        total.slowest = total.slowest.max(report.slowest);
         total.failed.extend(report.failed);
         for (backend, n) in report.per_backend {
             *total.per_backend.entry(backend).or_default() += n;
@@ -120,4 +125,46 @@ where
         }
     }
     total
+}
+
+/// Sends `n` GET requests to `uri` at once (each with a fresh
+/// `x-request-id`), and gives the count that succeeded, body included, and
+/// the errors of the others.
+pub async fn burst<S, RB>(service: S, uri: &str, n: usize) -> (usize, Vec<String>)
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Error: Display + Send,
+    S::Future: Send,
+    RB: http_body::Body + Send + 'static,
+    RB::Data: Send,
+    RB::Error: Display,
+{
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let request = Request::get(uri)
+            .header(
+                "x-request-id",
+                NEXT_ID.fetch_add(1, Ordering::SeqCst).to_string(),
+            )
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let service = service.clone();
+        requests.spawn(async move {
+            let response = service.oneshot(request).await.map_err(|e| e.to_string())?;
+            response
+                .into_body()
+                .collect()
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("body: {e}"))
+        });
+    }
+    let (mut ok, mut failed) = (0, Vec::new());
+    while let Some(done) = requests.join_next().await {
+        match done.expect("request task panicked") {
+            Ok(()) => ok += 1,
+            Err(e) => failed.push(e),
+        }
+    }
+    (ok, failed)
 }

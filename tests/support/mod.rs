@@ -12,6 +12,8 @@
 //!   backends, standing in for kube-proxy or a cloud network load balancer.
 //! - [`haproxy`]: a real HAProxy in TCP mode as that L4 balancer, started as a
 //!   child process, with servers enabled at run time over its admin socket.
+//! - [`memory`]: an in-memory connector over `tokio::io::duplex`, for exact
+//!   frame sequences against an `h2::server` with paused time.
 //! - [`server`]: helpers for the server-side tests: a tracing-event recorder,
 //!   a test server, slow axum routes, plain hyper clients.
 #![allow(dead_code)]
@@ -20,6 +22,7 @@ pub mod backend;
 pub mod dns;
 pub mod haproxy;
 pub mod load;
+pub mod memory;
 pub mod proxy;
 pub mod server;
 

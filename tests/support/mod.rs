@@ -12,6 +12,8 @@
 //!   backends, standing in for kube-proxy or a cloud network load balancer.
 //! - [`haproxy`]: a real HAProxy in TCP mode as that L4 balancer, started as a
 //!   child process, with servers enabled at run time over its admin socket.
+//! - [`nghttp`]: nghttp2's `nghttpd` (an HTTP/2 server that is not hyper) as a
+//!   child process, and `h2load` runs parsed into a report of what they lost.
 //! - [`server`]: helpers for the server-side tests: a tracing-event recorder,
 //!   a test server, slow axum routes, plain hyper clients.
 #![allow(dead_code)]
@@ -20,6 +22,7 @@ pub mod backend;
 pub mod dns;
 pub mod haproxy;
 pub mod load;
+pub mod nghttp;
 pub mod proxy;
 pub mod server;
 

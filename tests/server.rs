@@ -674,3 +674,152 @@ async fn own_client_loses_no_request_to_server_goaway_and_replays_nothing_proces
         "GOAWAY'd connections were not taken out of service: {stats:?}"
     );
 }
+
+/// h2load over HTTP/1.1, 16 keep-alive connections each sending its next
+/// request as soon as the last response is in (a busy client), against a
+/// 200 ms age: every request is answered, and the connections did rotate
+/// (more accepted than h2load's 16, each rotation a close after a response
+/// that said so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2load_http1_loses_no_request_across_rotations() {
+    use support::nghttp::h2load;
+
+    let server = Server::builder()
+        .max_connection_age(ms(200))
+        .build()
+        .unwrap();
+    let server = TestServer::start(server, app(Gate::new())).await;
+    let report = h2load(
+        &["--h1", "-n", "20000", "-c", "16"],
+        &format!("http://{}/fast", server.addr),
+    )
+    .await;
+    let accepted = server.capture.count(ACCEPTED);
+    let aged = server.capture.count(AGE_REACHED);
+    println!("{report}; {accepted} connections accepted, {aged} reached their age");
+    assert_eq!(
+        (report.failed, report.errored, report.timeout),
+        (0, 0, 0),
+        "{report}\n{}",
+        report.output
+    );
+    assert_eq!(
+        (report.succeeded, report.status_2xx),
+        (20_000, 20_000),
+        "{report}"
+    );
+    assert!(
+        accepted > 16,
+        "{accepted} connections for 16 clients: none rotated ({report})"
+    );
+}
+
+const GET_FAST: &[u8] = b"GET /fast HTTP/1.1\r\nHost: test\r\n\r\n";
+
+/// A raw HTTP/1.1 client on a keep-alive connection, after one exchange
+/// before the age; the server has a 300 ms age (no jitter) and `window`.
+async fn idle_keep_alive_connection(window: Duration) -> (TestServer, TcpStream) {
+    use tokio::io::AsyncWriteExt;
+
+    let server = Server::builder()
+        .max_connection_age(ms(300))
+        .max_connection_age_jitter(Duration::ZERO)
+        .http1_drain_window(window)
+        .build()
+        .unwrap();
+    let server = TestServer::start(server, app(Gate::new())).await;
+    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+    tcp.write_all(GET_FAST).await.unwrap();
+    let before = read_raw_response(&mut tcp)
+        .await
+        .expect("no response before the age");
+    assert_eq!((before.status, &before.body[..]), (200, &b"ok"[..]));
+    assert!(!before.says_close(), "{before:?}");
+    (server, tcp)
+}
+
+/// The race that lost one request per connection: a keep-alive connection
+/// is idle when its age comes and the client sends its next request right
+/// then. The request is answered, with `Connection: close`, and the
+/// connection closes after it. (The window is long here so the test does
+/// not depend on how fast it sends after the age.)
+#[tokio::test]
+async fn http1_request_sent_at_the_age_on_an_idle_connection_is_answered_with_close() {
+    use tokio::io::AsyncWriteExt;
+
+    let (server, mut tcp) = idle_keep_alive_connection(WAIT).await;
+    let aged = server.capture.wait_for(AGE_REACHED).await;
+    assert_eq!(aged.u64("in_flight"), 0);
+    let window = server.capture.wait_for(H1_WINDOW).await;
+    assert_eq!(window.u64("window_ms"), 10_000);
+
+    tcp.write_all(GET_FAST).await.unwrap();
+    let after = read_raw_response(&mut tcp)
+        .await
+        .expect("the request after the age was lost");
+    assert_eq!((after.status, &after.body[..]), (200, &b"ok"[..]));
+    assert!(after.says_close(), "no Connection: close: {after:?}");
+    read_eof(&mut tcp).await;
+    server.capture.wait_for(H1_LATE_REQUEST).await;
+    let closed = server.capture.wait_for(CLOSED_GRACEFULLY).await;
+    assert_eq!(closed.field("protocol"), Some("HTTP/1.1"));
+    assert!(closed.field("error").is_none(), "{closed:?}");
+    assert_eq!(server.capture.count(H1_WINDOW_ENDED), 0);
+}
+
+/// An idle keep-alive connection whose client sends nothing more is closed
+/// when the window ends, not before, and without a byte sent.
+#[tokio::test]
+async fn idle_http1_connection_is_closed_when_its_drain_window_ends() {
+    let (server, mut tcp) = idle_keep_alive_connection(ms(200)).await;
+    let window = server.capture.wait_for(H1_WINDOW).await;
+    read_eof(&mut tcp).await;
+    let closed_at = Instant::now();
+    assert!(
+        closed_at.duration_since(window.at) >= ms(200),
+        "closed {:?} after the window opened",
+        closed_at.duration_since(window.at)
+    );
+    let ended = server.capture.wait_for(H1_WINDOW_ENDED).await;
+    assert!(ended.at.duration_since(window.at) >= ms(200));
+    server.capture.wait_for(H1_IDLE_CLOSE).await;
+    server.capture.wait_for(CLOSED_GRACEFULLY).await;
+    assert_eq!(server.capture.count(H1_LATE_REQUEST), 0);
+}
+
+/// A request whose head is only partly read when the window ends is waited
+/// for, answered with `Connection: close`, and then the connection closes.
+#[tokio::test]
+async fn http1_request_being_read_when_the_window_ends_is_answered_with_close() {
+    use tokio::io::AsyncWriteExt;
+
+    let (server, mut tcp) = idle_keep_alive_connection(ms(100)).await;
+    // Everything but the blank line that ends the head, before the age.
+    tcp.write_all(&GET_FAST[..GET_FAST.len() - 2])
+        .await
+        .unwrap();
+    server.capture.wait_for(H1_WINDOW).await;
+    server.capture.wait_for(H1_WINDOW_READING).await;
+    tcp.write_all(b"\r\n").await.unwrap();
+    let after = read_raw_response(&mut tcp)
+        .await
+        .expect("the request being read was lost");
+    assert_eq!((after.status, &after.body[..]), (200, &b"ok"[..]));
+    assert!(after.says_close(), "no Connection: close: {after:?}");
+    read_eof(&mut tcp).await;
+    server.capture.wait_for(CLOSED_GRACEFULLY).await;
+    assert_eq!(server.capture.count(H1_WINDOW_ENDED), 0);
+}
+
+/// A zero window is hyper's own behaviour: the idle connection is closed at
+/// its age, with no window.
+#[tokio::test]
+async fn zero_http1_drain_window_closes_idle_connections_at_once() {
+    let (server, mut tcp) = idle_keep_alive_connection(Duration::ZERO).await;
+    read_eof(&mut tcp).await;
+    let aged = server.capture.wait_for(AGE_REACHED).await;
+    let closed = server.capture.wait_for(H1_IDLE_CLOSE).await;
+    // Logged in the same poll as the age: well below the default window.
+    assert!(closed.at.duration_since(aged.at) < ms(400));
+    assert_eq!(server.capture.count(H1_WINDOW), 0);
+}

@@ -16,9 +16,16 @@ pub(crate) struct Config {
     pub(crate) jitter: Duration,
     pub(crate) grace: Option<Duration>,
     pub(crate) idle: Option<Duration>,
+    pub(crate) http1_drain_window: Duration,
     pub(crate) accept_error_backoff: Duration,
     pub(crate) tcp_nodelay: bool,
 }
+
+/// The default [`Builder::http1_drain_window`]: long enough for a busy
+/// client's next request to arrive (it sends within a round trip of its last
+/// response), short enough not to hold an idle connection, or a shutdown,
+/// for long.
+pub const DEFAULT_HTTP1_DRAIN_WINDOW: Duration = Duration::from_millis(500);
 
 /// Builds a [`Server`]; start from [`Server::builder`].
 ///
@@ -51,6 +58,7 @@ pub struct Builder {
     jitter: Option<Duration>,
     grace: Option<Duration>,
     idle: Option<Duration>,
+    http1_drain_window: Duration,
     accept_error_backoff: Duration,
     tcp_nodelay: bool,
     http: auto::Builder<TokioExecutor>,
@@ -64,7 +72,7 @@ impl Default for Builder {
 
 impl Builder {
     /// A builder with every limit off, `TCP_NODELAY` on, a 100 ms accept error
-    /// backoff, and hyper-util's auto (HTTP/1.1 + HTTP/2) connection builder
+    /// backoff, a 500 ms HTTP/1.1 drain window, and hyper-util's auto (HTTP/1.1 + HTTP/2) connection builder
     /// on the tokio executor and timer.
     pub fn new() -> Self {
         let mut http = auto::Builder::new(TokioExecutor::new());
@@ -77,6 +85,7 @@ impl Builder {
             jitter: None,
             grace: None,
             idle: None,
+            http1_drain_window: DEFAULT_HTTP1_DRAIN_WINDOW,
             accept_error_backoff: Duration::from_millis(100),
             tcp_nodelay: true,
             http,
@@ -132,6 +141,34 @@ impl Builder {
     /// grpc-go: `MaxConnectionIdle`.
     pub fn max_connection_idle(mut self, idle: Duration) -> Self {
         self.idle = Some(idle);
+        self
+    }
+
+    /// How long a draining HTTP/1.1 connection with no request in flight
+    /// (at its age, when idle too long, or at shutdown) stays open for its
+    /// next request, which is answered with `Connection: close`; then it is
+    /// closed.
+    ///
+    /// HTTP/1.1 has no `GOAWAY`: a server can only say `Connection: close` on
+    /// a response, or close. Closing an idle keep-alive connection at once
+    /// (what hyper's `graceful_shutdown()` does) loses the request a busy
+    /// client sent a moment earlier, and the client never learns why. With
+    /// the window, a busy client's next request gets an answer and the
+    /// `Connection: close` that sends it to a new connection. A request still
+    /// being read when the window ends is waited for (hyper's header read
+    /// timeout bounds that). A request sent after the window meets a closed
+    /// connection, as with any keep-alive timeout.
+    ///
+    /// The grace ([`max_connection_age_grace`](Self::max_connection_age_grace))
+    /// bounds the window too. HTTP/2 connections do not use it: their
+    /// two-phase `GOAWAY` already covers requests on the wire.
+    ///
+    /// Default: [`DEFAULT_HTTP1_DRAIN_WINDOW`] (500 ms). `Duration::ZERO`
+    /// closes idle HTTP/1.1 connections at once, as hyper does; anything
+    /// over a century (`Duration::MAX`) waits for the next request however
+    /// long it takes (or the grace, or the client closing).
+    pub fn http1_drain_window(mut self, window: Duration) -> Self {
+        self.http1_drain_window = window;
         self
     }
 
@@ -225,6 +262,7 @@ impl Builder {
                 jitter,
                 grace: self.grace,
                 idle: self.idle,
+                http1_drain_window: self.http1_drain_window,
                 accept_error_backoff: self.accept_error_backoff,
                 tcp_nodelay: self.tcp_nodelay,
             },

@@ -103,6 +103,7 @@ mod accept;
 mod activity;
 mod builder;
 mod connection;
+mod deadline;
 mod jitter;
 mod linger;
 
@@ -120,7 +121,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::instrument::WithSubscriber;
 
-pub use builder::Builder;
+pub use builder::{Builder, DEFAULT_HTTP1_DRAIN_WINDOW};
 
 use accept::{Accept, StreamAccept, TcpAccept, is_connection_error};
 use builder::Config;

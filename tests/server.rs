@@ -823,3 +823,146 @@ async fn zero_http1_drain_window_closes_idle_connections_at_once() {
     assert!(closed.at.duration_since(aged.at) < ms(400));
     assert_eq!(server.capture.count(H1_WINDOW), 0);
 }
+
+/// Serves one HTTP/2 and one HTTP/1.1 request, shuts down while the HTTP/1.1
+/// connection is idle (so the drain, its grace and its window run), closes
+/// that connection from the client, and waits for the server to stop. Both
+/// connections must log their graceful close: a connection task that
+/// panicked would not.
+async fn serve_and_shut_down(name: &str, server: Server) {
+    let mut server = TestServer::start(server, app(Gate::new())).await;
+    let (mut h2, h2_closed) = h2_client(server.addr).await;
+    let response = tokio::time::timeout(WAIT, h2.send_request(get_request(server.addr, "/fast")))
+        .await
+        .unwrap_or_else(|_| panic!("{name}: no HTTP/2 response"))
+        .unwrap_or_else(|e| panic!("{name}: HTTP/2 request failed: {e}"));
+    assert_eq!(
+        response.into_body().collect().await.unwrap().to_bytes(),
+        "ok",
+        "{name}"
+    );
+    let (mut h1, h1_closed) = h1_client(server.addr).await;
+    let response = tokio::time::timeout(WAIT, h1.send_request(get_request(server.addr, "/fast")))
+        .await
+        .unwrap_or_else(|_| panic!("{name}: no HTTP/1.1 response"))
+        .unwrap_or_else(|e| panic!("{name}: HTTP/1.1 request failed: {e}"));
+    assert_eq!(
+        response.into_body().collect().await.unwrap().to_bytes(),
+        "ok",
+        "{name}"
+    );
+
+    server.shutdown();
+    server.capture.wait_for(GOAWAY_SENT).await;
+    server.capture.wait_for(H1_WINDOW).await;
+    drop(h1);
+    let _ = closed(h1_closed).await;
+    let _ = closed(h2_closed).await;
+    let capture = server.capture.clone();
+    server.stopped().await;
+    assert_eq!(
+        capture.count(CLOSED_GRACEFULLY),
+        2,
+        "{name}: {:#?}",
+        capture.events()
+    );
+    assert_eq!(capture.count(CLOSED_BY_FORCE), 0, "{name}");
+}
+
+/// `Duration::MAX` means "never" in every duration setting, one at a time
+/// and all together: the server builds, serves, drains and stops, and no
+/// connection task panics on `Instant + Duration::MAX`. The jitter must stay
+/// below the age (a jitter of `MAX` with an age of `MAX` is a `Config`
+/// error, tested below), so it is one nanosecond less.
+#[tokio::test]
+async fn duration_max_in_every_setting_serves_and_drains_without_panicking() {
+    let max = Duration::MAX;
+    let below_max = max - Duration::from_nanos(1);
+    let cases = [
+        (
+            "max_connection_age",
+            Server::builder().max_connection_age(max),
+        ),
+        (
+            "max_connection_age_jitter",
+            Server::builder()
+                .max_connection_age(max)
+                .max_connection_age_jitter(below_max),
+        ),
+        (
+            "max_connection_age_grace",
+            Server::builder().max_connection_age_grace(max),
+        ),
+        (
+            "max_connection_idle",
+            Server::builder().max_connection_idle(max),
+        ),
+        (
+            "accept_error_backoff",
+            Server::builder().accept_error_backoff(max),
+        ),
+        (
+            "http1_drain_window",
+            Server::builder().http1_drain_window(max),
+        ),
+        (
+            "all together",
+            Server::builder()
+                .max_connection_age(max)
+                .max_connection_age_jitter(below_max)
+                .max_connection_age_grace(max)
+                .max_connection_idle(max)
+                .accept_error_backoff(max)
+                .http1_drain_window(max),
+        ),
+    ];
+    for (name, builder) in cases {
+        let server = builder
+            .build()
+            .unwrap_or_else(|e| panic!("{name} = Duration::MAX: {e}"));
+        serve_and_shut_down(name, server).await;
+    }
+}
+
+#[test]
+fn jitter_of_duration_max_is_a_config_error_naming_it() {
+    for age in [Duration::MAX, ms(1000)] {
+        let err = Server::builder()
+            .max_connection_age(age)
+            .max_connection_age_jitter(Duration::MAX)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(
+            err.to_string().contains("max_connection_age_jitter"),
+            "{err}"
+        );
+    }
+}
+
+/// An accept error with a backoff of `Duration::MAX` waits "forever" without
+/// a panic, and the shutdown signal still stops the server during it.
+#[tokio::test]
+async fn accept_error_backoff_of_duration_max_waits_and_shutdown_still_stops_the_server() {
+    let incoming =
+        futures_util::stream::iter([Err::<TcpStream, _>(io::Error::from_raw_os_error(24))])
+            .chain(futures_util::stream::pending());
+    let capture = Capture::new();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serve = Server::builder()
+        .accept_error_backoff(Duration::MAX)
+        .build()
+        .unwrap()
+        .serve_incoming_with_shutdown(incoming, app(Gate::new()), async {
+            let _ = stopped.await;
+        });
+    let handle = tokio::spawn(serve.with_subscriber(capture.dispatch()));
+    let backoff = capture.wait_for(ACCEPT_BACKOFF).await;
+    assert_eq!(backoff.u64("backoff_ms"), u64::MAX);
+    assert!(!handle.is_finished());
+    stop.send(()).unwrap();
+    tokio::time::timeout(WAIT, handle)
+        .await
+        .expect("the server did not stop during its backoff")
+        .expect("the server task panicked");
+}

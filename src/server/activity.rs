@@ -32,6 +32,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 
+use super::deadline::deadline;
 use tower::ServiceExt;
 use tower::util::Oneshot;
 
@@ -163,7 +164,12 @@ impl Activity {
         loop {
             let state = *rx.borrow_and_update();
             if state.in_flight == 0 {
-                let deadline = state.idle_since + idle;
+                // No deadline (an idle limit of centuries): only a change
+                // can matter, and none makes the connection idle sooner.
+                let Some(deadline) = deadline(state.idle_since, idle) else {
+                    let _ = rx.changed().await;
+                    continue;
+                };
                 if Instant::now() >= deadline {
                     return;
                 }
@@ -448,5 +454,24 @@ mod tests {
         assert_eq!(activity.protocol(), Protocol::Http1);
         idle.await;
         assert_eq!(start.elapsed(), Duration::from_millis(1600));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_limit_of_duration_max_never_ends_and_does_not_panic() {
+        let activity = Activity::new();
+        let idle = activity.idle_for(Duration::MAX);
+        tokio::pin!(idle);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(3600), idle.as_mut())
+                .await
+                .is_err()
+        );
+        // A request coming and going recomputes the deadline: still none.
+        drop(activity.start(Version::HTTP_11));
+        assert!(
+            tokio::time::timeout(Duration::from_secs(3600), idle)
+                .await
+                .is_err()
+        );
     }
 }

@@ -33,6 +33,9 @@ pub const DEFAULT_HTTP1_DRAIN_WINDOW: Duration = Duration::from_millis(500);
 /// enforcement: a server built with no settings never closes a connection on
 /// its own. Invalid settings are reported by [`build`](Builder::build) as an
 /// [`ErrorKind::Config`](crate::ErrorKind::Config) error; no setter panics.
+/// Any duration longer than a century, `Duration::MAX` included, means
+/// "never" (adding it to a clock reading would overflow, so no deadline is
+/// made); no value of these settings makes a connection panic.
 ///
 /// ```
 /// use std::time::Duration;
@@ -101,7 +104,8 @@ impl Builder {
     /// again.
     ///
     /// Default: none, connections live as long as the client keeps them.
-    /// Zero is rejected by [`build`](Self::build). grpc-go: `MaxConnectionAge`.
+    /// Zero is rejected by [`build`](Self::build); `Duration::MAX` is the
+    /// same as none. grpc-go: `MaxConnectionAge`.
     pub fn max_connection_age(mut self, age: Duration) -> Self {
         self.age = Some(age);
         self
@@ -112,8 +116,9 @@ impl Builder {
     ///
     /// Default: a tenth of the age (±10%, as grpc-go). `Duration::ZERO` turns
     /// jitter off (every connection gets exactly the age, as in tonic). A
-    /// jitter not below the age, or a jitter without an age, is rejected by
-    /// [`build`](Self::build).
+    /// jitter not below the age (`Duration::MAX` always is), or a jitter
+    /// without an age, is rejected by [`build`](Self::build): an age minus
+    /// such a jitter could be zero.
     pub fn max_connection_age_jitter(mut self, jitter: Duration) -> Self {
         self.jitter = Some(jitter);
         self
@@ -126,8 +131,8 @@ impl Builder {
     /// It applies to every drain: age, idle, and server shutdown.
     ///
     /// Default: none, a draining connection waits for its in-flight requests
-    /// however long they take. Zero is rejected by [`build`](Self::build).
-    /// grpc-go: `MaxConnectionAgeGrace`.
+    /// however long they take. Zero is rejected by [`build`](Self::build);
+    /// `Duration::MAX` is the same as none. grpc-go: `MaxConnectionAgeGrace`.
     pub fn max_connection_age_grace(mut self, grace: Duration) -> Self {
         self.grace = Some(grace);
         self
@@ -137,8 +142,8 @@ impl Builder {
     /// server drains it the same way as at its age. A request counts as in
     /// flight until its response body has been sent.
     ///
-    /// Default: none. Zero is rejected by [`build`](Self::build).
-    /// grpc-go: `MaxConnectionIdle`.
+    /// Default: none. Zero is rejected by [`build`](Self::build);
+    /// `Duration::MAX` is the same as none. grpc-go: `MaxConnectionIdle`.
     pub fn max_connection_idle(mut self, idle: Duration) -> Self {
         self.idle = Some(idle);
         self
@@ -179,7 +184,9 @@ impl Builder {
     /// stops the server.
     ///
     /// Default: 100 ms. Zero is rejected by [`build`](Self::build): it would
-    /// spin on a persistent error.
+    /// spin on a persistent error. `Duration::MAX` never accepts again after
+    /// such an error (the shutdown signal still works); it does not panic,
+    /// but it is rarely what a server wants.
     pub fn accept_error_backoff(mut self, backoff: Duration) -> Self {
         self.accept_error_backoff = backoff;
         self
@@ -202,6 +209,13 @@ impl Builder {
     /// Default: `auto::Builder::new(TokioExecutor::new())` with a
     /// `TokioTimer`: it serves HTTP/1.1 and HTTP/2 with prior knowledge (h2c)
     /// on the same port, telling them apart by the HTTP/2 preface.
+    ///
+    /// Durations set here are hyper's, and hyper 1.12 adds them to the clock
+    /// unchecked: `http1().header_read_timeout(Duration::MAX)` or
+    /// `http2().keep_alive_interval(Duration::MAX)` makes every connection's
+    /// task panic (`overflow when adding duration to instant`). Turn those
+    /// off with their `None` form instead, or keep them realistic; this
+    /// builder cannot read them back to check.
     ///
     /// ```
     /// use std::time::Duration;

@@ -125,6 +125,7 @@ pub use builder::{Builder, DEFAULT_HTTP1_DRAIN_WINDOW};
 
 use accept::{Accept, StreamAccept, TcpAccept, is_connection_error};
 use builder::Config;
+use deadline::{deadline, sleep_until_or_never};
 
 use crate::BoxError;
 
@@ -286,12 +287,15 @@ impl Server {
                         backoff_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
                         "accept failed; accepting again after a backoff"
                     );
+                    // A backoff of centuries (`Duration::MAX`) has no deadline:
+                    // the loop waits for the shutdown signal only.
+                    let until = deadline(tokio::time::Instant::now(), backoff);
                     tokio::select! {
                         () = &mut signal => {
                             signalled = true;
                             break;
                         }
-                        () = tokio::time::sleep(backoff) => {}
+                        () = sleep_until_or_never(until) => {}
                     }
                 }
             }

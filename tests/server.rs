@@ -966,3 +966,27 @@ async fn accept_error_backoff_of_duration_max_waits_and_shutdown_still_stops_the
         .expect("the server did not stop during its backoff")
         .expect("the server task panicked");
 }
+
+/// HTTP/2 keeps its two-phase `GOAWAY` at the age and gets no drain window,
+/// even on a connection that never sent a request (its preface tells the
+/// protocol).
+#[tokio::test]
+async fn http2_connection_without_requests_gets_goaway_at_its_age_and_no_window() {
+    let server = Server::builder()
+        .max_connection_age(ms(300))
+        .max_connection_age_jitter(Duration::ZERO)
+        .build()
+        .unwrap();
+    let server = TestServer::start(server, app(Gate::new())).await;
+    let (_send, closed_rx) = h2_client(server.addr).await;
+    let aged = server.capture.wait_for(AGE_REACHED).await;
+    let goaway = server.capture.wait_for(GOAWAY_SENT).await;
+    // Logged in the same poll as the age: well below the default window.
+    assert!(goaway.at.duration_since(aged.at) < ms(400));
+    closed(closed_rx)
+        .await
+        .expect("client connection closed with an error");
+    let done = server.capture.wait_for(CLOSED_GRACEFULLY).await;
+    assert_eq!(done.field("protocol"), Some("HTTP/2"));
+    assert_eq!(server.capture.count(H1_WINDOW), 0);
+}

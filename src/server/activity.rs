@@ -11,9 +11,12 @@
 //! learned by wrapping the user's service and each response body, bytes
 //! arriving and the protocol by wrapping the IO ([`ObservedIo`]).
 //!
-//! Everything here is touched from the connection's own task only (hyper
-//! polls the service, the bodies and the IO from the future the task polls),
-//! so relaxed atomics suffice.
+//! The request counts live in a `watch` channel, which synchronises. The
+//! flags are relaxed atomics: the ones the drain relies on (`receiving`,
+//! `draining`) only matter for HTTP/1.1, where hyper polls the IO, the
+//! service's futures and the bodies all from the connection's own task, so
+//! they are read where they were written. (hyper runs each HTTP/2 stream on
+//! a task of its own; HTTP/2 drains with `GOAWAY` and does not look at them.)
 
 use std::future::Future;
 use std::io;

@@ -89,8 +89,9 @@ async fn main() -> Result<(), Error> {
     });
 
     // An HTTP/1.1 client on keep-alive connections: it reconnects when the
-    // server closes one (at its age, idle ones are closed at once; one with a
-    // request in flight answers it with `Connection: close` first).
+    // server closes one (at its age the server answers the request in flight,
+    // or the next one within its 500 ms drain window, with `Connection:
+    // close`, and closes an idle one when the window ends).
     let http1 = tokio::spawn(async move {
         let mut connections = 0;
         'connect: loop {

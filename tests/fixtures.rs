@@ -1,6 +1,7 @@
 //! The shared fixtures in `tests/support` work: the DNS server answers and
-//! changes its answers, drops queries while paused, and the L4 proxy spreads
-//! connections round-robin over its backends.
+//! changes its answers, drops queries while paused; the L4 proxy spreads
+//! connections round-robin over its backends; nghttpd serves h2c and h2load's
+//! summary is read.
 
 mod support;
 
@@ -315,4 +316,109 @@ async fn dropping_the_proxy_closes_its_connections() {
         .await
         .expect("connection left open");
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}
+
+/// nghttpd answers hyper's HTTP/2 client (prior knowledge) with its file,
+/// announces the `SETTINGS_MAX_CONCURRENT_STREAMS` it was started with,
+/// h2load against it loses nothing, and dropping it closes its port.
+#[tokio::test]
+async fn nghttpd_serves_h2c_to_hyper_and_h2load_and_stops_on_drop() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use support::nghttp::{Nghttpd, h2load};
+
+    let nghttpd = Nghttpd::start(Ipv4Addr::new(127, 0, 0, 7), 0, 7).await;
+    assert_eq!(nghttpd.addr().ip(), Ipv4Addr::new(127, 0, 0, 7));
+    let get = |path: &str| {
+        http::Request::get(nghttpd.uri(path))
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+
+    let tcp = TcpStream::connect(nghttpd.addr()).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let response = timeout(WAIT, send.send_request(get(Nghttpd::PATH)))
+        .await
+        .expect("no answer from nghttpd")
+        .unwrap();
+    assert_eq!(response.status(), http::StatusCode::OK);
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, Nghttpd::BODY);
+    // h2's own client shows the server's SETTINGS once a response came.
+    let tcp = TcpStream::connect(nghttpd.addr()).await.unwrap();
+    let (h2, h2_conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(h2_conn);
+    let mut h2: h2::client::SendRequest<Bytes> = h2.ready().await.unwrap();
+    let request = http::Request::get(nghttpd.uri(Nghttpd::PATH))
+        .body(())
+        .unwrap();
+    let (response, _) = h2.send_request(request, true).unwrap();
+    let response = timeout(WAIT, response).await.unwrap().unwrap();
+    assert_eq!(response.status(), http::StatusCode::OK);
+    assert_eq!(h2.current_max_send_streams(), 7);
+
+    let report = h2load(
+        &["-n", "200", "-c", "4", "-m", "10"],
+        &nghttpd.uri(Nghttpd::PATH),
+    )
+    .await;
+    assert_eq!(
+        (
+            report.total,
+            report.succeeded,
+            report.failed,
+            report.errored
+        ),
+        (200, 200, 0, 0),
+        "{report}\n{}",
+        report.output
+    );
+    assert_eq!(report.status_2xx, 200, "{report}");
+
+    let addr = nghttpd.addr();
+    drop(nghttpd);
+    timeout(WAIT, async {
+        while TcpStream::connect(addr).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("nghttpd still accepts connections after drop");
+}
+
+#[test]
+fn h2load_summary_is_parsed() {
+    use support::nghttp::H2LoadReport;
+
+    let output = "starting benchmark...\n\
+        finished in 5.10ms, 19623.23 req/s, 712.88KB/s\n\
+        requests: 100 total, 98 started, 97 done, 95 succeeded, 5 failed, 3 errored, 1 timeout\n\
+        status codes: 94 2xx, 1 3xx, 2 4xx, 0 5xx\n\
+        traffic: 3.63KB (3720) total\n";
+    let report = H2LoadReport::parse(output).unwrap();
+    assert_eq!(
+        (report.total, report.started, report.done, report.succeeded),
+        (100, 98, 97, 95)
+    );
+    assert_eq!((report.failed, report.errored, report.timeout), (5, 3, 1));
+    assert_eq!(
+        (
+            report.status_2xx,
+            report.status_3xx,
+            report.status_4xx,
+            report.status_5xx
+        ),
+        (94, 1, 2, 0)
+    );
+    assert_eq!(
+        report.finished,
+        "finished in 5.10ms, 19623.23 req/s, 712.88KB/s"
+    );
+    assert_eq!(H2LoadReport::parse("h2load: connection refused\n"), None);
 }

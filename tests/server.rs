@@ -674,3 +674,327 @@ async fn own_client_loses_no_request_to_server_goaway_and_replays_nothing_proces
         "GOAWAY'd connections were not taken out of service: {stats:?}"
     );
 }
+
+/// h2load over HTTP/1.1, 16 keep-alive connections each sending its next
+/// request as soon as the last response is in (a busy client), against a
+/// 200 ms age: every request is answered, and the connections did rotate
+/// (more accepted than h2load's 16, each rotation a close after a response
+/// that said so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2load_http1_loses_no_request_across_rotations() {
+    use support::nghttp::h2load;
+
+    let server = Server::builder()
+        .max_connection_age(ms(200))
+        .build()
+        .unwrap();
+    let server = TestServer::start(server, app(Gate::new())).await;
+    let report = h2load(
+        &["--h1", "-n", "20000", "-c", "16"],
+        &format!("http://{}/fast", server.addr),
+    )
+    .await;
+    let accepted = server.capture.count(ACCEPTED);
+    let aged = server.capture.count(AGE_REACHED);
+    let late = server.capture.count(H1_LATE_REQUEST);
+    let in_flight = server.capture.count(H1_CLOSE);
+    println!(
+        "{report}; {accepted} connections accepted, {aged} reached their age: \
+         {in_flight} with a request in flight, {late} answered the next one in the window"
+    );
+    assert_eq!(
+        (report.failed, report.errored, report.timeout),
+        (0, 0, 0),
+        "{report}\n{}",
+        report.output
+    );
+    assert_eq!(
+        (report.succeeded, report.status_2xx),
+        (20_000, 20_000),
+        "{report}"
+    );
+    assert!(
+        accepted > 16,
+        "{accepted} connections for 16 clients: none rotated ({report})"
+    );
+    // Busy connections are almost always idle between two requests when
+    // their age comes: the rotations go through the drain window.
+    assert!(late > 0, "no request was answered in a drain window");
+}
+
+const GET_FAST: &[u8] = b"GET /fast HTTP/1.1\r\nHost: test\r\n\r\n";
+
+/// A raw HTTP/1.1 client on a keep-alive connection, after one exchange
+/// before the age; the server has a 300 ms age (no jitter) and `window`.
+async fn idle_keep_alive_connection(window: Duration) -> (TestServer, TcpStream) {
+    use tokio::io::AsyncWriteExt;
+
+    let server = Server::builder()
+        .max_connection_age(ms(300))
+        .max_connection_age_jitter(Duration::ZERO)
+        .http1_drain_window(window)
+        .build()
+        .unwrap();
+    let server = TestServer::start(server, app(Gate::new())).await;
+    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+    tcp.write_all(GET_FAST).await.unwrap();
+    let before = read_raw_response(&mut tcp)
+        .await
+        .expect("no response before the age");
+    assert_eq!((before.status, &before.body[..]), (200, &b"ok"[..]));
+    assert!(!before.says_close(), "{before:?}");
+    (server, tcp)
+}
+
+/// The race that lost one request per connection: a keep-alive connection
+/// is idle when its age comes and the client sends its next request right
+/// then. The request is answered, with `Connection: close`, and the
+/// connection closes after it. (The window is long here so the test does
+/// not depend on how fast it sends after the age.)
+#[tokio::test]
+async fn http1_request_sent_at_the_age_on_an_idle_connection_is_answered_with_close() {
+    use tokio::io::AsyncWriteExt;
+
+    let (server, mut tcp) = idle_keep_alive_connection(WAIT).await;
+    let aged = server.capture.wait_for(AGE_REACHED).await;
+    assert_eq!(aged.u64("in_flight"), 0);
+    let window = server.capture.wait_for(H1_WINDOW).await;
+    assert_eq!(window.u64("window_ms"), 10_000);
+
+    tcp.write_all(GET_FAST).await.unwrap();
+    let after = read_raw_response(&mut tcp)
+        .await
+        .expect("the request after the age was lost");
+    assert_eq!((after.status, &after.body[..]), (200, &b"ok"[..]));
+    assert!(after.says_close(), "no Connection: close: {after:?}");
+    read_eof(&mut tcp).await;
+    server.capture.wait_for(H1_LATE_REQUEST).await;
+    let closed = server.capture.wait_for(CLOSED_GRACEFULLY).await;
+    assert_eq!(closed.field("protocol"), Some("HTTP/1.1"));
+    assert!(closed.field("error").is_none(), "{closed:?}");
+    assert_eq!(server.capture.count(H1_WINDOW_ENDED), 0);
+}
+
+/// An idle keep-alive connection whose client sends nothing more is closed
+/// when the window ends, not before, and without a byte sent.
+#[tokio::test]
+async fn idle_http1_connection_is_closed_when_its_drain_window_ends() {
+    let (server, mut tcp) = idle_keep_alive_connection(ms(200)).await;
+    let window = server.capture.wait_for(H1_WINDOW).await;
+    read_eof(&mut tcp).await;
+    let closed_at = Instant::now();
+    assert!(
+        closed_at.duration_since(window.at) >= ms(200),
+        "closed {:?} after the window opened",
+        closed_at.duration_since(window.at)
+    );
+    let ended = server.capture.wait_for(H1_WINDOW_ENDED).await;
+    assert!(ended.at.duration_since(window.at) >= ms(200));
+    server.capture.wait_for(H1_IDLE_CLOSE).await;
+    server.capture.wait_for(CLOSED_GRACEFULLY).await;
+    assert_eq!(server.capture.count(H1_LATE_REQUEST), 0);
+}
+
+/// A request whose head is only partly read when the window ends is waited
+/// for, answered with `Connection: close`, and then the connection closes.
+#[tokio::test]
+async fn http1_request_being_read_when_the_window_ends_is_answered_with_close() {
+    use tokio::io::AsyncWriteExt;
+
+    let (server, mut tcp) = idle_keep_alive_connection(ms(100)).await;
+    // Everything but the blank line that ends the head, before the age.
+    tcp.write_all(&GET_FAST[..GET_FAST.len() - 2])
+        .await
+        .unwrap();
+    server.capture.wait_for(H1_WINDOW).await;
+    server.capture.wait_for(H1_WINDOW_READING).await;
+    tcp.write_all(b"\r\n").await.unwrap();
+    let after = read_raw_response(&mut tcp)
+        .await
+        .expect("the request being read was lost");
+    assert_eq!((after.status, &after.body[..]), (200, &b"ok"[..]));
+    assert!(after.says_close(), "no Connection: close: {after:?}");
+    read_eof(&mut tcp).await;
+    server.capture.wait_for(CLOSED_GRACEFULLY).await;
+    assert_eq!(server.capture.count(H1_WINDOW_ENDED), 0);
+}
+
+/// A zero window is hyper's own behaviour: the idle connection is closed at
+/// its age, with no window.
+#[tokio::test]
+async fn zero_http1_drain_window_closes_idle_connections_at_once() {
+    let (server, mut tcp) = idle_keep_alive_connection(Duration::ZERO).await;
+    read_eof(&mut tcp).await;
+    let aged = server.capture.wait_for(AGE_REACHED).await;
+    let closed = server.capture.wait_for(H1_IDLE_CLOSE).await;
+    // Logged in the same poll as the age: well below the default window.
+    assert!(closed.at.duration_since(aged.at) < ms(400));
+    assert_eq!(server.capture.count(H1_WINDOW), 0);
+}
+
+/// Serves one HTTP/2 and one HTTP/1.1 request, shuts down while the HTTP/1.1
+/// connection is idle (so the drain, its grace and its window run), closes
+/// that connection from the client, and waits for the server to stop. Both
+/// connections must log their graceful close: a connection task that
+/// panicked would not.
+async fn serve_and_shut_down(name: &str, server: Server) {
+    let mut server = TestServer::start(server, app(Gate::new())).await;
+    let (mut h2, h2_closed) = h2_client(server.addr).await;
+    let response = tokio::time::timeout(WAIT, h2.send_request(get_request(server.addr, "/fast")))
+        .await
+        .unwrap_or_else(|_| panic!("{name}: no HTTP/2 response"))
+        .unwrap_or_else(|e| panic!("{name}: HTTP/2 request failed: {e}"));
+    assert_eq!(
+        response.into_body().collect().await.unwrap().to_bytes(),
+        "ok",
+        "{name}"
+    );
+    let (mut h1, h1_closed) = h1_client(server.addr).await;
+    let response = tokio::time::timeout(WAIT, h1.send_request(get_request(server.addr, "/fast")))
+        .await
+        .unwrap_or_else(|_| panic!("{name}: no HTTP/1.1 response"))
+        .unwrap_or_else(|e| panic!("{name}: HTTP/1.1 request failed: {e}"));
+    assert_eq!(
+        response.into_body().collect().await.unwrap().to_bytes(),
+        "ok",
+        "{name}"
+    );
+
+    server.shutdown();
+    server.capture.wait_for(GOAWAY_SENT).await;
+    server.capture.wait_for(H1_WINDOW).await;
+    drop(h1);
+    let _ = closed(h1_closed).await;
+    let _ = closed(h2_closed).await;
+    let capture = server.capture.clone();
+    server.stopped().await;
+    assert_eq!(
+        capture.count(CLOSED_GRACEFULLY),
+        2,
+        "{name}: {:#?}",
+        capture.events()
+    );
+    assert_eq!(capture.count(CLOSED_BY_FORCE), 0, "{name}");
+}
+
+/// `Duration::MAX` means "never" in every duration setting, one at a time
+/// and all together: the server builds, serves, drains and stops, and no
+/// connection task panics on `Instant + Duration::MAX`. The jitter must stay
+/// below the age (a jitter of `MAX` with an age of `MAX` is a `Config`
+/// error, tested below), so it is one nanosecond less.
+#[tokio::test]
+async fn duration_max_in_every_setting_serves_and_drains_without_panicking() {
+    let max = Duration::MAX;
+    let below_max = max - Duration::from_nanos(1);
+    let cases = [
+        (
+            "max_connection_age",
+            Server::builder().max_connection_age(max),
+        ),
+        (
+            "max_connection_age_jitter",
+            Server::builder()
+                .max_connection_age(max)
+                .max_connection_age_jitter(below_max),
+        ),
+        (
+            "max_connection_age_grace",
+            Server::builder().max_connection_age_grace(max),
+        ),
+        (
+            "max_connection_idle",
+            Server::builder().max_connection_idle(max),
+        ),
+        (
+            "accept_error_backoff",
+            Server::builder().accept_error_backoff(max),
+        ),
+        (
+            "http1_drain_window",
+            Server::builder().http1_drain_window(max),
+        ),
+        (
+            "all together",
+            Server::builder()
+                .max_connection_age(max)
+                .max_connection_age_jitter(below_max)
+                .max_connection_age_grace(max)
+                .max_connection_idle(max)
+                .accept_error_backoff(max)
+                .http1_drain_window(max),
+        ),
+    ];
+    for (name, builder) in cases {
+        let server = builder
+            .build()
+            .unwrap_or_else(|e| panic!("{name} = Duration::MAX: {e}"));
+        serve_and_shut_down(name, server).await;
+    }
+}
+
+#[test]
+fn jitter_of_duration_max_is_a_config_error_naming_it() {
+    for age in [Duration::MAX, ms(1000)] {
+        let err = Server::builder()
+            .max_connection_age(age)
+            .max_connection_age_jitter(Duration::MAX)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(
+            err.to_string().contains("max_connection_age_jitter"),
+            "{err}"
+        );
+    }
+}
+
+/// An accept error with a backoff of `Duration::MAX` waits "forever" without
+/// a panic, and the shutdown signal still stops the server during it.
+#[tokio::test]
+async fn accept_error_backoff_of_duration_max_waits_and_shutdown_still_stops_the_server() {
+    let incoming =
+        futures_util::stream::iter([Err::<TcpStream, _>(io::Error::from_raw_os_error(24))])
+            .chain(futures_util::stream::pending());
+    let capture = Capture::new();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serve = Server::builder()
+        .accept_error_backoff(Duration::MAX)
+        .build()
+        .unwrap()
+        .serve_incoming_with_shutdown(incoming, app(Gate::new()), async {
+            let _ = stopped.await;
+        });
+    let handle = tokio::spawn(serve.with_subscriber(capture.dispatch()));
+    let backoff = capture.wait_for(ACCEPT_BACKOFF).await;
+    assert_eq!(backoff.u64("backoff_ms"), u64::MAX);
+    assert!(!handle.is_finished());
+    stop.send(()).unwrap();
+    tokio::time::timeout(WAIT, handle)
+        .await
+        .expect("the server did not stop during its backoff")
+        .expect("the server task panicked");
+}
+
+/// HTTP/2 keeps its two-phase `GOAWAY` at the age and gets no drain window,
+/// even on a connection that never sent a request (its preface tells the
+/// protocol).
+#[tokio::test]
+async fn http2_connection_without_requests_gets_goaway_at_its_age_and_no_window() {
+    let server = Server::builder()
+        .max_connection_age(ms(300))
+        .max_connection_age_jitter(Duration::ZERO)
+        .build()
+        .unwrap();
+    let server = TestServer::start(server, app(Gate::new())).await;
+    let (_send, closed_rx) = h2_client(server.addr).await;
+    let aged = server.capture.wait_for(AGE_REACHED).await;
+    let goaway = server.capture.wait_for(GOAWAY_SENT).await;
+    // Logged in the same poll as the age: well below the default window.
+    assert!(goaway.at.duration_since(aged.at) < ms(400));
+    closed(closed_rx)
+        .await
+        .expect("client connection closed with an error");
+    let done = server.capture.wait_for(CLOSED_GRACEFULLY).await;
+    assert_eq!(done.field("protocol"), Some("HTTP/2"));
+    assert_eq!(server.capture.count(H1_WINDOW), 0);
+}

@@ -1,26 +1,41 @@
 //! What a connection is doing: how many requests are in flight, since when it
-//! has been idle, and which protocol it speaks.
+//! has been idle, whether a request is arriving, and which protocol it speaks.
 //!
-//! The connection task needs this for two things hyper does not expose:
+//! The connection task needs this for things hyper does not expose:
 //! `max_connection_idle` (idle means no request in flight, counted until the
-//! response *body* is done, as grpc-go counts "outstanding RPCs"), and naming
-//! the protocol in its logs (a GOAWAY for HTTP/2, `Connection: close` for
-//! HTTP/1.1). Both are learned by wrapping the user's service and each
-//! response body.
+//! response *body* is done, as grpc-go counts "outstanding RPCs"); draining
+//! each protocol its own way (a GOAWAY for HTTP/2; for HTTP/1.1, waiting for
+//! the next request of an idle keep-alive connection, because hyper's
+//! `graceful_shutdown()` closes an idle one at once and a request the client
+//! has just sent is lost); and naming the protocol in its logs. Requests are
+//! learned by wrapping the user's service and each response body, bytes
+//! arriving and the protocol by wrapping the IO ([`ObservedIo`]).
+//!
+//! The request counts live in a `watch` channel, which synchronises. The
+//! flags are relaxed atomics: the ones the drain relies on (`receiving`,
+//! `draining`) only matter for HTTP/1.1, where hyper polls the IO, the
+//! service's futures and the bodies all from the connection's own task, so
+//! they are read where they were written. (hyper runs each HTTP/2 stream on
+//! a task of its own; HTTP/2 drains with `GOAWAY` and does not look at them.)
 
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use http::{Request, Response, Version};
+use http::header::{CONNECTION, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
+
+use super::deadline::deadline;
 use tower::ServiceExt;
 use tower::util::Oneshot;
 
@@ -48,14 +63,22 @@ impl Protocol {
 #[derive(Debug, Clone, Copy)]
 struct State {
     in_flight: usize,
+    /// Requests started since the connection was accepted.
+    started: u64,
     idle_since: Instant,
 }
 
-/// Shared between a connection's task, its service and its response bodies.
+/// Shared between a connection's task, its service, its response bodies and
+/// its IO.
 #[derive(Debug)]
 pub(crate) struct Activity {
     state: watch::Sender<State>,
     protocol: AtomicU8,
+    /// Bytes have been read since the last request ended (or since the
+    /// connection was accepted): the next request is on its way in.
+    receiving: AtomicBool,
+    /// The connection drains: HTTP/1.1 responses say `Connection: close`.
+    draining: AtomicBool,
 }
 
 impl Activity {
@@ -63,18 +86,67 @@ impl Activity {
         Arc::new(Activity {
             state: watch::Sender::new(State {
                 in_flight: 0,
+                started: 0,
                 idle_since: Instant::now(),
             }),
             protocol: AtomicU8::new(0),
+            receiving: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
         })
     }
 
     /// Counts a request in flight until the returned guard is dropped.
     fn start(self: &Arc<Self>, version: Version) -> Guard {
-        let protocol = if version == Version::HTTP_2 { 2 } else { 1 };
-        self.protocol.store(protocol, Ordering::Relaxed);
-        self.state.send_modify(|s| s.in_flight += 1);
+        self.set_protocol(if version == Version::HTTP_2 {
+            Protocol::Http2
+        } else {
+            Protocol::Http1
+        });
+        self.state.send_modify(|s| {
+            s.in_flight += 1;
+            s.started += 1;
+        });
         Guard(Arc::clone(self))
+    }
+
+    fn set_protocol(&self, protocol: Protocol) {
+        let value = match protocol {
+            Protocol::Unknown => 0,
+            Protocol::Http1 => 1,
+            Protocol::Http2 => 2,
+        };
+        self.protocol.store(value, Ordering::Relaxed);
+    }
+
+    /// From now on every HTTP/1.x response carries `Connection: close`, so
+    /// hyper closes the connection after it, even when the request was read,
+    /// answered and written in one poll, before the connection task could
+    /// call `graceful_shutdown()`.
+    pub(crate) fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// True when bytes have arrived since the last request ended and no
+    /// request has started yet: a request is being read (or the client sent
+    /// something that is not one; hyper's header read timeout ends that).
+    pub(crate) fn is_receiving(&self) -> bool {
+        self.in_flight() == 0 && self.receiving.load(Ordering::Relaxed)
+    }
+
+    /// How many requests have started so far; see [`Self::started_after`].
+    pub(crate) fn started(&self) -> u64 {
+        self.state.borrow().started
+    }
+
+    /// Resolves once more than `count` requests have started.
+    pub(crate) async fn started_after(&self, count: u64) {
+        let mut rx = self.state.subscribe();
+        // `self` owns the sender, so this cannot fail while we run.
+        let _ = rx.wait_for(|s| s.started > count).await;
     }
 
     pub(crate) fn protocol(&self) -> Protocol {
@@ -95,7 +167,12 @@ impl Activity {
         loop {
             let state = *rx.borrow_and_update();
             if state.in_flight == 0 {
-                let deadline = state.idle_since + idle;
+                // No deadline (an idle limit of centuries): only a change
+                // can matter, and none makes the connection idle sooner.
+                let Some(deadline) = deadline(state.idle_since, idle) else {
+                    let _ = rx.changed().await;
+                    continue;
+                };
                 if Instant::now() >= deadline {
                     return;
                 }
@@ -121,6 +198,11 @@ impl Drop for Guard {
             s.in_flight -= 1;
             if s.in_flight == 0 {
                 s.idle_since = Instant::now();
+                // What was read so far belonged to requests that have ended.
+                // (A pipelined request read ahead in part is missed: hyper
+                // has its bytes, and it would be cut by the close after the
+                // window. Clients do not pipeline in practice.)
+                self.0.receiving.store(false, Ordering::Relaxed);
             }
         });
     }
@@ -149,22 +231,29 @@ where
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let guard = self.activity.start(req.version());
+        // `Connection: close` only means something to HTTP/1.x, and must not
+        // be added to a response that hands the connection over (CONNECT).
+        let may_close = req.version() < Version::HTTP_2 && req.method() != Method::CONNECT;
         // hyper calls without a readiness check; `oneshot` waits for
         // `poll_ready` on a clone, as tower services expect.
         TrackedFuture {
             inner: self.inner.clone().oneshot(req),
             guard: Some(guard),
+            may_close,
         }
     }
 }
 
 pin_project! {
-    /// The response future: hands the request's guard to the response body.
+    /// The response future: hands the request's guard to the response body,
+    /// and marks HTTP/1.x responses of a draining connection `Connection:
+    /// close`.
     #[derive(Debug)]
     pub(crate) struct TrackedFuture<F> {
         #[pin]
         inner: F,
         guard: Option<Guard>,
+        may_close: bool,
     }
 }
 
@@ -176,15 +265,37 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let response = ready!(this.inner.poll(cx))?;
+        let mut response = ready!(this.inner.poll(cx))?;
         let guard = this
             .guard
             .take()
             .expect("TrackedFuture polled after completion");
+        if *this.may_close
+            && guard.0.is_draining()
+            && response.status() != StatusCode::SWITCHING_PROTOCOLS
+        {
+            close_after(&mut response);
+        }
         Poll::Ready(Ok(response.map(|inner| TrackedBody {
             inner,
             _guard: guard,
         })))
+    }
+}
+
+/// Adds `Connection: close` unless a value already says so. hyper reads it
+/// as the last response of the connection and closes after its body.
+fn close_after<B>(response: &mut Response<B>) {
+    let says_close = response.headers().get_all(CONNECTION).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|token| token.trim().eq_ignore_ascii_case("close"))
+        })
+    });
+    if !says_close {
+        response
+            .headers_mut()
+            .append(CONNECTION, HeaderValue::from_static("close"));
     }
 }
 
@@ -216,6 +327,94 @@ impl<B: Body> Body for TrackedBody<B> {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// The first bytes of every HTTP/2 connection (RFC 9113 §3.4); hyper-util's
+/// auto builder tells the protocols apart by them too.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// A connection's IO that tells [`Activity`] when bytes arrive and which
+/// protocol the first ones announce, before hyper has parsed a request.
+#[derive(Debug)]
+pub(crate) struct ObservedIo<IO> {
+    io: IO,
+    activity: Arc<Activity>,
+    /// How much of the HTTP/2 preface the first bytes matched; `None` once
+    /// the protocol is known.
+    preface: Option<usize>,
+}
+
+impl<IO> ObservedIo<IO> {
+    pub(crate) fn new(io: IO, activity: Arc<Activity>) -> Self {
+        ObservedIo {
+            io,
+            activity,
+            preface: Some(0),
+        }
+    }
+
+    fn observe(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.activity.receiving.store(true, Ordering::Relaxed);
+        if let Some(matched) = self.preface {
+            let want = &H2_PREFACE[matched..];
+            let n = want.len().min(bytes.len());
+            if bytes[..n] != want[..n] {
+                self.preface = None;
+                self.activity.set_protocol(Protocol::Http1);
+            } else if matched + n == H2_PREFACE.len() {
+                self.preface = None;
+                self.activity.set_protocol(Protocol::Http2);
+            } else {
+                self.preface = Some(matched + n);
+            }
+        }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for ObservedIo<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.io).poll_read(cx, buf))?;
+        self.observe(&buf.filled()[before..]);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for ObservedIo<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
@@ -258,5 +457,99 @@ mod tests {
         assert_eq!(activity.protocol(), Protocol::Http1);
         idle.await;
         assert_eq!(start.elapsed(), Duration::from_millis(1600));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_limit_of_duration_max_never_ends_and_does_not_panic() {
+        let activity = Activity::new();
+        let idle = activity.idle_for(Duration::MAX);
+        tokio::pin!(idle);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(3600), idle.as_mut())
+                .await
+                .is_err()
+        );
+        // A request coming and going recomputes the deadline: still none.
+        drop(activity.start(Version::HTTP_11));
+        assert!(
+            tokio::time::timeout(Duration::from_secs(3600), idle)
+                .await
+                .is_err()
+        );
+    }
+
+    /// Feeds `chunks` through an [`ObservedIo`] and returns the protocol
+    /// seen after each.
+    async fn protocols_after(chunks: &[&[u8]]) -> (Arc<Activity>, Vec<Protocol>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let activity = Activity::new();
+        let (server, mut client) = tokio::io::duplex(256);
+        let mut io = ObservedIo::new(server, Arc::clone(&activity));
+        let mut seen = Vec::new();
+        for chunk in chunks {
+            client.write_all(chunk).await.unwrap();
+            let mut buf = vec![0u8; chunk.len()];
+            io.read_exact(&mut buf).await.unwrap();
+            seen.push(activity.protocol());
+        }
+        (activity, seen)
+    }
+
+    #[tokio::test]
+    async fn the_preface_tells_http2_from_http1_before_any_request() {
+        let (activity, seen) =
+            protocols_after(&[b"PRI * HT", b"TP/2.0\r\n\r\nSM", b"\r\n\r\n", b"\0\0"]).await;
+        assert_eq!(
+            seen,
+            [
+                Protocol::Unknown,
+                Protocol::Unknown,
+                Protocol::Http2,
+                Protocol::Http2
+            ]
+        );
+        assert!(activity.is_receiving());
+
+        // "P" could still be the preface; "PO" is not.
+        let (_, seen) = protocols_after(&[b"P", b"OST / HTTP/1.1\r\n"]).await;
+        assert_eq!(seen, [Protocol::Unknown, Protocol::Http1]);
+        let (_, seen) = protocols_after(&[b"GET / HTTP/1.1\r\n"]).await;
+        assert_eq!(seen, [Protocol::Http1]);
+    }
+
+    #[tokio::test]
+    async fn bytes_read_mean_receiving_until_the_request_they_carried_ends() {
+        let (activity, _) = protocols_after(&[b"GET / HTTP/1.1\r\n"]).await;
+        assert!(activity.is_receiving());
+        let guard = activity.start(Version::HTTP_11);
+        // In flight is not "receiving the next request".
+        assert!(!activity.is_receiving());
+        drop(guard);
+        assert!(!activity.is_receiving());
+        assert_eq!(activity.started(), 1);
+    }
+
+    #[test]
+    fn draining_responses_get_connection_close_once() {
+        let mut plain = Response::new(());
+        close_after(&mut plain);
+        let values: Vec<_> = plain.headers().get_all(CONNECTION).iter().collect();
+        assert_eq!(values, ["close"]);
+
+        let mut keep_alive = Response::builder()
+            .header(CONNECTION, "keep-alive")
+            .body(())
+            .unwrap();
+        close_after(&mut keep_alive);
+        let values: Vec<_> = keep_alive.headers().get_all(CONNECTION).iter().collect();
+        assert_eq!(values, ["keep-alive", "close"]);
+
+        let mut already = Response::builder()
+            .header(CONNECTION, "Upgrade, Close")
+            .body(())
+            .unwrap();
+        close_after(&mut already);
+        assert_eq!(already.headers().get_all(CONNECTION).iter().count(), 1);
     }
 }

@@ -16,9 +16,16 @@ pub(crate) struct Config {
     pub(crate) jitter: Duration,
     pub(crate) grace: Option<Duration>,
     pub(crate) idle: Option<Duration>,
+    pub(crate) http1_drain_window: Duration,
     pub(crate) accept_error_backoff: Duration,
     pub(crate) tcp_nodelay: bool,
 }
+
+/// The default [`Builder::http1_drain_window`]: long enough for a busy
+/// client's next request to arrive (it sends within a round trip of its last
+/// response), short enough not to hold an idle connection, or a shutdown,
+/// for long.
+pub const DEFAULT_HTTP1_DRAIN_WINDOW: Duration = Duration::from_millis(500);
 
 /// Builds a [`Server`]; start from [`Server::builder`].
 ///
@@ -26,6 +33,9 @@ pub(crate) struct Config {
 /// enforcement: a server built with no settings never closes a connection on
 /// its own. Invalid settings are reported by [`build`](Builder::build) as an
 /// [`ErrorKind::Config`](crate::ErrorKind::Config) error; no setter panics.
+/// Any duration longer than a century, `Duration::MAX` included, means
+/// "never" (adding it to a clock reading would overflow, so no deadline is
+/// made); no value of these settings makes a connection panic.
 ///
 /// ```
 /// use std::time::Duration;
@@ -51,6 +61,7 @@ pub struct Builder {
     jitter: Option<Duration>,
     grace: Option<Duration>,
     idle: Option<Duration>,
+    http1_drain_window: Duration,
     accept_error_backoff: Duration,
     tcp_nodelay: bool,
     http: auto::Builder<TokioExecutor>,
@@ -64,7 +75,7 @@ impl Default for Builder {
 
 impl Builder {
     /// A builder with every limit off, `TCP_NODELAY` on, a 100 ms accept error
-    /// backoff, and hyper-util's auto (HTTP/1.1 + HTTP/2) connection builder
+    /// backoff, a 500 ms HTTP/1.1 drain window, and hyper-util's auto (HTTP/1.1 + HTTP/2) connection builder
     /// on the tokio executor and timer.
     pub fn new() -> Self {
         let mut http = auto::Builder::new(TokioExecutor::new());
@@ -77,6 +88,7 @@ impl Builder {
             jitter: None,
             grace: None,
             idle: None,
+            http1_drain_window: DEFAULT_HTTP1_DRAIN_WINDOW,
             accept_error_backoff: Duration::from_millis(100),
             tcp_nodelay: true,
             http,
@@ -92,7 +104,8 @@ impl Builder {
     /// again.
     ///
     /// Default: none, connections live as long as the client keeps them.
-    /// Zero is rejected by [`build`](Self::build). grpc-go: `MaxConnectionAge`.
+    /// Zero is rejected by [`build`](Self::build); `Duration::MAX` is the
+    /// same as none. grpc-go: `MaxConnectionAge`.
     pub fn max_connection_age(mut self, age: Duration) -> Self {
         self.age = Some(age);
         self
@@ -103,8 +116,9 @@ impl Builder {
     ///
     /// Default: a tenth of the age (±10%, as grpc-go). `Duration::ZERO` turns
     /// jitter off (every connection gets exactly the age, as in tonic). A
-    /// jitter not below the age, or a jitter without an age, is rejected by
-    /// [`build`](Self::build).
+    /// jitter not below the age (`Duration::MAX` always is), or a jitter
+    /// without an age, is rejected by [`build`](Self::build): an age minus
+    /// such a jitter could be zero.
     pub fn max_connection_age_jitter(mut self, jitter: Duration) -> Self {
         self.jitter = Some(jitter);
         self
@@ -117,8 +131,8 @@ impl Builder {
     /// It applies to every drain: age, idle, and server shutdown.
     ///
     /// Default: none, a draining connection waits for its in-flight requests
-    /// however long they take. Zero is rejected by [`build`](Self::build).
-    /// grpc-go: `MaxConnectionAgeGrace`.
+    /// however long they take. Zero is rejected by [`build`](Self::build);
+    /// `Duration::MAX` is the same as none. grpc-go: `MaxConnectionAgeGrace`.
     pub fn max_connection_age_grace(mut self, grace: Duration) -> Self {
         self.grace = Some(grace);
         self
@@ -128,10 +142,38 @@ impl Builder {
     /// server drains it the same way as at its age. A request counts as in
     /// flight until its response body has been sent.
     ///
-    /// Default: none. Zero is rejected by [`build`](Self::build).
-    /// grpc-go: `MaxConnectionIdle`.
+    /// Default: none. Zero is rejected by [`build`](Self::build);
+    /// `Duration::MAX` is the same as none. grpc-go: `MaxConnectionIdle`.
     pub fn max_connection_idle(mut self, idle: Duration) -> Self {
         self.idle = Some(idle);
+        self
+    }
+
+    /// How long a draining HTTP/1.1 connection with no request in flight
+    /// (at its age, when idle too long, or at shutdown) stays open for its
+    /// next request, which is answered with `Connection: close`; then it is
+    /// closed.
+    ///
+    /// HTTP/1.1 has no `GOAWAY`: a server can only say `Connection: close` on
+    /// a response, or close. Closing an idle keep-alive connection at once
+    /// (what hyper's `graceful_shutdown()` does) loses the request a busy
+    /// client sent a moment earlier, and the client never learns why. With
+    /// the window, a busy client's next request gets an answer and the
+    /// `Connection: close` that sends it to a new connection. A request still
+    /// being read when the window ends is waited for (hyper's header read
+    /// timeout bounds that). A request sent after the window meets a closed
+    /// connection, as with any keep-alive timeout.
+    ///
+    /// The grace ([`max_connection_age_grace`](Self::max_connection_age_grace))
+    /// bounds the window too. HTTP/2 connections do not use it: their
+    /// two-phase `GOAWAY` already covers requests on the wire.
+    ///
+    /// Default: [`DEFAULT_HTTP1_DRAIN_WINDOW`] (500 ms). `Duration::ZERO`
+    /// closes idle HTTP/1.1 connections at once, as hyper does; anything
+    /// over a century (`Duration::MAX`) waits for the next request however
+    /// long it takes (or the grace, or the client closing).
+    pub fn http1_drain_window(mut self, window: Duration) -> Self {
+        self.http1_drain_window = window;
         self
     }
 
@@ -142,7 +184,9 @@ impl Builder {
     /// stops the server.
     ///
     /// Default: 100 ms. Zero is rejected by [`build`](Self::build): it would
-    /// spin on a persistent error.
+    /// spin on a persistent error. `Duration::MAX` never accepts again after
+    /// such an error (the shutdown signal still works); it does not panic,
+    /// but it is rarely what a server wants.
     pub fn accept_error_backoff(mut self, backoff: Duration) -> Self {
         self.accept_error_backoff = backoff;
         self
@@ -165,6 +209,13 @@ impl Builder {
     /// Default: `auto::Builder::new(TokioExecutor::new())` with a
     /// `TokioTimer`: it serves HTTP/1.1 and HTTP/2 with prior knowledge (h2c)
     /// on the same port, telling them apart by the HTTP/2 preface.
+    ///
+    /// Durations set here are hyper's, and hyper 1.12 adds them to the clock
+    /// unchecked: `http1().header_read_timeout(Duration::MAX)` or
+    /// `http2().keep_alive_interval(Duration::MAX)` makes every connection's
+    /// task panic (`overflow when adding duration to instant`). Turn those
+    /// off with their `None` form instead, or keep them realistic; this
+    /// builder cannot read them back to check.
     ///
     /// ```
     /// use std::time::Duration;
@@ -225,6 +276,7 @@ impl Builder {
                 jitter,
                 grace: self.grace,
                 idle: self.idle,
+                http1_drain_window: self.http1_drain_window,
                 accept_error_backoff: self.accept_error_backoff,
                 tcp_nodelay: self.tcp_nodelay,
             },

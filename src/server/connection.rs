@@ -6,11 +6,19 @@
 //! final `GOAWAY` with the real last stream id once the PING comes back, so a
 //! request the client sent while the first `GOAWAY` was on the wire is still
 //! served rather than refused. On HTTP/1.1 the connection answers the request
-//! in flight with `Connection: close` and closes after it (or at once when
-//! idle). A connection still reading its first bytes is simply closed.
+//! in flight with `Connection: close` and closes after it.
 //!
-//! The grace, when set, bounds the drain: when it ends the task drops the
-//! connection, which resets the remaining streams and closes the socket.
+//! HTTP/1.1 has no `GOAWAY`: the only way to tell a client to stop sending is
+//! `Connection: close` on a response. hyper closes an *idle* keep-alive
+//! connection at once, which loses the request a busy client sent just
+//! before; so an idle HTTP/1.1 connection first waits up to the drain window
+//! for its next request and answers it with `Connection: close` (see
+//! [`http1_drain_window`]). A connection that has not sent a byte is simply
+//! closed.
+//!
+//! The grace, when set, bounds the drain, window included: when it ends the
+//! task drops the connection, which resets the remaining streams and closes
+//! the socket.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -24,10 +32,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::{Instant, timeout_at};
 
-use super::activity::{Activity, Protocol, TrackedService};
+use super::activity::{Activity, ObservedIo, Protocol, TrackedService};
 use super::builder::Config;
+use super::deadline::{deadline, sleep_until_or_never};
 use super::jitter::jittered_age;
 use super::linger::{LINGER, Reclaim, linger};
 use crate::BoxError;
@@ -116,6 +125,7 @@ async fn serve<IO, S, B>(
         .age
         .map(|age| jittered_age(age, config.jitter, &mut rand::rng()));
     let activity = Activity::new();
+    let io = ObservedIo::new(io, Arc::clone(&activity));
     let service = TrackedService::new(service, Arc::clone(&activity));
     let conn = http.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
@@ -128,7 +138,7 @@ async fn serve<IO, S, B>(
 
     let age_reached = async {
         match max_age {
-            Some(age) => sleep_until(accepted + age).await,
+            Some(age) => sleep_until_or_never(deadline(accepted, age)).await,
             None => std::future::pending().await,
         }
     };
@@ -157,8 +167,8 @@ async fn serve<IO, S, B>(
         () = shutdown => Cause::Shutdown,
     };
 
+    let drain_started = Instant::now();
     let age_ms = millis(accepted.elapsed());
-    let protocol = activity.protocol();
     match cause {
         Cause::Age => tracing::debug!(
             %peer,
@@ -175,38 +185,52 @@ async fn serve<IO, S, B>(
             "server shutting down; draining"
         ),
     }
+    // Responses produced from now on close their HTTP/1.1 connection.
+    activity.start_draining();
 
-    conn.as_mut().graceful_shutdown();
-    match protocol {
-        Protocol::Http2 => tracing::debug!(
-            %peer,
-            age_ms,
-            cause = cause.as_str(),
-            "GOAWAY sent (graceful: max stream id and PING, final GOAWAY on the PING ack)"
-        ),
-        Protocol::Http1 if activity.in_flight() > 0 => tracing::debug!(
-            %peer,
-            age_ms,
-            cause = cause.as_str(),
-            "HTTP/1.1 response in flight gets Connection: close; closing after it"
-        ),
-        Protocol::Http1 => tracing::debug!(
-            %peer,
-            age_ms,
-            cause = cause.as_str(),
-            "HTTP/1.1 connection idle between requests; closing it"
-        ),
-        Protocol::Unknown => tracing::debug!(
-            %peer,
-            age_ms,
-            cause = cause.as_str(),
-            "graceful shutdown started before the first request"
-        ),
-    }
-
-    let drained = match config.grace {
-        Some(grace) => timeout(grace, conn.as_mut()).await.ok(),
-        None => Some(conn.as_mut().await),
+    let drain = async {
+        if let Some(result) =
+            http1_drain_window(conn.as_mut(), &activity, &config, peer, accepted, cause).await
+        {
+            return result;
+        }
+        conn.as_mut().graceful_shutdown();
+        let age_ms = millis(accepted.elapsed());
+        match activity.protocol() {
+            Protocol::Http2 => tracing::debug!(
+                %peer,
+                age_ms,
+                cause = cause.as_str(),
+                "GOAWAY sent (graceful: max stream id and PING, final GOAWAY on the PING ack)"
+            ),
+            Protocol::Http1 if activity.in_flight() > 0 => tracing::debug!(
+                %peer,
+                age_ms,
+                cause = cause.as_str(),
+                "HTTP/1.1 response in flight gets Connection: close; closing after it"
+            ),
+            Protocol::Http1 => tracing::debug!(
+                %peer,
+                age_ms,
+                cause = cause.as_str(),
+                "HTTP/1.1 connection idle between requests; closing it"
+            ),
+            Protocol::Unknown => tracing::debug!(
+                %peer,
+                age_ms,
+                cause = cause.as_str(),
+                "graceful shutdown started before the first request"
+            ),
+        }
+        conn.as_mut().await
+    };
+    // The grace bounds the whole drain, the HTTP/1.1 window included.
+    let drained = match config
+        .grace
+        .and_then(|grace| deadline(drain_started, grace))
+    {
+        Some(end) => timeout_at(end, drain).await.ok(),
+        None => Some(drain.await),
     };
     let age_ms = millis(accepted.elapsed());
     match drained {
@@ -214,7 +238,7 @@ async fn serve<IO, S, B>(
             %peer,
             age_ms,
             cause = cause.as_str(),
-            protocol = protocol.as_str(),
+            protocol = activity.protocol().as_str(),
             error = result.err().map(tracing::field::display),
             "connection closed gracefully"
         ),
@@ -228,4 +252,101 @@ async fn serve<IO, S, B>(
     }
     // Dropping `conn` here closes the socket; on a forced close it also
     // drops the in-flight streams.
+}
+
+/// The HTTP/1.1 part of a drain that hyper's `graceful_shutdown()` gets
+/// wrong for us: on an idle keep-alive connection it closes at once, and the
+/// request a busy client sent a moment earlier (on the wire, or read in
+/// part) is lost, with no `Connection: close` ever seen.
+///
+/// So an HTTP/1.1 connection with nothing in flight (or one whose first
+/// bytes have arrived, protocol not yet known) waits up to the window for
+/// its next request, which is answered with `Connection: close` (see
+/// [`Activity::start_draining`]); if the window ends while a request is
+/// being read, it waits for that request too (hyper's header read timeout
+/// bounds that). Returns `Some` when the connection closed meanwhile (after
+/// that response, or the client closed), `None` when the caller goes on with
+/// `graceful_shutdown()`: a request is in flight, the window ended with
+/// nothing arriving, or there is nothing to wait for (HTTP/2, a connection
+/// that has not sent a byte, a zero window).
+async fn http1_drain_window<C>(
+    mut conn: std::pin::Pin<&mut C>,
+    activity: &Activity,
+    config: &Config,
+    peer: Peer,
+    accepted: Instant,
+    cause: Cause,
+) -> Option<Result<(), BoxError>>
+where
+    C: Future<Output = Result<(), BoxError>>,
+{
+    let window = config.http1_drain_window;
+    let waits = match activity.protocol() {
+        Protocol::Http1 => activity.in_flight() == 0,
+        Protocol::Unknown => activity.is_receiving(),
+        Protocol::Http2 => false,
+    };
+    if !waits || window.is_zero() {
+        return None;
+    }
+    let started = activity.started();
+    tracing::debug!(
+        %peer,
+        age_ms = millis(accepted.elapsed()),
+        cause = cause.as_str(),
+        window_ms = millis(window),
+        receiving = activity.is_receiving(),
+        "HTTP/1.1 connection idle at drain; its next request in the window gets Connection: close"
+    );
+    let window_end = deadline(Instant::now(), window);
+    let late_request = || {
+        tracing::debug!(
+            %peer,
+            age_ms = millis(accepted.elapsed()),
+            cause = cause.as_str(),
+            "HTTP/1.1 request arrived in the drain window; its response says Connection: close"
+        );
+    };
+    // `biased`: the connection is polled first, so bytes that arrived with
+    // the window's end are read (and seen) before the window is checked.
+    let arrived = tokio::select! {
+        biased;
+        result = conn.as_mut() => {
+            // hyper can read, answer and close in a single poll.
+            if activity.started() > started {
+                late_request();
+            }
+            return Some(result);
+        }
+        () = activity.started_after(started) => true,
+        () = sleep_until_or_never(window_end) => false,
+    };
+    if !arrived && activity.is_receiving() {
+        tracing::debug!(
+            %peer,
+            age_ms = millis(accepted.elapsed()),
+            cause = cause.as_str(),
+            "HTTP/1.1 drain window ended while a request is being read; waiting for it"
+        );
+        tokio::select! {
+            biased;
+            result = conn.as_mut() => {
+                if activity.started() > started {
+                    late_request();
+                }
+                return Some(result);
+            }
+            () = activity.started_after(started) => {}
+        }
+    } else if !arrived {
+        tracing::debug!(
+            %peer,
+            age_ms = millis(accepted.elapsed()),
+            cause = cause.as_str(),
+            "HTTP/1.1 drain window ended with no request"
+        );
+        return None;
+    }
+    late_request();
+    None
 }

@@ -14,6 +14,8 @@
 //!   child process, with servers enabled at run time over its admin socket.
 //! - [`memory`]: an in-memory connector over `tokio::io::duplex`, for exact
 //!   frame sequences against an `h2::server` with paused time.
+//! - [`nghttp`]: nghttp2's `nghttpd` (an HTTP/2 server that is not hyper) as a
+//!   child process, and `h2load` runs parsed into a report of what they lost.
 //! - [`server`]: helpers for the server-side tests: a tracing-event recorder,
 //!   a test server, slow axum routes, plain hyper clients.
 #![allow(dead_code)]
@@ -23,6 +25,7 @@ pub mod dns;
 pub mod haproxy;
 pub mod load;
 pub mod memory;
+pub mod nghttp;
 pub mod proxy;
 pub mod server;
 

@@ -38,7 +38,12 @@ pub const AGE_REACHED: &str = "max connection age reached";
 pub const IDLE_REACHED: &str = "max connection idle reached";
 pub const SHUTTING_DOWN: &str = "server shutting down";
 pub const GOAWAY_SENT: &str = "GOAWAY sent";
-pub const H1_CLOSE: &str = "Connection: close";
+pub const H1_CLOSE: &str = "response in flight gets Connection: close";
+pub const H1_WINDOW: &str = "HTTP/1.1 connection idle at drain";
+pub const H1_LATE_REQUEST: &str = "request arrived in the drain window";
+pub const H1_WINDOW_ENDED: &str = "drain window ended with no request";
+pub const H1_WINDOW_READING: &str = "drain window ended while a request is being read";
+pub const H1_IDLE_CLOSE: &str = "idle between requests; closing it";
 pub const CLOSED_GRACEFULLY: &str = "connection closed gracefully";
 pub const CLOSED_BY_FORCE: &str = "closed by force";
 pub const ACCEPT_BACKOFF: &str = "accepting again after a backoff";
@@ -405,4 +410,103 @@ pub fn is_transport(status: &tonic::Status) -> bool {
         source = err.source();
     }
     false
+}
+
+/// One HTTP/1.1 response as read off a raw TCP connection.
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    pub status: u16,
+    /// Header names in lower case, in the order received.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    /// The values of header `name` (lower case), joined with `, `.
+    pub fn header(&self, name: &str) -> Option<String> {
+        let values: Vec<&str> = self
+            .headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect();
+        (!values.is_empty()).then(|| values.join(", "))
+    }
+
+    /// Whether a `Connection` header lists `close`.
+    pub fn says_close(&self) -> bool {
+        self.header("connection").is_some_and(|v| {
+            v.split(',')
+                .any(|token| token.trim().eq_ignore_ascii_case("close"))
+        })
+    }
+}
+
+/// Reads one response with a `Content-Length` body from `tcp` (bounded by
+/// [`WAIT`]); `None` if the connection closed before a whole response came.
+/// Bytes after the response are left unread.
+pub async fn read_raw_response(tcp: &mut TcpStream) -> Option<RawResponse> {
+    use tokio::io::AsyncReadExt;
+
+    tokio::time::timeout(WAIT, async {
+        let mut buf = Vec::new();
+        let head_end = loop {
+            if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            let mut byte = [0u8; 1];
+            // One byte at a time: what follows the response stays unread.
+            match tcp.read(&mut byte).await {
+                Ok(1) => buf.push(byte[0]),
+                _ => return None,
+            }
+        };
+        let head = String::from_utf8(buf[..head_end].to_vec()).expect("a UTF-8 head");
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()?
+            .split(' ')
+            .nth(1)?
+            .parse()
+            .expect("a numeric status");
+        let headers: Vec<(String, String)> = lines
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let (name, value) = l.split_once(':').expect("a header line");
+                (name.trim().to_ascii_lowercase(), value.trim().to_owned())
+            })
+            .collect();
+        let length: usize = headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .map(|(_, v)| v.parse().expect("a numeric content-length"))
+            .expect("a content-length (the test routes send one)");
+        let mut body = vec![0u8; length];
+        tcp.read_exact(&mut body).await.ok()?;
+        Some(RawResponse {
+            status,
+            headers,
+            body,
+        })
+    })
+    .await
+    .expect("no response (nor close) within the wait")
+}
+
+/// Waits (bounded by [`WAIT`]) until the server closes `tcp`; fails if it
+/// sends anything first.
+pub async fn read_eof(tcp: &mut TcpStream) {
+    use tokio::io::AsyncReadExt;
+
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(WAIT, tcp.read(&mut buf))
+        .await
+        .expect("the connection was not closed within the wait");
+    match read {
+        Ok(0) | Err(_) => {}
+        Ok(n) => panic!(
+            "expected the close, got {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        ),
+    }
 }

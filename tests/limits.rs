@@ -629,3 +629,78 @@ async fn a_graceful_goaway_stops_new_streams_at_once_with_none_in_flight() {
     // test is over, so it is stopped rather than awaited.)
     server.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn above_nghttpds_100_streams_300_callers_share_one_connection() {
+    let nghttpd = support::nghttp::Nghttpd::start(std::net::Ipv4Addr::LOCALHOST, 0, 100).await;
+    let client = Client::builder()
+        .endpoint(nghttpd.uri("").parse().unwrap())
+        .build::<Body>()
+        .unwrap();
+    connected(&client, 1).await;
+    let uri = nghttpd.uri(support::nghttp::Nghttpd::PATH);
+    for _ in 0..3 {
+        let (ok, failed) = bounded(burst(client.clone(), &uri, 300)).await;
+        assert_eq!(
+            (ok, failed.len()),
+            (300, 0),
+            "{failed:?}\n{}",
+            nghttpd.log()
+        );
+    }
+    let stats = client.stats();
+    assert_eq!(
+        (stats.opened, stats.removed),
+        (1, 0),
+        "the client replaced a healthy connection: {stats:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_every_connection_is_full_extras_open_up_to_the_cap_and_close_when_idle() {
+    let pods = start_pods(1).await;
+    // Every connection to this pod takes two streams at a time.
+    pods[0].script(std::iter::repeat_n(Script::ServeLimited(2), 20));
+    let client = Client::builder()
+        .endpoint(pods[0].uri())
+        .max_connections_per_endpoint(4)
+        .extra_connection_idle_timeout(Duration::from_millis(200))
+        .build::<Body>()
+        .unwrap();
+    connected(&client, 1).await;
+    let uri = format!("{}sleep/20", pods[0].uri());
+    let (ok, failed) = bounded(burst(client.clone(), &uri, 200)).await;
+    assert_eq!((ok, failed.len()), (200, 0), "{failed:?}");
+    let opened = pods[0].connections();
+    assert!(
+        (2..=4).contains(&opened),
+        "{opened} connections for a cap of 4 with all full"
+    );
+    // Idle extras close; the regular connection stays.
+    bounded(async {
+        while client.connection_count() > 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(client.connection_count(), 1);
+    let ok = bounded(client.clone().oneshot(get(pods[0].uri(), "after")))
+        .await
+        .unwrap();
+    assert!(ok.status().is_success());
+}
+
+#[tokio::test]
+async fn max_connections_per_endpoint_below_connections_per_endpoint_is_a_config_error() {
+    let error = Client::builder()
+        .endpoint("http://10.0.0.1:80".parse().unwrap())
+        .connections_per_endpoint(3)
+        .max_connections_per_endpoint(2)
+        .build::<Body>()
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Config);
+    assert!(
+        error.to_string().contains("max_connections_per_endpoint"),
+        "{error}"
+    );
+}

@@ -119,8 +119,9 @@ fn describe(failures: &[tonic::Status]) -> Vec<String> {
 }
 
 /// A plain tonic `Channel` (no replay) follows the rotation: several
-/// connections, a GOAWAY for each, none closed by force. It loses a few calls per rotation (about 0.2%), all on
-/// the client's transport, none with a status from the server: hyper's h2
+/// connections, a GOAWAY for each, none closed by force. It loses a few calls
+/// per rotation (about 0.2% of calls on a quiet machine; at most one per
+/// worker per GOAWAY), all on the client's transport, none with a status from the server: hyper's h2
 /// client keeps opening streams on a connection after its GOAWAY until the
 /// connection has closed, and tonic retries nothing. See `docs/server.md`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,9 +141,13 @@ async fn tonic_channel_follows_rotation_and_loses_only_transport_errors_at_goawa
         "calls failed with a status that did not come from the transport: {:#?}",
         describe(&not_transport)
     );
+    // Each of the 16 workers has one call in flight, so a GOAWAY can cost
+    // each at most one: a bound that holds however many calls the machine
+    // fits in 5 s (a share of all calls does not, on a loaded machine).
+    let goaways = run.server.capture.count(GOAWAY_SENT);
     assert!(
-        run.failures.len() as u64 * 100 <= run.ok,
-        "{} failed calls of {} ({} provably unprocessed, {} received by the server): more than 1%; others: {:#?}",
+        run.failures.len() <= 16 * goaways,
+        "{} failed calls of {} at {goaways} GOAWAYs ({} provably unprocessed, {} received by the server): more than one per worker per GOAWAY; others: {:#?}",
         run.failures.len(),
         run.ok,
         unprocessed.len(),

@@ -16,6 +16,8 @@ use super::handle::ConnectionHandle;
 use crate::load::{Load, LoadKind};
 
 const SERVING: u8 = 0;
+const IN_FLIGHT_MASK: u64 = 0xFFFF_FFFF;
+const STARTED_ONE: u64 = 1 << 32;
 const DRAINING: u8 = 1;
 const CLOSED: u8 = 2;
 
@@ -71,7 +73,9 @@ pub(crate) struct ConnectionState {
     pub(crate) handle: ConnectionHandle,
     phase: AtomicU8,
     reason: AtomicU8,
-    in_flight: AtomicUsize,
+    /// Requests in flight (low 32 bits) and requests ever started (high 32
+    /// bits, wrapping): one atomic add per request keeps both.
+    counts: AtomicU64,
     /// Wakes the supervisor: the phase changed, or the last request finished.
     wake: Notify,
     observer: OnceLock<Observer>,
@@ -98,7 +102,7 @@ impl ConnectionState {
             handle,
             phase: AtomicU8::new(SERVING),
             reason: AtomicU8::new(0),
-            in_flight: AtomicUsize::new(0),
+            counts: AtomicU64::new(0),
             wake: Notify::new(),
             observer: OnceLock::new(),
             waiters: OnceLock::new(),
@@ -124,7 +128,13 @@ impl ConnectionState {
     /// [`Waiters::count`] (see there).
     #[inline]
     pub(crate) fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::SeqCst)
+        (self.counts.load(Ordering::SeqCst) & IN_FLIGHT_MASK) as usize
+    }
+
+    /// Requests started so far, wrapping at 2^32: equal at two moments means
+    /// (almost surely) none started in between.
+    pub(crate) fn started(&self) -> u32 {
+        (self.counts.load(Ordering::Acquire) >> 32) as u32
     }
 
     /// Attaches the rotation manager. A managed connection keeps serving past
@@ -189,7 +199,7 @@ impl ConnectionState {
     /// Counts a request in flight until the returned guard is dropped.
     #[inline]
     pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.counts.fetch_add(STARTED_ONE | 1, Ordering::AcqRel);
         let start_ns = if self.load.samples_rtt() {
             self.nanos_since_born(LoadInstant::now())
         } else {
@@ -270,7 +280,8 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         let state = &*self.state;
-        if state.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 && !state.is_serving() {
+        if state.counts.fetch_sub(1, Ordering::SeqCst) & IN_FLIGHT_MASK == 1 && !state.is_serving()
+        {
             state.wake.notify_one();
         }
         if let Some(waiters) = state.waiters.get()

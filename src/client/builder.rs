@@ -173,6 +173,23 @@ impl<C> ClientBuilder<C> {
         self
     }
 
+    /// Up to `n` connections per endpoint while its
+    /// `connections_per_endpoint` are all at their server's stream limit
+    /// with requests waiting; the extras close once idle. Default:
+    /// `connections_per_endpoint` (no extras). See
+    /// [`RotatingDiscoverBuilder::max_connections_per_endpoint`](crate::discover::RotatingDiscoverBuilder::max_connections_per_endpoint).
+    pub fn max_connections_per_endpoint(mut self, n: usize) -> Self {
+        self.discover = self.discover.max_connections_per_endpoint(n);
+        self
+    }
+
+    /// How long an extra connection may start no request before it closes.
+    /// Default: 10 s.
+    pub fn extra_connection_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.discover = self.discover.extra_connection_idle_timeout(timeout);
+        self
+    }
+
     /// How many times a request that came back unsent is sent again, and,
     /// counted apart, one the server provably did not process. Default: 3.
     pub fn max_retries(mut self, n: usize) -> Self {
@@ -298,7 +315,13 @@ impl<C> ClientBuilder<C> {
         );
         let discover = discover.build(make)?;
         let status = discover.status();
-        let shared = Arc::new(Shared::new(self.ready_timeout, self.replay, origin, status));
+        let shared = Arc::new(Shared::new(
+            self.ready_timeout,
+            self.replay,
+            origin,
+            status,
+            discover.demand(),
+        ));
         // Spawned once `shared` exists, so the first change always finds it.
         let driver = runtime.spawn(drive(Arc::downgrade(&shared), discover));
         let _ = shared.driver.set(AbortOnDrop(driver.abort_handle()));

@@ -24,7 +24,7 @@ pub use builder::{ClientBuilder, DEFAULT_READY_TIMEOUT};
 use crate::age::state::{InFlight, LoadInstant, Waiters};
 use crate::age::{AgedConnection, ResponseBody};
 use crate::connector::{self, Http2Body, Http2Connection};
-use crate::discover::{AbortOnDrop, DiscoverStatus, EndpointKey, RotatingDiscover};
+use crate::discover::{AbortOnDrop, Demand, DiscoverStatus, EndpointKey, RotatingDiscover};
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::replay::{ReplayBody, ReplayConfig, Replayer};
 
@@ -107,6 +107,8 @@ struct Shared<B> {
     replay: ReplayConfig,
     origin: (Scheme, Authority),
     status: DiscoverStatus,
+    /// Tells discovery when every connection is full.
+    demand: Arc<Demand>,
     opened: AtomicU64,
     rotated: AtomicU64,
     removed: AtomicU64,
@@ -122,6 +124,7 @@ impl<B> Shared<B> {
         replay: ReplayConfig,
         origin: Uri,
         status: DiscoverStatus,
+        demand: Arc<Demand>,
     ) -> Self {
         let parts = origin.into_parts();
         Shared {
@@ -134,6 +137,7 @@ impl<B> Shared<B> {
                 parts.authority.expect("validated: endpoint has a host"),
             ),
             status,
+            demand,
             opened: AtomicU64::new(0),
             rotated: AtomicU64::new(0),
             removed: AtomicU64::new(0),
@@ -357,10 +361,20 @@ where
                 }
                 Err(back) => request = back,
             }
+            if self.any_serving() {
+                // Serving, but all full: discovery may open one more.
+                self.shared.demand.all_full();
+            }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return Err(self.not_ready());
             }
         }
+    }
+
+    fn any_serving(&self) -> bool {
+        self.read()
+            .iter()
+            .any(|(_, c)| c.is_serving() && c.inner().is_open())
     }
 
     /// Why no connection took the request within the ready timeout.

@@ -95,11 +95,4 @@ mod tests {
         assert_eq!(classify(&e, Stage::Open), Verdict::ConnectionClosed);
         assert_eq!(classify(&e, Stage::Stream), Verdict::MaybeProcessed);
     }
-
-    #[test]
-    fn an_io_error_is_a_closed_connection_or_maybe_processed() {
-        let e = h2::Error::from(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
-        assert_eq!(classify(&e, Stage::Open), Verdict::ConnectionClosed);
-        assert_eq!(classify(&e, Stage::Stream), Verdict::MaybeProcessed);
-    }
 }

@@ -18,6 +18,7 @@ mod worker;
 use std::convert::Infallible;
 use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -37,6 +38,7 @@ pub use resolution::{
 };
 use resolution::{DnsTarget, ResolveConfig, Schedule};
 pub use status::{ConnectErrors, DiscoverStatus};
+pub(crate) use worker::Demand;
 use worker::{Settings, Worker};
 
 /// Default [`connect_timeout`](RotatingDiscoverBuilder::connect_timeout): 10 s,
@@ -47,6 +49,9 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = crate::connector::DEFAULT_CONNECT_
 /// may be: 64. Each connection costs a socket, a task and h2's buffers; an
 /// endpoint that needs more is better served by more endpoints.
 pub const MAX_CONNECTIONS_PER_ENDPOINT: usize = 64;
+
+/// The default [`extra_connection_idle_timeout`](RotatingDiscoverBuilder::extra_connection_idle_timeout): 10 s.
+pub const DEFAULT_EXTRA_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Identifies one connection slot: an endpoint and the index of the
 /// connection to it. A replacement comes under the key of the connection it
@@ -99,6 +104,7 @@ impl fmt::Display for EndpointKey {
 pub struct RotatingDiscover<S> {
     changes: mpsc::UnboundedReceiver<Change<EndpointKey, AgedConnection<S>>>,
     status: DiscoverStatus,
+    demand: Arc<Demand>,
     _worker: AbortOnDrop,
 }
 
@@ -106,6 +112,12 @@ impl<S> RotatingDiscover<S> {
     /// What the discover currently knows: endpoints, last resolve error.
     pub fn status(&self) -> DiscoverStatus {
         self.status.clone()
+    }
+
+    /// Where a balancer says every connection is full (see
+    /// [`RotatingDiscoverBuilder::max_connections_per_endpoint`]).
+    pub(crate) fn demand(&self) -> Arc<Demand> {
+        self.demand.clone()
     }
 }
 
@@ -146,6 +158,8 @@ pub struct RotatingDiscoverBuilder {
     dns: Option<(Uri, BoxResolver)>,
     resolve: ResolveConfig,
     connections_per_endpoint: usize,
+    max_connections_per_endpoint: Option<usize>,
+    extra_idle: Duration,
     backoff: Backoff,
     connect_timeout: Duration,
 }
@@ -157,6 +171,8 @@ impl Default for RotatingDiscoverBuilder {
             dns: None,
             resolve: ResolveConfig::default(),
             connections_per_endpoint: 1,
+            max_connections_per_endpoint: None,
+            extra_idle: DEFAULT_EXTRA_IDLE_TIMEOUT,
             backoff: Backoff::default(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         }
@@ -237,6 +253,32 @@ impl RotatingDiscoverBuilder {
         self
     }
 
+    /// Lets an endpoint have up to `n` connections while its
+    /// `connections_per_endpoint` are all full: at their server's
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`, with requests waiting. Extras open
+    /// one at a time while requests keep waiting, and close after
+    /// [`extra_connection_idle_timeout`](Self::extra_connection_idle_timeout).
+    /// hyper, tonic and grpc-go queue on a full connection instead (hyper
+    /// #3623 asks for this). Only [`Client`](crate::Client) says when its
+    /// connections are full; under tower's `Balance` no extra opens.
+    ///
+    /// Default: `connections_per_endpoint` (no extras). At most
+    /// [`MAX_CONNECTIONS_PER_ENDPOINT`]; below `connections_per_endpoint` is
+    /// a `Config` error.
+    pub fn max_connections_per_endpoint(mut self, n: usize) -> Self {
+        self.max_connections_per_endpoint = Some(n);
+        self
+    }
+
+    /// How long an extra connection (see
+    /// [`max_connections_per_endpoint`](Self::max_connections_per_endpoint))
+    /// may start no request before it is closed; it closes within twice
+    /// this. Default: [`DEFAULT_EXTRA_IDLE_TIMEOUT`] (10 s).
+    pub fn extra_connection_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.extra_idle = crate::time::saturate(timeout);
+        self
+    }
+
     /// A connect (TCP, TLS and the HTTP/2 handshake) that takes longer fails
     /// and is retried with backoff, so a peer that accepts and never speaks
     /// does not hold a slot. Default: [`DEFAULT_CONNECT_TIMEOUT`] (10 s).
@@ -295,6 +337,20 @@ impl RotatingDiscoverBuilder {
                 self.connections_per_endpoint
             )));
         }
+        if let Some(max) = self.max_connections_per_endpoint
+            && !(self.connections_per_endpoint..=MAX_CONNECTIONS_PER_ENDPOINT).contains(&max)
+        {
+            return Err(Error::config(format!(
+                "max_connections_per_endpoint must be from connections_per_endpoint ({}) to \
+                 {MAX_CONNECTIONS_PER_ENDPOINT}, not {max}",
+                self.connections_per_endpoint
+            )));
+        }
+        if self.extra_idle.is_zero() {
+            return Err(Error::config(
+                "extra_connection_idle_timeout must be greater than zero",
+            ));
+        }
         if self.connect_timeout.is_zero() {
             return Err(Error::config("connect_timeout must be greater than zero"));
         }
@@ -326,22 +382,29 @@ impl RotatingDiscoverBuilder {
             None => None,
         };
         let status = DiscoverStatus::new(self.endpoints.clone());
+        let demand = Arc::new(Demand::default());
         let worker = Worker::new(
             make,
             self.endpoints,
             Settings {
                 per_endpoint: self.connections_per_endpoint,
+                max_per_endpoint: self
+                    .max_connections_per_endpoint
+                    .unwrap_or(self.connections_per_endpoint),
+                extra_idle: self.extra_idle,
                 backoff: self.backoff,
                 connect_timeout: self.connect_timeout,
             },
             schedule,
             tx,
             status.clone(),
+            demand.clone(),
         );
         let task = runtime.spawn(worker.run());
         Ok(RotatingDiscover {
             changes: rx,
             status,
+            demand,
             _worker: AbortOnDrop(task.abort_handle()),
         })
     }

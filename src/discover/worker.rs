@@ -4,12 +4,13 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use http::Uri;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tower::ServiceExt;
 use tower::discover::Change;
 use tower_service::Service;
@@ -46,12 +47,39 @@ struct Slot {
     /// The current connection's deadline passed: it waits for a replacement.
     due: bool,
     failures: u32,
+    /// Opened above `connections_per_endpoint` because the endpoint's
+    /// connections were full; closed once idle.
+    extra: bool,
+    /// `started` of the current connection at the last idle check.
+    idle_seen: Option<u32>,
+}
+
+/// A client's word that every connection is at its server's stream limit,
+/// so the worker may open an extra one (up to `max_connections_per_endpoint`).
+#[derive(Default)]
+pub(crate) struct Demand {
+    wanted: AtomicBool,
+    notify: Notify,
+}
+
+impl Demand {
+    /// Asks for one more connection; repeated asks before the worker acts
+    /// count once.
+    pub(crate) fn all_full(&self) {
+        if !self.wanted.swap(true, Ordering::AcqRel) {
+            self.notify.notify_one();
+        }
+    }
 }
 
 /// The worker's fixed settings.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Settings {
     pub(crate) per_endpoint: usize,
+    /// At least `per_endpoint`; above it, extras open on demand.
+    pub(crate) max_per_endpoint: usize,
+    /// An extra that started no request for this long is closed.
+    pub(crate) extra_idle: Duration,
     pub(crate) backoff: Backoff,
     pub(crate) connect_timeout: Duration,
 }
@@ -69,6 +97,9 @@ pub(crate) struct Worker<M, S> {
     events: mpsc::UnboundedReceiver<(EndpointKey, u64, Event)>,
     pending: FuturesUnordered<BoxFuture<Step<S>>>,
     status: DiscoverStatus,
+    demand: Arc<Demand>,
+    /// An extra connection is being opened (one at a time).
+    extra_connecting: bool,
 }
 
 impl<M, S> Worker<M, S>
@@ -85,6 +116,7 @@ where
         schedule: Option<Schedule>,
         changes: Changes<S>,
         status: DiscoverStatus,
+        demand: Arc<Demand>,
     ) -> Self {
         let (events_tx, events) = mpsc::unbounded_channel();
         Worker {
@@ -98,6 +130,8 @@ where
             events,
             pending: FuturesUnordered::new(),
             status,
+            demand,
+            extra_connecting: false,
         }
         .with_endpoints(endpoints)
     }
@@ -120,26 +154,109 @@ where
         self.endpoints.push(endpoint);
     }
 
-    /// Takes an endpoint out: its connections leave the balancer and drain.
+    /// Takes an endpoint out: its connections (extras too) leave the
+    /// balancer and drain.
     fn remove_endpoint(&mut self, endpoint: &Uri) {
         self.endpoints.retain(|e| e != endpoint);
-        for slot in 0..self.settings.per_endpoint {
-            let key = EndpointKey {
-                endpoint: endpoint.clone(),
-                slot,
-            };
-            if let Some(Slot {
-                current: Some(_), ..
-            }) = self.slots.remove(&key)
-            {
-                let _ = self.changes.send(Change::Remove(key));
-            }
+        let keys: Vec<_> = self
+            .slots
+            .keys()
+            .filter(|key| key.endpoint == *endpoint)
+            .cloned()
+            .collect();
+        for key in keys {
+            self.remove_slot(key);
         }
+    }
+
+    fn remove_slot(&mut self, key: EndpointKey) {
+        if let Some(Slot {
+            current: Some(_), ..
+        }) = self.slots.remove(&key)
+        {
+            let _ = self.changes.send(Change::Remove(key));
+        }
+    }
+
+    /// Every connection is full: one more connection, to the endpoint that
+    /// has the fewest, unless each has `max_per_endpoint` already. One
+    /// extra opens at a time; the next demand is heard once it is in.
+    async fn on_demand(&mut self) {
+        if self.extra_connecting || !self.demand.wanted.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let count = |endpoint: &Uri| {
+            self.slots
+                .keys()
+                .filter(|k| k.endpoint == *endpoint)
+                .count()
+        };
+        let Some(endpoint) = self
+            .endpoints
+            .iter()
+            .filter(|e| count(e) < self.settings.max_per_endpoint)
+            .min_by_key(|e| count(e))
+            .cloned()
+        else {
+            return;
+        };
+        let Some(slot) =
+            (self.settings.per_endpoint..self.settings.max_per_endpoint).find(|&slot| {
+                !self.slots.contains_key(&EndpointKey {
+                    endpoint: endpoint.clone(),
+                    slot,
+                })
+            })
+        else {
+            return;
+        };
+        let key = EndpointKey { endpoint, slot };
+        tracing::debug!(endpoint = %key, "every connection is full, opening an extra one");
+        self.slots.insert(
+            key.clone(),
+            Slot {
+                extra: true,
+                ..Slot::default()
+            },
+        );
+        self.extra_connecting = true;
+        self.connect(key).await;
+    }
+
+    /// Closes the extras that started no request since the last check (and
+    /// have none in flight): so an extra idle for `extra_idle` closes within
+    /// twice that.
+    fn close_idle_extras(&mut self) {
+        let idle: Vec<_> = self
+            .slots
+            .iter_mut()
+            .filter(|(_, slot)| slot.extra)
+            .filter_map(|(key, slot)| {
+                let state = slot.current.as_ref()?;
+                let started = state.started();
+                let idle = state.in_flight() == 0 && slot.idle_seen == Some(started);
+                slot.idle_seen = Some(started);
+                idle.then(|| key.clone())
+            })
+            .collect();
+        for key in idle {
+            tracing::debug!(endpoint = %key, "extra connection idle, closing it");
+            self.remove_slot(key);
+        }
+    }
+
+    fn has_extras(&self) -> bool {
+        self.slots.values().any(|slot| slot.extra)
     }
 
     pub(crate) async fn run(mut self) {
         self.connect_all_wanted().await;
+        let extras_allowed = self.settings.max_per_endpoint > self.settings.per_endpoint;
+        let demand = self.demand.clone();
+        let mut idle_check = tokio::time::interval(self.settings.extra_idle);
+        idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let has_extras = self.has_extras();
             let resolve_due = async {
                 match &mut self.schedule {
                     Some(schedule) if schedule.armed => schedule.timer.as_mut().await,
@@ -161,6 +278,8 @@ where
                     Step::Resolved(result) => self.on_resolved(result).await,
                 },
                 () = resolve_due => self.start_resolve(),
+                () = demand.notify.notified(), if extras_allowed => self.on_demand().await,
+                _ = idle_check.tick(), if has_extras => self.close_idle_extras(),
                 _ = self.changes.closed() => return,
             }
         }
@@ -332,10 +451,22 @@ where
             return;
         };
         slot.connecting = false;
+        if slot.extra && slot.current.is_none() {
+            self.extra_connecting = false;
+            // Waiters hear of the new connection and ask again if they
+            // still find every connection full.
+            self.demand.wanted.store(false, Ordering::Release);
+            if result.is_err() {
+                // Not retried: the regular connections keep serving.
+                self.slots.remove(&key);
+                return;
+            }
+        }
         match result {
             Ok(connection) => {
                 self.status.set_connect_error(key.to_string(), None);
                 slot.due = false;
+                slot.idle_seen = None;
                 slot.generation += 1;
                 let generation = slot.generation;
                 let replaced = slot.current.replace(connection.state().clone());

@@ -13,7 +13,7 @@
 //! | module | what it is |
 //! |---|---|
 //! | [`age`] | [`MaxConnectionAgeLayer`]: wraps any connection `MakeService` so each connection is an [`AgedConnection`] with a deadline (age + jitter), a drain, and a force-close after `drain_timeout`. It also tracks the connection's load until each response *body* ends. |
-//! | [`connector`] | [`Http2Connector`]: turns a hyper-util connector (`HttpConnector`, TLS, ...) and an `h2::client::Builder` into connection services on h2's `SendRequest`, sending from the caller's task (no hyper dispatch task in between), handing unsent requests back and telling which failed streams the server never processed. |
+//! | [`connector`] | [`Http2Connector`]: turns a hyper-util connector (`HttpConnector`, TLS, ...) and an `h2::client::Builder` into connection services on h2's `SendRequest`, made only once the server answered (its `SETTINGS`, a `PING`), sending from the caller's task (no hyper dispatch task in between), handing unsent requests back and telling which failed streams the server never processed (`classify`, the one place h2's errors are sorted). Its connection task publishes the server's stream limit and reports its `GOAWAY`. |
 //! | [`discover`] | [`RotatingDiscover`]: a `tower::discover::Discover` over a fixed set of endpoints or a host name it re-resolves (periodically or at the TTL, at rotations, on losses), that opens `connections_per_endpoint` each, replaces aged connections make-before-break and closed ones with backoff, and drains those of endpoints that left. It never yields `Err` and never ends. |
 //! | [`replay`] | [`ReplayLayer`]: replays requests that came back unsent, and those the server provably never processed (`REFUSED_STREAM`, above `GOAWAY`'s last-stream-id). Nothing else. |
 //! | [`client`] | [`Client`]: all of it composed, with a lock-free power-of-two-choices pick in the caller's task. |
@@ -26,7 +26,9 @@
 //! ```text
 //! Client::call(req)                       caller's task, no Buffer hop
 //!   └─ replay loop                        body wrapped so it can be replayed
-//!        └─ p2c pick                      two random serving connections, lower load wins
+//!        └─ p2c pick                      two random connections with room under their
+//!             │                           server's stream limit, lower load wins; none:
+//!             │                           wait in order for room, up to ready_timeout
 //!             └─ AgedConnection           refuses (gives the request back) once draining,
 //!                  │                      counts the request in flight until its body ends
 //!                  └─ Http2Connection     h2::client::SendRequest::send_request
@@ -45,6 +47,8 @@
 //! RotatingDiscover worker (one task)
 //!   ├─ resolve(host) ── diff ──> new address: connect; gone: Remove (drain)
 //!   ├─ connection deadline ────> resolve, connect replacement, Insert same key
+//!   ├─ server GOAWAY(NO_ERROR) > Remove (it drains), reconnect at once
+//!   ├─ all connections full ───> an extra connection, up to the cap (opt-in)
 //!   └─ connection lost ────────> Remove, reconnect (backoff when it repeats)
 //!          │ Change::Insert / Change::Remove
 //!          v

@@ -14,7 +14,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// *provably not processed* by the server ([`Draining`](ErrorKind::Draining),
 /// [`Refused`](ErrorKind::Refused), [`NoReadyEndpoint`](ErrorKind::NoReadyEndpoint)),
 /// or it *may have been processed* ([`ForceClosed`](ErrorKind::ForceClosed),
-/// [`Request`](ErrorKind::Request)). This crate replays only the first group.
+/// [`KeepAlive`](ErrorKind::KeepAlive), [`Request`](ErrorKind::Request)). This crate replays only the first group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -30,6 +30,10 @@ pub enum ErrorKind {
     /// The request was still running when the connection's drain timeout ended
     /// and the connection was closed by force. It may have been processed.
     ForceClosed,
+    /// The connection's keepalive `PING` went unanswered within
+    /// `keep_alive_timeout`: the peer is dead, hung or black-holed, and the
+    /// connection was closed. The request may have been processed.
+    KeepAlive,
     /// The server provably did not process the request (`REFUSED_STREAM`, or a
     /// `GOAWAY` whose last-stream-id is below it). [`ReplayLayer`](crate::ReplayLayer)
     /// and [`Client`](crate::Client) replay these up to `max_retries` times; this reaches the caller
@@ -50,6 +54,7 @@ impl ErrorKind {
             ErrorKind::Draining => "connection is draining and did not take the request",
             ErrorKind::NoReadyEndpoint => "no endpoint became ready within the ready timeout",
             ErrorKind::ForceClosed => "connection closed by force after its drain timeout",
+            ErrorKind::KeepAlive => "the peer did not answer a keepalive PING in time",
             ErrorKind::Refused => "server refused the request without processing it",
             ErrorKind::Resolve => "resolving endpoints failed",
             ErrorKind::Request => "request failed",
@@ -137,6 +142,12 @@ impl Error {
     /// The request was cut when its connection was closed after the drain timeout.
     pub fn is_force_closed(&self) -> bool {
         self.kind() == ErrorKind::ForceClosed
+    }
+
+    /// The request was cut because its connection's peer stopped answering
+    /// keepalive `PING`s.
+    pub fn is_keep_alive(&self) -> bool {
+        self.kind() == ErrorKind::KeepAlive
     }
 
     /// The server provably did not process the request, but it was not replayed.

@@ -285,8 +285,11 @@ async fn jittered_ages_differ_per_connection_and_stay_within_ten_percent() {
         .map(|_| {
             let addr = server.addr;
             tokio::spawn(async move {
-                let mut tcp = TcpStream::connect(addr).await.unwrap();
+                // Timed from before the connect: the server cannot have
+                // accepted earlier, so a slow wake-up after the connect on a
+                // loaded machine cannot make a lifetime look short.
                 let connected = Instant::now();
+                let mut tcp = TcpStream::connect(addr).await.unwrap();
                 let mut buf = [0u8; 16];
                 let read = tokio::time::timeout(WAIT, tcp.read(&mut buf))
                     .await

@@ -86,8 +86,12 @@ pub(crate) fn classify(mut err: Error, state: &Arc<ConnectionState>) -> Error {
     } else if err.is_draining() {
         state.start_draining(DrainReason::Closed);
     }
-    if err.kind() == ErrorKind::Request && state.handle.was_forced() {
-        err.set_kind(ErrorKind::ForceClosed);
+    if err.kind() == ErrorKind::Request {
+        if state.handle.keep_alive_timed_out() {
+            err.set_kind(ErrorKind::KeepAlive);
+        } else if state.handle.was_forced() {
+            err.set_kind(ErrorKind::ForceClosed);
+        }
     }
     err
 }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use tokio::sync::Notify;
 
@@ -54,6 +54,12 @@ struct Inner {
     forced: AtomicBool,
     /// The server's `GOAWAY` error code plus one; 0 while none came.
     go_away: AtomicU64,
+    /// The keepalive `PING` went unanswered: closed as a dead peer.
+    keep_alive_timed_out: AtomicBool,
+    /// The age layer's view of the connection, to tell whether requests
+    /// are in flight (the keepalive pings only then, unless told to while
+    /// idle).
+    busy: OnceLock<Weak<super::state::ConnectionState>>,
     notify: Notify,
     close: Mutex<Option<CloseFn>>,
 }
@@ -66,6 +72,8 @@ impl ConnectionHandle {
                 closed: AtomicBool::new(false),
                 forced: AtomicBool::new(false),
                 go_away: AtomicU64::new(0),
+                keep_alive_timed_out: AtomicBool::new(false),
+                busy: OnceLock::new(),
                 notify: Notify::new(),
                 close: Mutex::new(Some(Box::new(close))),
             }),
@@ -112,6 +120,33 @@ impl ConnectionHandle {
             }
             notified.await;
         }
+    }
+
+    /// Records that the peer did not answer a keepalive `PING` in time; the
+    /// transport's owner then closes it by force. Requests that were in
+    /// flight fail with [`ErrorKind::KeepAlive`](crate::ErrorKind::KeepAlive).
+    pub fn set_keep_alive_timed_out(&self) {
+        self.inner
+            .keep_alive_timed_out
+            .store(true, Ordering::Release);
+    }
+
+    /// True once a keepalive `PING` went unanswered.
+    pub fn keep_alive_timed_out(&self) -> bool {
+        self.inner.keep_alive_timed_out.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_busy_probe(&self, state: Weak<super::state::ConnectionState>) {
+        let _ = self.inner.busy.set(state);
+    }
+
+    /// Whether requests are in flight, as far as the age layer knows (true
+    /// when no age layer watches this connection).
+    pub(crate) fn is_busy(&self) -> bool {
+        self.inner
+            .busy
+            .get()
+            .is_none_or(|state| state.upgrade().is_some_and(|s| s.in_flight() > 0))
     }
 
     /// A guard that calls [`set_closed`](Self::set_closed) when dropped: hold it

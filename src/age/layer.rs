@@ -218,6 +218,9 @@ impl Wrap {
             max_age_ms = deadline.map(|d| (d - now).as_millis() as u64),
             "connection opened"
         );
+        state
+            .handle
+            .set_busy_probe(std::sync::Arc::downgrade(&state));
         tokio::spawn(supervise(state.clone()));
         AgedConnection::new(service, state)
     }

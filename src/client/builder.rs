@@ -13,7 +13,7 @@ use tower_service::Service;
 
 use super::{Client, Shared, drive};
 use crate::age::{AgeConfig, MaxConnectionAgeLayer};
-use crate::connector::{Http2Connector, default_builder};
+use crate::connector::{Http2Connector, KeepAliveConfig, default_builder};
 use crate::discover::{
     AbortOnDrop, BoxResolver, RotatingDiscover, RotatingDiscoverBuilder, validate_endpoint,
 };
@@ -39,6 +39,7 @@ pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct ClientBuilder<C = HttpConnector> {
     connector: C,
     http2: h2::client::Builder,
+    keep_alive: KeepAliveConfig,
     discover: RotatingDiscoverBuilder,
     age: AgeConfig,
     replay: ReplayConfig,
@@ -55,6 +56,7 @@ impl ClientBuilder {
         ClientBuilder {
             connector: http,
             http2: default_builder(),
+            keep_alive: KeepAliveConfig::default(),
             discover: RotatingDiscover::builder(),
             age: AgeConfig::new(None),
             replay: ReplayConfig::default(),
@@ -240,6 +242,29 @@ impl<C> ClientBuilder<C> {
         self
     }
 
+    /// How often each connection `PING`s its server while requests are in
+    /// flight, to find a peer that died without a FIN or RST; `None` turns
+    /// it off. Default: 10 s (see
+    /// [`Http2Connector::keep_alive_interval`](crate::Http2Connector::keep_alive_interval)).
+    pub fn keep_alive_interval(mut self, interval: impl Into<Option<Duration>>) -> Self {
+        self.keep_alive.interval = interval.into();
+        self
+    }
+
+    /// How long a keepalive `PING` may go unanswered before the connection
+    /// is closed and its requests fail with
+    /// [`ErrorKind::KeepAlive`](crate::ErrorKind::KeepAlive). Default: 10 s.
+    pub fn keep_alive_timeout(mut self, timeout: Duration) -> Self {
+        self.keep_alive.timeout = timeout;
+        self
+    }
+
+    /// Whether to `PING` idle connections too. Default: false.
+    pub fn keep_alive_while_idle(mut self, enabled: bool) -> Self {
+        self.keep_alive.while_idle = enabled;
+        self
+    }
+
     /// h2's HTTP/2 settings (window sizes, frame sizes, stream limits, ...).
     /// Default: [`default_builder`](crate::connector::default_builder), h2
     /// with hyper's client defaults.
@@ -255,6 +280,7 @@ impl<C> ClientBuilder<C> {
         ClientBuilder {
             connector,
             http2: self.http2,
+            keep_alive: self.keep_alive,
             discover: self.discover,
             age: self.age,
             replay: self.replay,
@@ -290,6 +316,14 @@ impl<C> ClientBuilder<C> {
         if self.ready_timeout.is_zero() {
             return Err(Error::config("ready_timeout must be greater than zero"));
         }
+        if self.keep_alive.interval.is_some_and(|i| i.is_zero())
+            || self.keep_alive.timeout.is_zero()
+        {
+            return Err(Error::config(
+                "keep_alive_interval and keep_alive_timeout must be greater than zero \
+                 (keep_alive_interval(None) turns keepalive off)",
+            ));
+        }
         if std::any::TypeId::of::<C>() == std::any::TypeId::of::<HttpConnector>()
             && discover.uses_https()
         {
@@ -311,7 +345,8 @@ impl<C> ClientBuilder<C> {
             .map_err(|_| Error::config("a Client must be built inside a Tokio runtime"))?;
         let make = MaxConnectionAgeLayer::from_config(self.age).layer(
             Http2Connector::new(self.connector, self.http2)
-                .connect_timeout(discover.connect_timeout_setting()),
+                .connect_timeout(discover.connect_timeout_setting())
+                .keep_alive_config(self.keep_alive),
         );
         let discover = discover.build(make)?;
         let status = discover.status();

@@ -6,12 +6,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use h2::client::{Connection, SendRequest};
+use h2::{Ping, PingPong};
 use hyper::rt::{Read, Write};
 use hyper_util::rt::TokioIo;
+use tokio::time::{Instant, Sleep};
 
 use crate::age::ConnectionHandle;
 
@@ -66,6 +69,92 @@ pub(crate) struct Driver<T> {
     watch: Option<SendRequest<Bytes>>,
     signals: Arc<Signals>,
     handle: ConnectionHandle,
+    keep_alive: Option<KeepAlive>,
+}
+
+/// HTTP/2 keepalive settings, with hyper's names and meaning.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KeepAliveConfig {
+    /// How often to `PING`; `None` turns keepalive off.
+    pub(crate) interval: Option<Duration>,
+    /// How long a `PING` may go unanswered before the peer counts as dead.
+    pub(crate) timeout: Duration,
+    /// `PING` with no request in flight too.
+    pub(crate) while_idle: bool,
+}
+
+impl Default for KeepAliveConfig {
+    fn default() -> Self {
+        KeepAliveConfig {
+            interval: Some(super::DEFAULT_KEEP_ALIVE_INTERVAL),
+            timeout: super::DEFAULT_KEEP_ALIVE_TIMEOUT,
+            while_idle: false,
+        }
+    }
+}
+
+/// One connection's keepalive: a `PING` every `interval` while requests are
+/// in flight (or always, `while_idle`); no answer within `timeout` and the
+/// connection is closed by force, its in-flight requests failing with
+/// `KeepAlive` instead of hanging on a peer that died without a FIN or RST.
+struct KeepAlive {
+    config: KeepAliveConfig,
+    interval: Duration,
+    ping: PingPong,
+    timer: Pin<Box<Sleep>>,
+    awaiting: bool,
+}
+
+impl KeepAlive {
+    fn new(config: KeepAliveConfig, ping: PingPong) -> Option<Self> {
+        let interval = crate::time::saturate(config.interval?);
+        Some(KeepAlive {
+            config,
+            interval,
+            ping,
+            timer: Box::pin(tokio::time::sleep(interval)),
+            awaiting: false,
+        })
+    }
+
+    /// Returns false once keepalive is over (timed out, or the connection
+    /// is gone).
+    fn poll(&mut self, cx: &mut Context<'_>, handle: &ConnectionHandle) -> bool {
+        loop {
+            if self.awaiting {
+                match self.ping.poll_pong(cx) {
+                    Poll::Ready(Ok(_)) => {
+                        self.awaiting = false;
+                        self.timer.as_mut().reset(Instant::now() + self.interval);
+                    }
+                    Poll::Ready(Err(_)) => return false,
+                    Poll::Pending => {}
+                }
+            }
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return true;
+            }
+            if self.awaiting {
+                tracing::warn!(
+                    timeout_ms = self.config.timeout.as_millis() as u64,
+                    "keepalive PING not answered, closing the connection as dead"
+                );
+                handle.set_keep_alive_timed_out();
+                handle.force_close();
+                return false;
+            }
+            let next = if self.config.while_idle || handle.is_busy() {
+                if self.ping.send_ping(Ping::opaque()).is_err() {
+                    return false;
+                }
+                self.awaiting = true;
+                crate::time::saturate(self.config.timeout)
+            } else {
+                self.interval
+            };
+            self.timer.as_mut().reset(Instant::now() + next);
+        }
+    }
 }
 
 impl<T> Driver<T> {
@@ -74,12 +163,14 @@ impl<T> Driver<T> {
         watch: SendRequest<Bytes>,
         signals: Arc<Signals>,
         handle: ConnectionHandle,
+        keep_alive: Option<(KeepAliveConfig, PingPong)>,
     ) -> Self {
         Driver {
             connection,
             watch: Some(watch),
             signals,
             handle,
+            keep_alive: keep_alive.and_then(|(config, ping)| KeepAlive::new(config, ping)),
         }
     }
 }
@@ -116,6 +207,11 @@ where
                 }
                 this.watch = None;
             }
+        }
+        if let Some(keep_alive) = &mut this.keep_alive
+            && !keep_alive.poll(cx, &this.handle)
+        {
+            this.keep_alive = None;
         }
         match ended {
             Poll::Pending => Poll::Pending,

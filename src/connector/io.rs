@@ -71,7 +71,8 @@ impl<T> ClosableIo<T> {
         if self.switch.off.load(Ordering::Acquire) {
             return Err(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
-                "connection closed by force after its drain timeout",
+                "connection closed by force (its drain timeout passed, or its peer did not \
+                 answer a keepalive PING)",
             ));
         }
         Ok(())

@@ -45,6 +45,7 @@ pub use body::Http2Body;
 pub use future::ResponseFuture;
 
 pub(crate) use classify::{Stage, Verdict, classify};
+pub(crate) use driver::KeepAliveConfig;
 
 use crate::age::{Connection, ConnectionHandle};
 use crate::error::{self, BoxError, Error, ErrorKind};
@@ -54,6 +55,13 @@ use pipe::Pipe;
 
 /// The default [`connect_timeout`](Http2Connector::connect_timeout): 10 s.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The default [`keep_alive_interval`](Http2Connector::keep_alive_interval):
+/// 10 s, the shortest grpc-go's client allows.
+pub const DEFAULT_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The default [`keep_alive_timeout`](Http2Connector::keep_alive_timeout): 10 s.
+pub const DEFAULT_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Makes one [`Http2Connection`] per call: connects with any hyper-util
 /// connector (`HttpConnector`, or the TLS connector you bring), runs the
@@ -78,6 +86,7 @@ pub struct Http2Connector<C, B> {
     connector: C,
     builder: h2::client::Builder,
     connect_timeout: Duration,
+    keep_alive: KeepAliveConfig,
     _body: PhantomData<fn(B)>,
 }
 
@@ -119,8 +128,43 @@ impl<C, B> Http2Connector<C, B> {
             connector,
             builder,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            keep_alive: KeepAliveConfig::default(),
             _body: PhantomData,
         }
+    }
+
+    pub(crate) fn keep_alive_config(mut self, config: KeepAliveConfig) -> Self {
+        self.keep_alive = config;
+        self
+    }
+
+    /// How often each connection sends an HTTP/2 `PING` while requests are
+    /// in flight, to find a peer that died without a FIN or RST (a crashed
+    /// node, a network partition): otherwise its requests hang until the
+    /// kernel gives up on the connection, typically after 15 minutes.
+    /// `None` turns keepalive off. Default:
+    /// [`DEFAULT_KEEP_ALIVE_INTERVAL`] (10 s; hyper's and grpc-go's clients
+    /// have it off by default, grpc-go allows no less than 10 s).
+    pub fn keep_alive_interval(mut self, interval: impl Into<Option<Duration>>) -> Self {
+        self.keep_alive.interval = interval.into();
+        self
+    }
+
+    /// How long a keepalive `PING` may go unanswered: then the connection is
+    /// closed, takes no new request, and its in-flight requests fail with
+    /// [`ErrorKind::KeepAlive`]. Default: [`DEFAULT_KEEP_ALIVE_TIMEOUT`]
+    /// (10 s; hyper's is 20 s).
+    pub fn keep_alive_timeout(mut self, timeout: Duration) -> Self {
+        self.keep_alive.timeout = timeout;
+        self
+    }
+
+    /// Whether to `PING` with no request in flight too. Default: false, as
+    /// hyper and grpc-go (grpc-go servers answer pings on idle connections
+    /// more often than every 5 minutes with `GOAWAY(ENHANCE_YOUR_CALM)`).
+    pub fn keep_alive_while_idle(mut self, enabled: bool) -> Self {
+        self.keep_alive.while_idle = enabled;
+        self
     }
 
     /// How long the transport connect, the handshake and the server's first
@@ -155,6 +199,7 @@ impl<C: Clone, B> Clone for Http2Connector<C, B> {
             connector: self.connector.clone(),
             builder: self.builder.clone(),
             connect_timeout: self.connect_timeout,
+            keep_alive: self.keep_alive,
             _body: PhantomData,
         }
     }
@@ -195,6 +240,13 @@ where
         let clone = self.connector.clone();
         let mut connector = std::mem::replace(&mut self.connector, clone);
         let builder = self.builder.clone();
+        let keep_alive = self.keep_alive;
+        if keep_alive.interval.is_some_and(|i| i.is_zero()) || keep_alive.timeout.is_zero() {
+            return Box::pin(std::future::ready(Err(Error::config(
+                "keep_alive_interval and keep_alive_timeout must be greater than zero \
+                 (keep_alive_interval(None) turns keepalive off)",
+            ))));
+        }
         // Fixed now, so that it never ends after a caller's timeout started
         // at the same moment (see `RotatingDiscover`'s connect timeout).
         let timeout = crate::time::saturate(self.connect_timeout);
@@ -227,7 +279,12 @@ where
                 .handshake::<_, Bytes>(TokioIo::new(io))
                 .await
                 .map_err(|e| failed("HTTP/2 handshake failed".into()).with_source(e))?;
-            let spoke = tokio::time::timeout_at(deadline, first_answer(&mut connection)).await;
+            let mut ping_pong = connection.ping_pong();
+            let spoke = tokio::time::timeout_at(
+                deadline,
+                first_answer(&mut connection, ping_pong.as_mut()),
+            )
+            .await;
             match spoke {
                 Ok(Ok(())) => {}
                 Ok(Err(NoAnswer { message, source })) => {
@@ -250,6 +307,7 @@ where
                 send.clone(),
                 signals.clone(),
                 handle.clone(),
+                ping_pong.map(|ping| (keep_alive, ping)),
             ));
             Ok(Http2Connection::new(send, handle, signals))
         })
@@ -264,13 +322,16 @@ struct NoAnswer {
 
 /// Drives the new connection until the server answers a `PING` (and so has
 /// sent its `SETTINGS`, which come first), or until the connection fails.
-async fn first_answer<T>(connection: &mut h2::client::Connection<T, Bytes>) -> Result<(), NoAnswer>
+async fn first_answer<T>(
+    connection: &mut h2::client::Connection<T, Bytes>,
+    ping_pong: Option<&mut h2::PingPong>,
+) -> Result<(), NoAnswer>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let Some(mut ping_pong) = connection.ping_pong() else {
-        // Taken only here, once per connection: never `None`. Without it the
-        // connection still works; it just counts as made at once.
+    let Some(ping_pong) = ping_pong else {
+        // Taken once per connection, just before: never `None`. Without it
+        // the connection still works; it just counts as made at once.
         return Ok(());
     };
     let ended = tokio::select! {

@@ -10,6 +10,8 @@
 //!   it runs, that can drop queries to simulate an outage, and counts queries.
 //! - [`proxy`]: an L4 TCP proxy that spreads connections round-robin over
 //!   backends, standing in for kube-proxy or a cloud network load balancer.
+//! - [`fault`]: a TCP proxy in front of one backend that black-holes,
+//!   delays, or cuts its connections with a RST or a FIN, on command.
 //! - [`haproxy`]: a real HAProxy in TCP mode as that L4 balancer, started as a
 //!   child process, with servers enabled at run time over its admin socket.
 //! - [`memory`]: an in-memory connector over `tokio::io::duplex`, for exact
@@ -22,6 +24,7 @@
 
 pub mod backend;
 pub mod dns;
+pub mod fault;
 pub mod haproxy;
 pub mod load;
 pub mod memory;

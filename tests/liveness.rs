@@ -1,0 +1,184 @@
+//! Dead, hung and black-holed pods: keepalive finds them, traffic moves
+//! away, and they get traffic back when they recover. Real sockets, with a
+//! fault-injecting proxy in front of each backend.
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use support::backend::Backend;
+use support::bounded;
+use support::fault::{Fault, FaultProxy};
+use tokio::time::Instant;
+use tower::ServiceExt;
+use tower_max_connection_age::{Client, ErrorKind};
+
+type Body = Full<Bytes>;
+
+/// `n` pods: backends on 127.0.1.i behind fault proxies on 127.0.0.i, all
+/// proxies on one port (the pods' addresses).
+async fn pods_behind_proxies(n: u8) -> (Vec<Backend>, Vec<FaultProxy>) {
+    let mut backends = Vec::new();
+    let mut proxies: Vec<FaultProxy> = Vec::new();
+    for i in 1..=n {
+        let backend = Backend::start(Ipv4Addr::new(127, 0, 1, i), 0).await;
+        let port = proxies.first().map_or(0, |p| p.addr().port());
+        let proxy = FaultProxy::start(Ipv4Addr::new(127, 0, 0, i), port, backend.addr).await;
+        backends.push(backend);
+        proxies.push(proxy);
+    }
+    (backends, proxies)
+}
+
+/// What callers saw: per backend answers, errors by kind, and the longest
+/// any call took.
+#[derive(Default)]
+struct Seen {
+    per_backend: HashMap<String, usize>,
+    errors: HashMap<String, usize>,
+    slowest: Duration,
+}
+
+/// `callers` tasks calling for `run_for`.
+async fn call_for(client: &Client<Body>, callers: usize, run_for: Duration) -> Seen {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let end = Instant::now() + run_for;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..callers {
+        let (client, seen) = (client.clone(), seen.clone());
+        tasks.spawn(async move {
+            while Instant::now() < end {
+                let started = Instant::now();
+                let request = Request::get("http://svc.test/")
+                    .body(Body::default())
+                    .unwrap();
+                let result = client.clone().oneshot(request).await;
+                let backend = match result {
+                    Ok(response) => {
+                        let backend = response
+                            .headers()
+                            .get("x-backend")
+                            .map(|v| v.to_str().unwrap().to_string());
+                        response
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|_| backend)
+                            .ok()
+                            .flatten()
+                    }
+                    Err(e) => {
+                        *seen
+                            .lock()
+                            .unwrap()
+                            .errors
+                            .entry(format!("{:?}", e.kind()))
+                            .or_default() += 1;
+                        None
+                    }
+                };
+                let mut seen = seen.lock().unwrap();
+                seen.slowest = seen.slowest.max(started.elapsed());
+                if let Some(backend) = backend {
+                    *seen.per_backend.entry(backend).or_default() += 1;
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    Arc::try_unwrap(seen).ok().unwrap().into_inner().unwrap()
+}
+
+fn keepalive_client(proxies: &[FaultProxy]) -> Client<Body> {
+    Client::builder()
+        .endpoints(proxies.iter().map(FaultProxy::uri))
+        .keep_alive_interval(Duration::from_secs(1))
+        .keep_alive_timeout(Duration::from_secs(1))
+        .connect_timeout(Duration::from_secs(1))
+        .reconnect_backoff(Duration::from_millis(100), Duration::from_millis(500))
+        .build::<Body>()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_pod_costs_a_bounded_blip_and_gets_traffic_back_when_it_heals() {
+    let (backends, proxies) = pods_behind_proxies(3).await;
+    let client = keepalive_client(&proxies);
+    bounded(async {
+        while client.connection_count() < 3 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let holed = backends[1].addr.to_string();
+    proxies[1].set(Fault::BlackHole);
+    let seen = call_for(&client, 8, Duration::from_secs(5)).await;
+    // interval + timeout + 1 s.
+    assert!(
+        seen.slowest <= Duration::from_secs(3),
+        "a caller was blocked for {:?}",
+        seen.slowest
+    );
+    // Only requests that were in flight on the dead connection failed, and
+    // with the typed error; the healthy pods kept serving.
+    for (kind, n) in &seen.errors {
+        assert_eq!(kind, &format!("{:?}", ErrorKind::KeepAlive), "{n} × {kind}");
+    }
+    assert!(
+        seen.errors.values().sum::<usize>() <= 8,
+        "{:?}",
+        seen.errors
+    );
+    for healthy in [&backends[0], &backends[2]] {
+        assert!(
+            seen.per_backend
+                .get(&healthy.addr.to_string())
+                .copied()
+                .unwrap_or(0)
+                > 100
+        );
+    }
+    assert!(
+        proxies[1].accepted() >= 2,
+        "the dead pod's connection was not replaced"
+    );
+    // The hole ends: the pod gets traffic again within a reconnect.
+    proxies[1].set(Fault::None);
+    let before = backends[1].requests();
+    let healed = call_for(&client, 8, Duration::from_secs(3)).await;
+    assert!(healed.errors.is_empty(), "{:?}", healed.errors);
+    assert!(
+        backends[1].requests() > before && healed.per_backend.contains_key(&holed),
+        "the healed pod got no traffic back"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_one_black_holed_endpoint_callers_get_the_typed_error_not_a_hang() {
+    let (_backends, proxies) = pods_behind_proxies(1).await;
+    let client = keepalive_client(&proxies);
+    bounded(async {
+        while client.connection_count() < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    proxies[0].set(Fault::BlackHole);
+    let started = Instant::now();
+    let request = Request::get("http://svc.test/")
+        .body(Body::default())
+        .unwrap();
+    let error = bounded(client.clone().oneshot(request)).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::KeepAlive, "{error:?}");
+    assert!(
+        started.elapsed() <= Duration::from_secs(3),
+        "the error took {:?}",
+        started.elapsed()
+    );
+}

@@ -182,3 +182,70 @@ async fn with_one_black_holed_endpoint_callers_get_the_typed_error_not_a_hang() 
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_pod_loses_its_traffic_and_gets_it_back_when_it_answers_again() {
+    use tower_max_connection_age::LoadKind;
+    let pods = support::backend::start_pods(2).await;
+    let client = Client::builder()
+        .endpoints(pods.iter().map(Backend::uri))
+        // A short decay so the recovered pod's estimate comes down within
+        // the test; the default (10 s) takes about a minute.
+        .load(LoadKind::PeakEwma {
+            decay: Duration::from_millis(500),
+        })
+        .build::<Body>()
+        .unwrap();
+    bounded(async {
+        while client.connection_count() < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    // Callers give up after 300 ms, as with `tower::timeout`.
+    let timed = tower::ServiceBuilder::new()
+        .timeout(Duration::from_millis(300))
+        .service(client.clone());
+    let call_for = |run_for: Duration| {
+        let timed = timed.clone();
+        async move {
+            let end = Instant::now() + run_for;
+            let mut tasks = tokio::task::JoinSet::new();
+            for _ in 0..4 {
+                let timed = timed.clone();
+                tasks.spawn(async move {
+                    while Instant::now() < end {
+                        let request = Request::get("http://svc.test/")
+                            .body(Body::default())
+                            .unwrap();
+                        if let Ok(response) = timed.clone().oneshot(request).await {
+                            let _ = response.into_body().collect().await;
+                        }
+                    }
+                });
+            }
+            while tasks.join_next().await.is_some() {}
+        }
+    };
+    pods[1].hang(true);
+    // The first seconds: the hung pod is found out.
+    call_for(Duration::from_secs(2)).await;
+    let (hung_before, healthy_before) = (pods[1].requests(), pods[0].requests());
+    call_for(Duration::from_secs(3)).await;
+    let hung_share = (pods[1].requests() - hung_before) as f64
+        / ((pods[1].requests() - hung_before) + (pods[0].requests() - healthy_before)) as f64;
+    assert!(
+        hung_share < 0.05,
+        "the hung pod still drew {:.1}% of requests",
+        hung_share * 100.0
+    );
+    // It answers again: it gets traffic back.
+    pods[1].hang(false);
+    let before = pods[1].requests();
+    call_for(Duration::from_secs(4)).await;
+    assert!(
+        pods[1].requests() - before > 100,
+        "the recovered pod got {} requests back",
+        pods[1].requests() - before
+    );
+}

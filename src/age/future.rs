@@ -60,7 +60,7 @@ where
                 .expect("ResponseFuture polled after completion"))),
             KindProj::Sent { future, in_flight } => {
                 let result = ready!(future.poll(cx));
-                let in_flight = in_flight
+                let mut in_flight = in_flight
                     .take()
                     .expect("ResponseFuture polled after completion");
                 Poll::Ready(match result {

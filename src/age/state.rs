@@ -83,6 +83,10 @@ pub(crate) struct ConnectionState {
     load: Load,
     /// Nanoseconds since `born` of the last RTT sample.
     stamp_ns: AtomicU64,
+    /// Nanoseconds since `born` of the last response, or of the moment the
+    /// connection went from idle to busy: with requests in flight, how long
+    /// it has been since it last answered.
+    quiet_since_ns: AtomicU64,
 }
 
 impl ConnectionState {
@@ -108,6 +112,7 @@ impl ConnectionState {
             waiters: OnceLock::new(),
             load: Load::new(load),
             stamp_ns: AtomicU64::new(0),
+            quiet_since_ns: AtomicU64::new(0),
         })
     }
 
@@ -199,25 +204,30 @@ impl ConnectionState {
     /// Counts a request in flight until the returned guard is dropped.
     #[inline]
     pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
-        self.counts.fetch_add(STARTED_ONE | 1, Ordering::AcqRel);
+        let before = self.counts.fetch_add(STARTED_ONE | 1, Ordering::AcqRel);
         let start_ns = if self.load.samples_rtt() {
-            self.nanos_since_born(LoadInstant::now())
+            let now = self.nanos_since_born(LoadInstant::now());
+            if before & IN_FLIGHT_MASK == 0 {
+                self.quiet_since_ns.store(now, Ordering::Relaxed);
+            }
+            now
         } else {
             0
         };
         InFlight {
             state: self.clone(),
             start_ns,
+            responded: false,
         }
     }
 
     /// The balancing cost of sending one more request here; lower is better.
     #[inline]
     pub(crate) fn cost(&self, now: LoadInstant) -> f64 {
-        let since = self
-            .nanos_since_born(now)
-            .saturating_sub(self.stamp_ns.load(Ordering::Relaxed));
-        self.load.cost(self.in_flight(), since)
+        let now = self.nanos_since_born(now);
+        let since = now.saturating_sub(self.stamp_ns.load(Ordering::Relaxed));
+        let quiet = now.saturating_sub(self.quiet_since_ns.load(Ordering::Relaxed));
+        self.load.cost(self.in_flight(), since, quiet)
     }
 
     /// In `u64` arithmetic: `Duration::as_nanos` is a `u128`, whose
@@ -255,6 +265,8 @@ pub(crate) struct InFlight {
     /// When the request was sent, in nanoseconds since the connection was
     /// born (0 when the load needs no RTT).
     start_ns: u64,
+    /// Its response headers came: `record_response` took the sample.
+    responded: bool,
 }
 
 impl InFlight {
@@ -263,22 +275,44 @@ impl InFlight {
     }
 
     /// Records the time to response headers as an RTT sample.
-    pub(crate) fn record_response(&self) {
+    pub(crate) fn record_response(&mut self) {
+        self.responded = true;
         let state = &*self.state;
         if !state.load.samples_rtt() {
             return;
         }
         let now_ns = state.nanos_since_born(LoadInstant::now());
         let prev = state.stamp_ns.swap(now_ns, Ordering::Relaxed);
+        state.quiet_since_ns.store(now_ns, Ordering::Relaxed);
         state.load.record(
             now_ns.saturating_sub(self.start_ns),
             now_ns.saturating_sub(prev),
         );
     }
+
+    /// The request ended with no response (its caller gave up, a timeout,
+    /// the connection failed): the time it waited raises the RTT estimate if
+    /// it is longer, so a connection that stops answering costs more the
+    /// longer its requests wait, instead of looking cheaper as its estimate
+    /// decays with no samples. (A quick failure never lowers it.) Out of
+    /// line: most requests get a response.
+    #[cold]
+    #[inline(never)]
+    fn record_unanswered(&self) {
+        let state = &*self.state;
+        let now_ns = state.nanos_since_born(LoadInstant::now());
+        let waited = now_ns.saturating_sub(self.start_ns);
+        if state.load.record_peak(waited) {
+            state.stamp_ns.store(now_ns, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        if !self.responded && self.state.load.samples_rtt() {
+            self.record_unanswered();
+        }
         let state = &*self.state;
         if state.counts.fetch_sub(1, Ordering::SeqCst) & IN_FLIGHT_MASK == 1 && !state.is_serving()
         {

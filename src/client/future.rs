@@ -100,7 +100,7 @@ where
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        let (result, in_flight, retry) = match &mut this.state {
+        let (result, mut in_flight, retry) = match &mut this.state {
             State::Slow(slow) => return slow.as_mut().poll(cx),
             State::Failed(error) => {
                 return Poll::Ready(Err(error.take().expect("polled after completion")));

@@ -60,6 +60,10 @@ pub struct Record {
     executed: Mutex<HashMap<String, usize>>,
     /// Wakes waiters whenever a request or connection arrives.
     pub seen: Notify,
+    /// While set, requests are received (and counted) but not answered: a
+    /// hung pod whose connections stay up and answer PINGs.
+    hung: std::sync::atomic::AtomicBool,
+    unhung: Notify,
 }
 
 impl Record {
@@ -81,6 +85,17 @@ impl Record {
     /// All request ids and how often each ran.
     pub fn executed(&self) -> HashMap<String, usize> {
         self.executed.lock().unwrap().clone()
+    }
+
+    /// Waits while the backend is hung.
+    async fn while_hung(&self) {
+        loop {
+            let unhung = self.unhung.notified();
+            if !self.hung.load(Ordering::SeqCst) {
+                return;
+            }
+            unhung.await;
+        }
     }
 }
 
@@ -166,6 +181,15 @@ impl Backend {
 
     pub fn requests(&self) -> usize {
         self.record.requests.load(Ordering::SeqCst)
+    }
+
+    /// Hangs (or un-hangs) the backend: requests arrive and are counted but
+    /// get no answer until it is un-hung; connections and PINGs carry on.
+    pub fn hang(&self, hung: bool) {
+        self.record.hung.store(hung, Ordering::SeqCst);
+        if !hung {
+            self.record.unhung.notify_waiters();
+        }
     }
 
     pub fn connections(&self) -> usize {
@@ -264,6 +288,7 @@ async fn handle(
     record: Arc<Record>,
 ) -> Result<Response<http_body_util::combinators::BoxBody<Bytes, Infallible>>, Infallible> {
     record.request(request.headers());
+    record.while_hung().await;
     let path = request.uri().path().to_owned();
     let authority = request
         .uri()

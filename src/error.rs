@@ -86,6 +86,9 @@ struct Inner {
     // `Mutex` only makes the request `Sync` so that `Error` fits in a `BoxError`;
     // it is reached through `&mut self`, which never locks.
     request: Option<Mutex<Box<dyn Any + Send>>>,
+    /// A `Refused` request that must not be replayed (the server's `GOAWAY`
+    /// may blame it), though its head came back.
+    blamed: bool,
 }
 
 impl Error {
@@ -96,6 +99,7 @@ impl Error {
                 message: None,
                 source: None,
                 request: None,
+                blamed: false,
             }),
         }
     }
@@ -113,6 +117,23 @@ impl Error {
     pub(crate) fn with_request<R: Send + 'static>(mut self, request: R) -> Self {
         self.inner.request = Some(Mutex::new(Box::new(request)));
         self
+    }
+
+    /// Marks a `Refused` error as not to be replayed: the server's `GOAWAY`
+    /// blamed the client, and this request may be the cause.
+    pub(crate) fn blamed(mut self) -> Self {
+        self.inner.blamed = true;
+        self
+    }
+
+    /// The `GOAWAY` blamed the connection's keepalive `PING`s, not this
+    /// request: it may be replayed after all.
+    pub(crate) fn clear_blame(&mut self) {
+        self.inner.blamed = false;
+    }
+
+    pub(crate) fn is_blamed(&self) -> bool {
+        self.inner.blamed
     }
 
     pub(crate) fn set_kind(&mut self, kind: ErrorKind) {

@@ -249,3 +249,33 @@ async fn a_hung_pod_loses_its_traffic_and_gets_it_back_when_it_answers_again() {
         pods[1].requests() - before
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_policing_pings_costs_no_request_and_the_interval_backs_off() {
+    use support::backend::Script;
+    let pods = support::backend::start_pods(1).await;
+    // As a grpc-go server that wants at least 350 ms between pings.
+    pods[0].script(std::iter::repeat_n(Script::PolicePings(350), 50));
+    let client = Client::builder()
+        .endpoint(pods[0].uri())
+        .keep_alive_interval(Duration::from_millis(100))
+        .keep_alive_timeout(Duration::from_secs(1))
+        .keep_alive_while_idle(true)
+        .build::<Body>()
+        .unwrap();
+    let first = call_for(&client, 4, Duration::from_secs(3)).await;
+    assert!(first.errors.is_empty(), "failed: {:?}", first.errors);
+    // 100 ms, then 200 ms, earn a GOAWAY each; 400 ms is enough.
+    let connections = pods[0].connections();
+    assert!(
+        (2..=4).contains(&connections),
+        "{connections} connections: the pings did not back off"
+    );
+    let second = call_for(&client, 4, Duration::from_secs(2)).await;
+    assert!(second.errors.is_empty(), "failed: {:?}", second.errors);
+    assert_eq!(
+        pods[0].connections(),
+        connections,
+        "the server still sent GOAWAY after the back-off"
+    );
+}

@@ -86,6 +86,18 @@ pub(crate) fn classify(mut err: Error, state: &Arc<ConnectionState>) -> Error {
     } else if err.is_draining() {
         state.start_draining(DrainReason::Closed);
     }
+    // grpc-go answers pings it finds too frequent with
+    // GOAWAY(ENHANCE_YOUR_CALM, "too_many_pings"): on a connection that sent
+    // keepalive pings, that code blames the pings, not the request.
+    if err.is_blamed()
+        && state.handle.pinged()
+        && std::error::Error::source(&err)
+            .and_then(error::find_h2)
+            .and_then(h2::Error::reason)
+            == Some(h2::Reason::ENHANCE_YOUR_CALM)
+    {
+        err.clear_blame();
+    }
     if err.kind() == ErrorKind::Request {
         if state.handle.keep_alive_timed_out() {
             err.set_kind(ErrorKind::KeepAlive);

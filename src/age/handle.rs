@@ -56,6 +56,10 @@ struct Inner {
     go_away: AtomicU64,
     /// The keepalive `PING` went unanswered: closed as a dead peer.
     keep_alive_timed_out: AtomicBool,
+    /// Keepalive `PING`s went out on this connection: a server's
+    /// `GOAWAY(ENHANCE_YOUR_CALM)` may be about them (grpc-go's
+    /// "too_many_pings"), not about a request.
+    pinged: AtomicBool,
     /// The age layer's view of the connection, to tell whether requests
     /// are in flight (the keepalive pings only then, unless told to while
     /// idle).
@@ -73,6 +77,7 @@ impl ConnectionHandle {
                 forced: AtomicBool::new(false),
                 go_away: AtomicU64::new(0),
                 keep_alive_timed_out: AtomicBool::new(false),
+                pinged: AtomicBool::new(false),
                 busy: OnceLock::new(),
                 notify: Notify::new(),
                 close: Mutex::new(Some(Box::new(close))),
@@ -134,6 +139,14 @@ impl ConnectionHandle {
     /// True once a keepalive `PING` went unanswered.
     pub fn keep_alive_timed_out(&self) -> bool {
         self.inner.keep_alive_timed_out.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_pinged(&self) {
+        self.inner.pinged.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn pinged(&self) -> bool {
+        self.inner.pinged.load(Ordering::Acquire)
     }
 
     pub(crate) fn set_busy_probe(&self, state: Weak<super::state::ConnectionState>) {

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -93,6 +93,32 @@ impl Default for KeepAliveConfig {
     }
 }
 
+/// The keepalive interval in force for every connection of one connector,
+/// in nanoseconds: the configured one, doubled each time a server answers
+/// our pings with `GOAWAY(ENHANCE_YOUR_CALM)` (grpc-go's "too_many_pings";
+/// grpc-go's own client doubles its keepalive time the same way).
+#[derive(Debug, Default)]
+pub(crate) struct PingBackoff(AtomicU64);
+
+impl PingBackoff {
+    fn interval(&self, configured: Duration) -> Duration {
+        configured.max(Duration::from_nanos(self.0.load(Ordering::Relaxed)))
+    }
+
+    fn double(&self, from: Duration) {
+        let doubled = crate::time::saturate(from.saturating_mul(2));
+        let ns = u64::try_from(doubled.as_nanos()).unwrap_or(u64::MAX);
+        let before = self.0.fetch_max(ns, Ordering::Relaxed);
+        if before < ns {
+            tracing::warn!(
+                interval_ms = doubled.as_millis() as u64,
+                "the server found our keepalive pings too frequent (GOAWAY ENHANCE_YOUR_CALM); \
+                 pinging less often"
+            );
+        }
+    }
+}
+
 /// One connection's keepalive: a `PING` every `interval` while requests are
 /// in flight (or always, `while_idle`); no answer within `timeout` and the
 /// connection is closed by force, its in-flight requests failing with
@@ -100,17 +126,19 @@ impl Default for KeepAliveConfig {
 struct KeepAlive {
     config: KeepAliveConfig,
     interval: Duration,
+    backoff: Arc<PingBackoff>,
     ping: PingPong,
     timer: Pin<Box<Sleep>>,
     awaiting: bool,
 }
 
 impl KeepAlive {
-    fn new(config: KeepAliveConfig, ping: PingPong) -> Option<Self> {
-        let interval = crate::time::saturate(config.interval?);
+    fn new(config: KeepAliveConfig, ping: PingPong, backoff: Arc<PingBackoff>) -> Option<Self> {
+        let interval = backoff.interval(crate::time::saturate(config.interval?));
         Some(KeepAlive {
             config,
             interval,
+            backoff,
             ping,
             timer: Box::pin(tokio::time::sleep(interval)),
             awaiting: false,
@@ -125,6 +153,7 @@ impl KeepAlive {
                 match self.ping.poll_pong(cx) {
                     Poll::Ready(Ok(_)) => {
                         self.awaiting = false;
+                        self.interval = self.backoff.interval(self.interval);
                         self.timer.as_mut().reset(Instant::now() + self.interval);
                     }
                     Poll::Ready(Err(_)) => return false,
@@ -147,6 +176,7 @@ impl KeepAlive {
                 if self.ping.send_ping(Ping::opaque()).is_err() {
                     return false;
                 }
+                handle.set_pinged();
                 self.awaiting = true;
                 crate::time::saturate(self.config.timeout)
             } else {
@@ -163,14 +193,15 @@ impl<T> Driver<T> {
         watch: SendRequest<Bytes>,
         signals: Arc<Signals>,
         handle: ConnectionHandle,
-        keep_alive: Option<(KeepAliveConfig, PingPong)>,
+        keep_alive: Option<(KeepAliveConfig, PingPong, Arc<PingBackoff>)>,
     ) -> Self {
         Driver {
             connection,
             watch: Some(watch),
             signals,
             handle,
-            keep_alive: keep_alive.and_then(|(config, ping)| KeepAlive::new(config, ping)),
+            keep_alive: keep_alive
+                .and_then(|(config, ping, backoff)| KeepAlive::new(config, ping, backoff)),
         }
     }
 }
@@ -203,6 +234,12 @@ where
                 if e.is_go_away() && e.is_remote() {
                     let reason = e.reason().unwrap_or(h2::Reason::NO_ERROR);
                     tracing::debug!(?reason, "server sent GOAWAY");
+                    if reason == h2::Reason::ENHANCE_YOUR_CALM
+                        && this.handle.pinged()
+                        && let Some(keep_alive) = &this.keep_alive
+                    {
+                        keep_alive.backoff.double(keep_alive.interval);
+                    }
                     this.handle.set_going_away(reason);
                 }
                 this.watch = None;

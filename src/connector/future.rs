@@ -49,24 +49,22 @@ impl<B> ResponseFuture<B> {
     }
 }
 
-/// A failed stream as this crate's error, and whether it may be replayed:
-/// `Refused` when the server provably did not process it (see
-/// [`classify`](super::classify)), replayable unless the server's `GOAWAY`
-/// blamed the client.
-pub(crate) fn stream_error(e: h2::Error) -> (Error, bool) {
+/// A failed stream as this crate's error: `Refused` when the server
+/// provably did not process it (see [`classify`](super::classify)), and
+/// marked blamed (not to be replayed) when the server's `GOAWAY` blamed the
+/// client.
+pub(crate) fn stream_error(e: h2::Error) -> Error {
     match super::classify(&e, super::Stage::Stream) {
-        Verdict::Unprocessed => (Error::new(ErrorKind::Refused).with_source(e), true),
-        Verdict::UnprocessedBlamed(reason) => (
-            Error::new(ErrorKind::Refused)
-                .with_message(format!(
-                    "the server sent GOAWAY({reason:?}): this request, or one sent with it on \
-                     the same connection, broke a server limit; not replayed, so one request \
-                     costs at most one connection"
-                ))
-                .with_source(e),
-            false,
-        ),
-        _ => (Error::new(ErrorKind::Request).with_source(e), false),
+        Verdict::Unprocessed => Error::new(ErrorKind::Refused).with_source(e),
+        Verdict::UnprocessedBlamed(reason) => Error::new(ErrorKind::Refused)
+            .with_message(format!(
+                "the server sent GOAWAY({reason:?}): this request, or one sent with it on the \
+                 same connection, broke a server limit; not replayed, so one request costs at \
+                 most one connection"
+            ))
+            .with_source(e)
+            .blamed(),
+        _ => Error::new(ErrorKind::Request).with_source(e),
     }
 }
 
@@ -104,12 +102,12 @@ where
             Poll::Ready(Err(e)) => {
                 // Drop the body now: a replayable one hands back what it sent.
                 this.pipe = None;
-                let (error, replayable) = stream_error(e);
-                Poll::Ready(Err(match (replayable, this.head.take()) {
-                    // The head comes back only when the request may be
-                    // replayed: a blamed one goes to the caller as it is.
-                    (true, Some(head)) => error.with_request(Request::from_parts(head, ())),
-                    _ if error.kind() == ErrorKind::Refused => error,
+                let error = stream_error(e);
+                Poll::Ready(Err(match (error.kind(), this.head.take()) {
+                    (ErrorKind::Refused, Some(head)) => {
+                        error.with_request(Request::from_parts(head, ()))
+                    }
+                    (ErrorKind::Refused, None) => error,
                     _ => this.body_error.take().unwrap_or(error),
                 }))
             }

@@ -46,6 +46,7 @@ pub use future::ResponseFuture;
 
 pub(crate) use classify::{Stage, Verdict, classify};
 pub(crate) use driver::KeepAliveConfig;
+use driver::PingBackoff;
 
 use crate::age::{Connection, ConnectionHandle};
 use crate::error::{self, BoxError, Error, ErrorKind};
@@ -87,6 +88,8 @@ pub struct Http2Connector<C, B> {
     builder: h2::client::Builder,
     connect_timeout: Duration,
     keep_alive: KeepAliveConfig,
+    /// Shared by every connection this connector (and its clones) makes.
+    ping_backoff: Arc<PingBackoff>,
     _body: PhantomData<fn(B)>,
 }
 
@@ -129,6 +132,7 @@ impl<C, B> Http2Connector<C, B> {
             builder,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             keep_alive: KeepAliveConfig::default(),
+            ping_backoff: Arc::default(),
             _body: PhantomData,
         }
     }
@@ -200,6 +204,7 @@ impl<C: Clone, B> Clone for Http2Connector<C, B> {
             builder: self.builder.clone(),
             connect_timeout: self.connect_timeout,
             keep_alive: self.keep_alive,
+            ping_backoff: self.ping_backoff.clone(),
             _body: PhantomData,
         }
     }
@@ -241,6 +246,7 @@ where
         let mut connector = std::mem::replace(&mut self.connector, clone);
         let builder = self.builder.clone();
         let keep_alive = self.keep_alive;
+        let ping_backoff = self.ping_backoff.clone();
         if keep_alive.interval.is_some_and(|i| i.is_zero()) || keep_alive.timeout.is_zero() {
             return Box::pin(std::future::ready(Err(Error::config(
                 "keep_alive_interval and keep_alive_timeout must be greater than zero \
@@ -307,7 +313,7 @@ where
                 send.clone(),
                 signals.clone(),
                 handle.clone(),
-                ping_pong.map(|ping| (keep_alive, ping)),
+                ping_pong.map(|ping| (keep_alive, ping, ping_backoff)),
             ));
             Ok(Http2Connection::new(send, handle, signals))
         })

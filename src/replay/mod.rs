@@ -112,7 +112,9 @@ where
                 }
             }
             ErrorKind::Refused
-                if self.config.replay_refused && self.refused_replays < self.config.max_retries =>
+                if self.config.replay_refused
+                    && self.refused_replays < self.config.max_retries
+                    && !err.is_blamed() =>
             {
                 // The connection gives the head back with the refusal.
                 let Some(head) = err.take_request::<Request<()>>() else {

@@ -39,6 +39,12 @@ pub enum Script {
     /// carrying this error code (0 is NO_ERROR) and close, so that stream
     /// provably was not processed.
     GoAwayBeforeProcessing(u32),
+    /// Raw frames, as a grpc-go server enforcing its keepalive policy:
+    /// every request gets an empty 200 at once; a PING closer than this many
+    /// milliseconds to the one before is a strike, and the third strike gets
+    /// GOAWAY(last stream, ENHANCE_YOUR_CALM, "too_many_pings"); then it
+    /// answers nothing more and closes once the client does.
+    PolicePings(u64),
     /// h2: reset the first `n` streams with REFUSED_STREAM (not executed),
     /// then serve.
     RefuseStreams(usize),
@@ -269,6 +275,9 @@ async fn accept_loop(
                 Script::Silent => silent(stream).await,
                 Script::GoAwayBeforeProcessing(code) => {
                     goaway_before_processing(stream, code).await
+                }
+                Script::PolicePings(ms) => {
+                    police_pings(stream, record, Duration::from_millis(ms)).await
                 }
                 Script::RefuseStreams(n) => serve_h2(stream, addr, record, n, false).await,
                 Script::DieAfterFirstChunk => serve_h2(stream, addr, record, 0, true).await,
@@ -532,6 +541,74 @@ async fn goaway_before_processing(mut stream: TcpStream, code: u32) {
                 return;
             }
             _ => {}
+        }
+    }
+}
+
+/// See [`Script::PolicePings`].
+async fn police_pings(mut stream: TcpStream, record: Arc<Record>, min: Duration) {
+    let mut preface = [0u8; 24];
+    if stream.read_exact(&mut preface).await.is_err()
+        || stream
+            .write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0])
+            .await
+            .is_err()
+    {
+        return;
+    }
+    let (mut last_ping, mut strikes, mut last_stream) = (None::<tokio::time::Instant>, 0, 0u32);
+    loop {
+        let mut header = [0u8; 9];
+        if stream.read_exact(&mut header).await.is_err() {
+            return;
+        }
+        let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+        let (kind, flags) = (header[3], header[4]);
+        let id = u32::from_be_bytes([header[5], header[6], header[7], header[8]]) & 0x7fff_ffff;
+        let mut payload = vec![0u8; len];
+        if stream.read_exact(&mut payload).await.is_err() {
+            return;
+        }
+        let reply = match kind {
+            4 if flags & 1 == 0 => vec![0, 0, 0, 4, 1, 0, 0, 0, 0],
+            6 if flags & 1 == 0 => {
+                let now = tokio::time::Instant::now();
+                if last_ping.is_some_and(|at| now - at < min) {
+                    strikes += 1;
+                }
+                last_ping = Some(now);
+                if strikes > 2 {
+                    let debug = b"too_many_pings";
+                    let mut goaway = vec![0, 0, (8 + debug.len()) as u8, 7, 0, 0, 0, 0, 0];
+                    goaway.extend_from_slice(&last_stream.to_be_bytes());
+                    goaway.extend_from_slice(&0xbu32.to_be_bytes());
+                    goaway.extend_from_slice(debug);
+                    let _ = stream.write_all(&goaway).await;
+                    let _ = stream.flush().await;
+                    // Streams above `last_stream` go unanswered; read until
+                    // the client closes, so closing sends no RST that could
+                    // destroy the GOAWAY in flight.
+                    let mut rest = Vec::new();
+                    let _ = stream.read_to_end(&mut rest).await;
+                    return;
+                }
+                let mut ack = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
+                ack.extend_from_slice(&payload);
+                ack
+            }
+            // HEADERS: an empty 200 (HPACK static index 8), ending the stream.
+            1 => {
+                last_stream = id;
+                record.request(&http::HeaderMap::new());
+                let mut response = vec![0, 0, 1, 1, 0x5];
+                response.extend_from_slice(&id.to_be_bytes());
+                response.push(0x88);
+                response
+            }
+            _ => continue,
+        };
+        if stream.write_all(&reply).await.is_err() {
+            return;
         }
     }
 }

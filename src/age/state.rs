@@ -80,6 +80,8 @@ pub(crate) struct ConnectionState {
     wake: Notify,
     observer: OnceLock<Observer>,
     waiters: OnceLock<Arc<Waiters>>,
+    /// Set on connections to an endpoint that joined recently.
+    slow_start: OnceLock<SlowStart>,
     load: Load,
     /// Nanoseconds since `born` of the last RTT sample.
     stamp_ns: AtomicU64,
@@ -110,6 +112,7 @@ impl ConnectionState {
             wake: Notify::new(),
             observer: OnceLock::new(),
             waiters: OnceLock::new(),
+            slow_start: OnceLock::new(),
             load: Load::new(load),
             stamp_ns: AtomicU64::new(0),
             quiet_since_ns: AtomicU64::new(0),
@@ -188,6 +191,17 @@ impl ConnectionState {
             _ => self.emit(Event::Lost),
         }
         true
+    }
+
+    pub(crate) fn set_slow_start(&self, slow_start: SlowStart) {
+        let _ = self.slow_start.set(slow_start);
+    }
+
+    /// The share of its normal traffic this connection should take at
+    /// `now`: below 1 while its endpoint is in its slow-start window.
+    #[inline]
+    pub(crate) fn weight(&self, now: LoadInstant) -> f64 {
+        self.slow_start.get().map_or(1.0, |s| s.weight(now))
     }
 
     /// Lets requests that wait for room on some connection hear when one
@@ -323,6 +337,29 @@ impl Drop for InFlight {
         {
             waiters.notify.notify_one();
         }
+    }
+}
+
+/// Envoy's `slow_start_config`, linear: an endpoint that joined at `joined`
+/// takes `max(elapsed / window, MIN_WEIGHT)` of its normal share until the
+/// window has passed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SlowStart {
+    pub(crate) joined: LoadInstant,
+    pub(crate) window: Duration,
+}
+
+impl SlowStart {
+    /// The least share a new endpoint takes (Envoy's `min_weight_percent`
+    /// default, 10%), so it is never starved of the requests that warm it.
+    const MIN_WEIGHT: f64 = 0.1;
+
+    fn weight(&self, now: LoadInstant) -> f64 {
+        let elapsed = now.saturating_duration_since(self.joined);
+        if elapsed >= self.window {
+            return 1.0;
+        }
+        (elapsed.as_secs_f64() / self.window.as_secs_f64()).max(Self::MIN_WEIGHT)
     }
 }
 

@@ -192,6 +192,14 @@ impl<C> ClientBuilder<C> {
         self
     }
 
+    /// New endpoints found by DNS take a share of traffic growing over
+    /// `window`, instead of a burst. Default: off. See
+    /// [`RotatingDiscoverBuilder::slow_start_window`](crate::discover::RotatingDiscoverBuilder::slow_start_window).
+    pub fn slow_start_window(mut self, window: Duration) -> Self {
+        self.discover = self.discover.slow_start_window(window);
+        self
+    }
+
     /// How many times a request that came back unsent is sent again, and,
     /// counted apart, one the server provably did not process. Default: 3.
     pub fn max_retries(mut self, n: usize) -> Self {

@@ -270,15 +270,31 @@ fn pick<B>(connections: &[(EndpointKey, Conn<B>)], avoid: usize) -> Option<&Conn
     match (serving(ca), serving(cb)) {
         (true, true) if a != b => {
             let now = LoadInstant::now();
-            Some(if cb.state().cost(now) < ca.state().cost(now) {
-                cb
+            let (won, lost) = if cb.state().cost(now) < ca.state().cost(now) {
+                (cb, ca)
             } else {
-                ca
-            })
+                (ca, cb)
+            };
+            Some(slow_start(won, lost, now))
         }
         (true, _) => Some(ca),
         (false, true) => Some(cb),
         (false, false) => pick_any(connections, avoid),
+    }
+}
+
+/// The winner of a pick, unless it is an endpoint in its slow-start window:
+/// then it keeps only its weight's share of the wins, the rest going to the
+/// other candidate. (A new connection costs nothing, so without this a new
+/// pod wins every pick it is part of: 0.41 of all requests right after
+/// joining a set of four, in the measurement.)
+#[inline]
+fn slow_start<'a, B>(won: &'a Conn<B>, lost: &'a Conn<B>, now: LoadInstant) -> &'a Conn<B> {
+    let weight = won.state().weight(now);
+    if weight < 1.0 && rand::rng().random::<f64>() >= weight {
+        lost
+    } else {
+        won
     }
 }
 

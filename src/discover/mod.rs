@@ -160,6 +160,7 @@ pub struct RotatingDiscoverBuilder {
     connections_per_endpoint: usize,
     max_connections_per_endpoint: Option<usize>,
     extra_idle: Duration,
+    slow_start: Duration,
     backoff: Backoff,
     connect_timeout: Duration,
 }
@@ -173,6 +174,7 @@ impl Default for RotatingDiscoverBuilder {
             connections_per_endpoint: 1,
             max_connections_per_endpoint: None,
             extra_idle: DEFAULT_EXTRA_IDLE_TIMEOUT,
+            slow_start: Duration::ZERO,
             backoff: Backoff::default(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         }
@@ -276,6 +278,18 @@ impl RotatingDiscoverBuilder {
     /// this. Default: [`DEFAULT_EXTRA_IDLE_TIMEOUT`] (10 s).
     pub fn extra_connection_idle_timeout(mut self, timeout: Duration) -> Self {
         self.extra_idle = crate::time::saturate(timeout);
+        self
+    }
+
+    /// Slow start (Envoy's `slow_start_config`): an endpoint that a
+    /// resolution adds after the first takes a share of traffic growing
+    /// linearly over `window` (at least 10% of its share from the start),
+    /// instead of a burst: a fresh connection costs nothing, so without it a
+    /// new pod wins every pick it is part of. Default: off
+    /// (`Duration::ZERO`), as in Envoy. Endpoints given up front, and the
+    /// first answer's, start at full weight.
+    pub fn slow_start_window(mut self, window: Duration) -> Self {
+        self.slow_start = crate::time::saturate(window);
         self
     }
 
@@ -392,6 +406,7 @@ impl RotatingDiscoverBuilder {
                     .max_connections_per_endpoint
                     .unwrap_or(self.connections_per_endpoint),
                 extra_idle: self.extra_idle,
+                slow_start: self.slow_start,
                 backoff: self.backoff,
                 connect_timeout: self.connect_timeout,
             },

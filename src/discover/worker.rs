@@ -19,7 +19,7 @@ use super::backoff::Backoff;
 use super::resolution::Schedule;
 use super::{DiscoverStatus, EndpointKey};
 use crate::age::AgedConnection;
-use crate::age::state::{ConnectionState, Event};
+use crate::age::state::{ConnectionState, Event, LoadInstant, SlowStart};
 use crate::error::{self, BoxError, Error, ErrorKind};
 use crate::resolve::Resolution;
 
@@ -76,6 +76,9 @@ impl Demand {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Settings {
     pub(crate) per_endpoint: usize,
+    /// New endpoints (found by a resolution after the first) take a growing
+    /// share of traffic over this window; zero turns it off.
+    pub(crate) slow_start: Duration,
     /// At least `per_endpoint`; above it, extras open on demand.
     pub(crate) max_per_endpoint: usize,
     /// An extra that started no request for this long is closed.
@@ -100,6 +103,10 @@ pub(crate) struct Worker<M, S> {
     demand: Arc<Demand>,
     /// An extra connection is being opened (one at a time).
     extra_connecting: bool,
+    /// When endpoints found after the first resolution joined, for slow
+    /// start; the first answer's endpoints start at full weight.
+    joined: HashMap<Uri, LoadInstant>,
+    first_answer_seen: bool,
 }
 
 impl<M, S> Worker<M, S>
@@ -132,6 +139,8 @@ where
             status,
             demand,
             extra_connecting: false,
+            joined: HashMap::new(),
+            first_answer_seen: false,
         }
         .with_endpoints(endpoints)
     }
@@ -348,7 +357,13 @@ where
                 for endpoint in &removed {
                     self.remove_endpoint(endpoint);
                 }
+                let first = !std::mem::replace(&mut self.first_answer_seen, true);
+                self.joined
+                    .retain(|_, joined| joined.elapsed() < self.settings.slow_start);
                 for endpoint in added {
+                    if !first && !self.settings.slow_start.is_zero() {
+                        self.joined.insert(endpoint.clone(), LoadInstant::now());
+                    }
                     self.add_endpoint(endpoint);
                 }
             }
@@ -467,6 +482,12 @@ where
                 self.status.set_connect_error(key.to_string(), None);
                 slot.due = false;
                 slot.idle_seen = None;
+                if let Some(&joined) = self.joined.get(&key.endpoint) {
+                    connection.state().set_slow_start(SlowStart {
+                        joined,
+                        window: self.settings.slow_start,
+                    });
+                }
                 slot.generation += 1;
                 let generation = slot.generation;
                 let replaced = slot.current.replace(connection.state().clone());

@@ -279,3 +279,44 @@ async fn a_server_policing_pings_costs_no_request_and_the_interval_backs_off() {
         "the server still sent GOAWAY after the back-off"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_that_kills_every_connection_is_ejected_and_readmitted() {
+    use support::backend::Script;
+    use tower_max_connection_age::discover::OutlierDetection;
+    let pods = support::backend::start_pods(3).await;
+    // Every connection to pod 2 dies with the first request on it.
+    pods[1].script(std::iter::repeat_n(Script::DieAfterFirstChunk, 200));
+    let client = Client::builder()
+        .endpoints(pods.iter().map(Backend::uri))
+        .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(20))
+        .outlier_detection(
+            OutlierDetection::new()
+                .consecutive_failures(3)
+                .base_ejection_time(Duration::from_millis(1500))
+                .max_ejection_percent(50),
+        )
+        .build::<Body>()
+        .unwrap();
+    bounded(async {
+        while client.connection_count() < 3 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    // Until ejected, each of pod 2's connections costs the requests on it.
+    let first = call_for(&client, 8, Duration::from_millis(1000)).await;
+    let reached = pods[1].requests();
+    assert!(reached >= 3, "pod 2 got only {reached} requests");
+    let failed: usize = first.errors.values().sum();
+    // Ejected after 3 failures in a row: the requests in flight then, not
+    // one per reconnect (every 10-20 ms) for the whole second.
+    assert!(failed <= 16, "{failed} failed: {:?}", first.errors);
+    // Its time is up: readmitted, it is tried (and ejected) again.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let _ = call_for(&client, 8, Duration::from_millis(700)).await;
+    assert!(
+        pods[1].requests() > reached,
+        "the ejected pod was never readmitted"
+    );
+}

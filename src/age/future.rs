@@ -2,14 +2,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use http::Response;
 use pin_project_lite::pin_project;
 
 use super::body::ResponseBody;
-use super::state::{ConnectionState, DrainReason, InFlight};
+use super::state::{DrainReason, InFlight};
 use crate::error::{self, BoxError, Error, ErrorKind};
 
 pin_project! {
@@ -70,7 +69,7 @@ where
                     }
                     Err(e) => Err(classify(
                         error::from_box(e.into(), ErrorKind::Request),
-                        in_flight.state(),
+                        &mut in_flight,
                     )),
                 })
             }
@@ -79,8 +78,12 @@ where
 }
 
 /// Lets the connection learn from a failed request: a `GOAWAY` means it takes
-/// no more requests, and a request cut by our own force-close says so.
-pub(crate) fn classify(mut err: Error, state: &Arc<ConnectionState>) -> Error {
+/// no more requests, a request cut by our own force-close or by a keepalive
+/// timeout says so, and one the server provably did not process is no
+/// failure of the connection's.
+pub(crate) fn classify(mut err: Error, in_flight: &mut InFlight) -> Error {
+    let state = in_flight.state().clone();
+    let state = &state;
     if error::is_remote_go_away(&err) {
         state.start_draining(DrainReason::GoAway);
     } else if err.is_draining() {
@@ -97,6 +100,9 @@ pub(crate) fn classify(mut err: Error, state: &Arc<ConnectionState>) -> Error {
             == Some(h2::Reason::ENHANCE_YOUR_CALM)
     {
         err.clear_blame();
+    }
+    if err.is_unprocessed() {
+        in_flight.set_unprocessed();
     }
     if err.kind() == ErrorKind::Request {
         if state.handle.keep_alive_timed_out() {

@@ -2,7 +2,7 @@
 //! requests, its supervisor task and whoever manages its rotation.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -82,6 +82,10 @@ pub(crate) struct ConnectionState {
     waiters: OnceLock<Arc<Waiters>>,
     /// Set on connections to an endpoint that joined recently.
     slow_start: OnceLock<SlowStart>,
+    /// The endpoint's failure count, under outlier detection.
+    health: OnceLock<Arc<EndpointHealth>>,
+    /// Out of the pick: its endpoint is ejected as an outlier.
+    ejected: AtomicBool,
     load: Load,
     /// Nanoseconds since `born` of the last RTT sample.
     stamp_ns: AtomicU64,
@@ -113,6 +117,8 @@ impl ConnectionState {
             observer: OnceLock::new(),
             waiters: OnceLock::new(),
             slow_start: OnceLock::new(),
+            health: OnceLock::new(),
+            ejected: AtomicBool::new(false),
             load: Load::new(load),
             stamp_ns: AtomicU64::new(0),
             quiet_since_ns: AtomicU64::new(0),
@@ -193,6 +199,19 @@ impl ConnectionState {
         true
     }
 
+    pub(crate) fn set_health(&self, health: Arc<EndpointHealth>) {
+        let _ = self.health.set(health);
+    }
+
+    #[inline]
+    pub(crate) fn is_ejected(&self) -> bool {
+        self.ejected.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_ejected(&self, ejected: bool) {
+        self.ejected.store(ejected, Ordering::Relaxed);
+    }
+
     pub(crate) fn set_slow_start(&self, slow_start: SlowStart) {
         let _ = self.slow_start.set(slow_start);
     }
@@ -232,6 +251,7 @@ impl ConnectionState {
             state: self.clone(),
             start_ns,
             responded: false,
+            unprocessed: false,
         }
     }
 
@@ -281,6 +301,9 @@ pub(crate) struct InFlight {
     start_ns: u64,
     /// Its response headers came: `record_response` took the sample.
     responded: bool,
+    /// It failed as provably unprocessed (the server said no): no failure
+    /// of the connection's.
+    unprocessed: bool,
 }
 
 impl InFlight {
@@ -292,6 +315,9 @@ impl InFlight {
     pub(crate) fn record_response(&mut self) {
         self.responded = true;
         let state = &*self.state;
+        if let Some(health) = state.health.get() {
+            health.success();
+        }
         if !state.load.samples_rtt() {
             return;
         }
@@ -310,10 +336,23 @@ impl InFlight {
     /// longer its requests wait, instead of looking cheaper as its estimate
     /// decays with no samples. (A quick failure never lowers it.) Out of
     /// line: most requests get a response.
+    /// The request failed as provably unprocessed: not the endpoint's fault.
+    pub(crate) fn set_unprocessed(&mut self) {
+        self.unprocessed = true;
+    }
+
     #[cold]
     #[inline(never)]
     fn record_unanswered(&self) {
         let state = &*self.state;
+        if !self.unprocessed
+            && let Some(health) = state.health.get()
+        {
+            health.failure();
+        }
+        if !state.load.samples_rtt() {
+            return;
+        }
         let now_ns = state.nanos_since_born(LoadInstant::now());
         let waited = now_ns.saturating_sub(self.start_ns);
         if state.load.record_peak(waited) {
@@ -324,7 +363,7 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if !self.responded && self.state.load.samples_rtt() {
+        if !self.responded {
             self.record_unanswered();
         }
         let state = &*self.state;
@@ -337,6 +376,55 @@ impl Drop for InFlight {
         {
             waiters.notify.notify_one();
         }
+    }
+}
+
+/// One endpoint's transport failures in a row, shared by its connections
+/// and the discovery worker; the worker hears when they reach the
+/// threshold, and decides on ejection.
+pub(crate) struct EndpointHealth {
+    consecutive: AtomicU32,
+    threshold: u32,
+    endpoint: http::Uri,
+    report: tokio::sync::mpsc::UnboundedSender<http::Uri>,
+}
+
+impl EndpointHealth {
+    pub(crate) fn new(
+        endpoint: http::Uri,
+        threshold: u32,
+        report: tokio::sync::mpsc::UnboundedSender<http::Uri>,
+    ) -> Arc<Self> {
+        Arc::new(EndpointHealth {
+            consecutive: AtomicU32::new(0),
+            threshold,
+            endpoint,
+            report,
+        })
+    }
+
+    /// A response came: the run of failures is over. (A read, and a write
+    /// only when there was a run, so healthy traffic dirties no cache line.)
+    #[inline]
+    pub(crate) fn success(&self) {
+        if self.consecutive.load(Ordering::Relaxed) != 0 {
+            self.consecutive.store(0, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn failure(&self) {
+        if self
+            .consecutive
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_add(1)
+            == self.threshold
+        {
+            let _ = self.report.send(self.endpoint.clone());
+        }
+    }
+
+    pub(crate) fn reset(&self) {
+        self.consecutive.store(0, Ordering::Relaxed);
     }
 }
 

@@ -192,6 +192,14 @@ impl<C> ClientBuilder<C> {
         self
     }
 
+    /// Takes endpoints whose connects and requests keep failing out of the
+    /// pick for a while (Envoy's outlier detection). Default: off. See
+    /// [`OutlierDetection`](crate::discover::OutlierDetection).
+    pub fn outlier_detection(mut self, detection: crate::discover::OutlierDetection) -> Self {
+        self.discover = self.discover.outlier_detection(detection);
+        self
+    }
+
     /// New endpoints found by DNS take a share of traffic growing over
     /// `window`, instead of a burst. Default: off. See
     /// [`RotatingDiscoverBuilder::slow_start_window`](crate::discover::RotatingDiscoverBuilder::slow_start_window).

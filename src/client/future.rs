@@ -144,12 +144,12 @@ impl<B> State<B> {
 /// (most of a request's time at low load is spent fetching cold code).
 #[cold]
 #[inline(never)]
-fn failed<B>(error: Error, in_flight: InFlight, retry: Option<Retry<B>>) -> Result<Slow, Error>
+fn failed<B>(error: Error, mut in_flight: InFlight, retry: Option<Retry<B>>) -> Result<Slow, Error>
 where
     B: Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let error = crate::age::classify(error, in_flight.state());
+    let error = crate::age::classify(error, &mut in_flight);
     drop(in_flight);
     match retry {
         Some(Retry {

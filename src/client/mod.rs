@@ -254,7 +254,7 @@ fn takes_requests<B>(c: &Conn<B>) -> bool {
 /// [`takes_requests`]) are skipped, and so is `avoid` (the connection that
 /// just refused the request) unless it is the only one that takes it.
 fn pick<B>(connections: &[(EndpointKey, Conn<B>)], avoid: usize) -> Option<&Conn<B>> {
-    let serving = |c: &Conn<B>| takes_requests(c) && id_of(c) != avoid;
+    let serving = |c: &Conn<B>| takes_requests(c) && !c.state().is_ejected() && id_of(c) != avoid;
     let n = connections.len();
     let (a, b) = match n {
         0 => return None,
@@ -299,15 +299,21 @@ fn slow_start<'a, B>(won: &'a Conn<B>, lost: &'a Conn<B>, now: LoadInstant) -> &
 }
 
 /// When neither random pick takes the request: the first connection that
-/// does, else `avoid` if it does. Out of line: rare.
+/// does, else `avoid` if it does, else an ejected one (ejection never makes
+/// an outage). Out of line: rare.
 #[cold]
 #[inline(never)]
 fn pick_any<B>(connections: &[(EndpointKey, Conn<B>)], avoid: usize) -> Option<&Conn<B>> {
-    let mut candidates = connections.iter().map(|(_, c)| c);
-    candidates
-        .clone()
-        .find(|c| takes_requests(c) && id_of(c) != avoid)
-        .or_else(|| candidates.find(|c| takes_requests(c)))
+    let candidates = || {
+        connections
+            .iter()
+            .map(|(_, c)| c)
+            .filter(|c| takes_requests(c))
+    };
+    candidates()
+        .find(|c| !c.state().is_ejected() && id_of(c) != avoid)
+        .or_else(|| candidates().find(|c| !c.state().is_ejected()))
+        .or_else(|| candidates().next())
 }
 
 /// Counts the request in flight on `connection` and opens its stream.

@@ -11,6 +11,7 @@
 //! (that would kill tower's `Balance`) and never ends while it is alive.
 
 mod backoff;
+mod outlier;
 mod resolution;
 mod status;
 mod worker;
@@ -32,6 +33,7 @@ use crate::age::AgedConnection;
 use crate::error::{BoxError, Error};
 use crate::resolve::Resolve;
 use backoff::Backoff;
+pub use outlier::OutlierDetection;
 pub(crate) use resolution::BoxResolver;
 pub use resolution::{
     DEFAULT_MIN_RESOLVE_INTERVAL, DEFAULT_RESOLVE_INTERVAL, DEFAULT_RESOLVE_TIMEOUT,
@@ -161,6 +163,7 @@ pub struct RotatingDiscoverBuilder {
     max_connections_per_endpoint: Option<usize>,
     extra_idle: Duration,
     slow_start: Duration,
+    outlier: Option<OutlierDetection>,
     backoff: Backoff,
     connect_timeout: Duration,
 }
@@ -175,6 +178,7 @@ impl Default for RotatingDiscoverBuilder {
             max_connections_per_endpoint: None,
             extra_idle: DEFAULT_EXTRA_IDLE_TIMEOUT,
             slow_start: Duration::ZERO,
+            outlier: None,
             backoff: Backoff::default(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         }
@@ -281,6 +285,14 @@ impl RotatingDiscoverBuilder {
         self
     }
 
+    /// Takes endpoints whose connects and requests keep failing out of the
+    /// pick for a while; see [`OutlierDetection`]. Default: off, as in
+    /// Envoy. Only [`Client`](crate::Client)'s pick honours it.
+    pub fn outlier_detection(mut self, detection: OutlierDetection) -> Self {
+        self.outlier = Some(detection);
+        self
+    }
+
     /// Slow start (Envoy's `slow_start_config`): an endpoint that a
     /// resolution adds after the first takes a share of traffic growing
     /// linearly over `window` (at least 10% of its share from the start),
@@ -360,6 +372,9 @@ impl RotatingDiscoverBuilder {
                 self.connections_per_endpoint
             )));
         }
+        if let Some(detection) = &self.outlier {
+            detection.validate()?;
+        }
         if self.extra_idle.is_zero() {
             return Err(Error::config(
                 "extra_connection_idle_timeout must be greater than zero",
@@ -407,6 +422,7 @@ impl RotatingDiscoverBuilder {
                     .unwrap_or(self.connections_per_endpoint),
                 extra_idle: self.extra_idle,
                 slow_start: self.slow_start,
+                outlier: self.outlier,
                 backoff: self.backoff,
                 connect_timeout: self.connect_timeout,
             },

@@ -16,10 +16,11 @@ use tower::discover::Change;
 use tower_service::Service;
 
 use super::backoff::Backoff;
+use super::outlier::OutlierDetection;
 use super::resolution::Schedule;
 use super::{DiscoverStatus, EndpointKey};
 use crate::age::AgedConnection;
-use crate::age::state::{ConnectionState, Event, LoadInstant, SlowStart};
+use crate::age::state::{ConnectionState, EndpointHealth, Event, LoadInstant, SlowStart};
 use crate::error::{self, BoxError, Error, ErrorKind};
 use crate::resolve::Resolution;
 
@@ -35,6 +36,19 @@ enum Step<S> {
         key: EndpointKey,
     },
     Resolved(Result<Resolution, Error>),
+    /// An ejected endpoint's time is up.
+    Readmit {
+        endpoint: Uri,
+    },
+}
+
+/// One endpoint under outlier detection.
+struct Outlier {
+    health: Arc<EndpointHealth>,
+    /// Ejections in a row; one comes off per base ejection time healthy.
+    ejections: u32,
+    ejected: bool,
+    readmitted_at: Option<tokio::time::Instant>,
 }
 
 #[derive(Default)]
@@ -79,6 +93,7 @@ pub(crate) struct Settings {
     /// New endpoints (found by a resolution after the first) take a growing
     /// share of traffic over this window; zero turns it off.
     pub(crate) slow_start: Duration,
+    pub(crate) outlier: Option<OutlierDetection>,
     /// At least `per_endpoint`; above it, extras open on demand.
     pub(crate) max_per_endpoint: usize,
     /// An extra that started no request for this long is closed.
@@ -107,6 +122,9 @@ pub(crate) struct Worker<M, S> {
     /// start; the first answer's endpoints start at full weight.
     joined: HashMap<Uri, LoadInstant>,
     first_answer_seen: bool,
+    outliers: HashMap<Uri, Outlier>,
+    failing_tx: mpsc::UnboundedSender<Uri>,
+    failing: mpsc::UnboundedReceiver<Uri>,
 }
 
 impl<M, S> Worker<M, S>
@@ -126,6 +144,7 @@ where
         demand: Arc<Demand>,
     ) -> Self {
         let (events_tx, events) = mpsc::unbounded_channel();
+        let (failing_tx, failing) = mpsc::unbounded_channel();
         Worker {
             make,
             slots: HashMap::new(),
@@ -141,6 +160,9 @@ where
             extra_connecting: false,
             joined: HashMap::new(),
             first_answer_seen: false,
+            outliers: HashMap::new(),
+            failing_tx,
+            failing,
         }
         .with_endpoints(endpoints)
     }
@@ -160,6 +182,21 @@ where
             };
             self.slots.insert(key, Slot::default());
         }
+        if let Some(detection) = self.settings.outlier {
+            self.outliers.insert(
+                endpoint.clone(),
+                Outlier {
+                    health: EndpointHealth::new(
+                        endpoint.clone(),
+                        detection.consecutive_failures,
+                        self.failing_tx.clone(),
+                    ),
+                    ejections: 0,
+                    ejected: false,
+                    readmitted_at: None,
+                },
+            );
+        }
         self.endpoints.push(endpoint);
     }
 
@@ -167,6 +204,7 @@ where
     /// balancer and drain.
     fn remove_endpoint(&mut self, endpoint: &Uri) {
         self.endpoints.retain(|e| e != endpoint);
+        self.outliers.remove(endpoint);
         let keys: Vec<_> = self
             .slots
             .keys()
@@ -175,6 +213,73 @@ where
             .collect();
         for key in keys {
             self.remove_slot(key);
+        }
+    }
+
+    /// The endpoint's failures reached the threshold: eject it, unless as
+    /// many endpoints as allowed are out already.
+    fn on_failing(&mut self, endpoint: Uri) {
+        let Some(detection) = self.settings.outlier else {
+            return;
+        };
+        let out = self.outliers.values().filter(|o| o.ejected).count();
+        let allowed = detection.max_ejected(self.endpoints.len());
+        let Some(outlier) = self.outliers.get_mut(&endpoint) else {
+            return;
+        };
+        outlier.health.reset();
+        if outlier.ejected {
+            return;
+        }
+        if out >= allowed {
+            tracing::warn!(
+                endpoint = %endpoint,
+                ejected = out,
+                "endpoint failing, not ejected: max_ejection_percent reached"
+            );
+            return;
+        }
+        // Healthy stretches since the last readmission take ejections off.
+        if let Some(at) = outlier.readmitted_at {
+            let healthy = at.elapsed().as_nanos() / detection.base_ejection_time.as_nanos().max(1);
+            outlier.ejections = outlier
+                .ejections
+                .saturating_sub(u32::try_from(healthy).unwrap_or(u32::MAX));
+        }
+        outlier.ejections = outlier.ejections.saturating_add(1);
+        outlier.ejected = true;
+        let time = detection.ejection_time(outlier.ejections);
+        tracing::warn!(
+            endpoint = %endpoint,
+            ejections = outlier.ejections,
+            for_ms = time.as_millis() as u64,
+            "endpoint ejected as an outlier"
+        );
+        self.set_ejected(&endpoint, true);
+        self.pending.push(Box::pin(async move {
+            tokio::time::sleep(time).await;
+            Step::Readmit { endpoint }
+        }));
+    }
+
+    fn on_readmit(&mut self, endpoint: Uri) {
+        let Some(outlier) = self.outliers.get_mut(&endpoint) else {
+            return;
+        };
+        outlier.ejected = false;
+        outlier.readmitted_at = Some(tokio::time::Instant::now());
+        outlier.health.reset();
+        tracing::info!(endpoint = %endpoint, "ejected endpoint readmitted");
+        self.set_ejected(&endpoint, false);
+    }
+
+    fn set_ejected(&self, endpoint: &Uri, ejected: bool) {
+        for (key, slot) in &self.slots {
+            if key.endpoint == *endpoint
+                && let Some(state) = &slot.current
+            {
+                state.set_ejected(ejected);
+            }
         }
     }
 
@@ -285,7 +390,9 @@ where
                         self.connect_if_wanted(key).await;
                     }
                     Step::Resolved(result) => self.on_resolved(result).await,
+                    Step::Readmit { endpoint } => self.on_readmit(endpoint),
                 },
+                Some(endpoint) = self.failing.recv() => self.on_failing(endpoint),
                 () = resolve_due => self.start_resolve(),
                 () = demand.notify.notified(), if extras_allowed => self.on_demand().await,
                 _ = idle_check.tick(), if has_extras => self.close_idle_extras(),
@@ -482,6 +589,10 @@ where
                 self.status.set_connect_error(key.to_string(), None);
                 slot.due = false;
                 slot.idle_seen = None;
+                if let Some(outlier) = self.outliers.get(&key.endpoint) {
+                    connection.state().set_health(outlier.health.clone());
+                    connection.state().set_ejected(outlier.ejected);
+                }
                 if let Some(&joined) = self.joined.get(&key.endpoint) {
                     connection.state().set_slow_start(SlowStart {
                         joined,
@@ -508,6 +619,9 @@ where
             }
             Err(error) => {
                 slot.failures += 1;
+                if let Some(outlier) = self.outliers.get(&key.endpoint) {
+                    outlier.health.failure();
+                }
                 let delay = self.settings.backoff.delay(slot.failures);
                 let error = error::chain(&error);
                 self.status

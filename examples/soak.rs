@@ -1,11 +1,13 @@
 //! Soak: does rotation hurt or lose requests while things go wrong?
 //!
-//! Four pods (127.0.0.1 .. 127.0.0.4, one port) behind an embedded DNS
+//! Five pods (127.0.0.1 .. 127.0.0.5, one port) behind an embedded DNS
 //! server; the client resolves `svc.soak.local`, ages its connections after
 //! `--age-ms` (100 ms) and sends GET and POST requests from `--concurrency`
 //! (256) workers for `--seconds` (30), each request bounded by a 1 s
 //! `tower::timeout::TimeoutLayer`. Pod 4 is served by this crate's `Server`,
-//! which sends `GOAWAY` to its connections by age all the time. Meanwhile
+//! which sends `GOAWAY` to its connections by age all the time; pod 5 sits
+//! behind a fault-injecting TCP proxy. The client pings with a 1 s keepalive
+//! interval and timeout. Meanwhile
 //! faults take turns, one per phase (3 s of fault, then 1 s to recover),
 //! each on one of pods 1..3:
 //!
@@ -17,7 +19,14 @@
 //!   the fault ends, then restarts on the same address;
 //! - `dns`: the DNS server stops answering until the fault ends;
 //! - `hang`: the pod's next connections complete the HTTP/2 handshake and
-//!   take streams but never answer (the 1 s timeout ends those requests).
+//!   take streams but never answer (the 1 s timeout ends those requests);
+//! - `stall`: the pod stops answering on every connection, old and new,
+//!   while its connections and PINGs carry on (a hung process);
+//! - `blackhole`: pod 5's proxy drops everything both ways and sends no FIN
+//!   or RST (a dead node, a partition), for its connections old and new.
+//!
+//! The slowest request of each phase (response head and body, bounded by
+//! the 1 s timeout twice) shows how long callers were blocked.
 //!
 //! Every request carries a unique `x-request-id`; every pod instance records
 //! the ids it executed, and at the end an id executed twice is a duplicate.
@@ -49,6 +58,7 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 use support::backend::{Backend, Record, Script};
 use support::dns::DnsServer;
+use support::fault::{Fault, FaultProxy};
 use tokio::time::Instant;
 use tower::timeout::TimeoutLayer;
 use tower::{BoxError, ServiceBuilder, ServiceExt};
@@ -63,6 +73,8 @@ const FAULT: Duration = Duration::from_secs(3);
 const RECOVER: Duration = Duration::from_secs(1);
 /// The pods faults are injected on (pod 4 ages its connections itself).
 const FAULTY_PODS: [u8; 3] = [1, 2, 3];
+/// The pod behind the fault proxy.
+const PROXIED_POD: u8 = 5;
 
 struct Args {
     seconds: u64,
@@ -110,22 +122,28 @@ enum Phase {
     Refuse,
     Dns,
     Hang,
+    Stall,
+    BlackHole,
 }
 
-const CYCLE: [Phase; 5] = [
+const CYCLE: [Phase; 7] = [
     Phase::GoAway,
     Phase::Kill,
     Phase::Refuse,
     Phase::Dns,
     Phase::Hang,
+    Phase::Stall,
+    Phase::BlackHole,
 ];
-const PHASES: [Phase; 6] = [
+const PHASES: [Phase; 8] = [
     Phase::Warmup,
     Phase::GoAway,
     Phase::Kill,
     Phase::Refuse,
     Phase::Dns,
     Phase::Hang,
+    Phase::Stall,
+    Phase::BlackHole,
 ];
 
 impl Phase {
@@ -137,6 +155,8 @@ impl Phase {
             Phase::Refuse => "refuse",
             Phase::Dns => "dns",
             Phase::Hang => "hang",
+            Phase::Stall => "stall",
+            Phase::BlackHole => "blackhole",
         }
     }
 
@@ -151,6 +171,9 @@ struct Pods {
     live: Vec<Option<Backend>>,
     records: Vec<Arc<Record>>,
     aged: tower_max_connection_age::server::Server,
+    /// Pod 5: a backend on 127.0.1.5 behind a fault proxy on 127.0.0.5.
+    proxy: FaultProxy,
+    _proxied: Backend,
 }
 
 impl Pods {
@@ -160,11 +183,17 @@ impl Pods {
             .build()
             .expect("valid server configuration");
         let first = Backend::start(Ipv4Addr::new(127, 0, 0, 1), 0).await;
+        let port = first.addr.port();
+        let proxied = Backend::start(Ipv4Addr::new(127, 0, 1, PROXIED_POD), 0).await;
+        let proxy =
+            FaultProxy::start(Ipv4Addr::new(127, 0, 0, PROXIED_POD), port, proxied.addr).await;
         let mut pods = Pods {
-            port: first.addr.port(),
-            records: vec![first.record.clone()],
+            port,
+            records: vec![first.record.clone(), proxied.record.clone()],
             live: vec![Some(first)],
             aged,
+            proxy,
+            _proxied: proxied,
         };
         for i in 2..=4 {
             let pod = pods.spawn(i).await;
@@ -175,6 +204,7 @@ impl Pods {
 
     fn ips(&self) -> Vec<Ipv4Addr> {
         (1..=self.live.len() as u8)
+            .chain([PROXIED_POD])
             .map(|i| Ipv4Addr::new(127, 0, 0, i))
             .collect()
     }
@@ -250,6 +280,16 @@ async fn run_fault(phase: Phase, pod: u8, pods: &mut Pods, dns: &DnsServer, leng
             dns.resume();
         }
         Phase::Hang => pods.pod(pod).script([Script::Hang; 3]),
+        Phase::Stall => {
+            pods.pod(pod).hang(true);
+            tokio::time::sleep_until(fault_end).await;
+            pods.pod(pod).hang(false);
+        }
+        Phase::BlackHole => {
+            pods.proxy.set(Fault::BlackHole);
+            tokio::time::sleep_until(fault_end).await;
+            pods.proxy.set(Fault::None);
+        }
     }
     tokio::time::sleep_until(start + length).await;
 }
@@ -297,6 +337,8 @@ struct Live {
     failed_safe: AtomicU64,
     failed_other: AtomicU64,
     phase: AtomicUsize,
+    /// The slowest request sent in each phase, in microseconds.
+    slowest_us: [AtomicU64; PHASES.len()],
 }
 
 /// Failures per (safe?, label, phase).
@@ -425,6 +467,7 @@ async fn worker(
         }
         .expect("valid request");
         live.requests.fetch_add(1, Ordering::Relaxed);
+        let sent = Instant::now();
         let outcome = match service.clone().oneshot(request).await {
             Ok(response) => {
                 let status = response.status();
@@ -437,6 +480,8 @@ async fn worker(
             }
             Err(e) => classify(e),
         };
+        live.slowest_us[phase as usize]
+            .fetch_max(sent.elapsed().as_micros() as u64, Ordering::Relaxed);
         match outcome {
             Outcome::Ok => {
                 live.ok.fetch_add(1, Ordering::Relaxed);
@@ -518,6 +563,8 @@ async fn main() {
         .resolve_interval(Duration::from_secs(1))
         .max_connection_age(args.age)
         .ready_timeout(Duration::from_millis(500))
+        .keep_alive_interval(Duration::from_secs(1))
+        .keep_alive_timeout(Duration::from_secs(1))
         .build::<Full<Bytes>>()
         .expect("valid configuration");
     let service = ServiceBuilder::new()
@@ -525,7 +572,7 @@ async fn main() {
         .service(client.clone());
     let uri = format!("http://svc.soak.local:{}/", pods.port);
     println!(
-        "soak: 4 pods on 127.0.0.1-4:{} via DNS {} ({NAME}), concurrency {}, age {:?}, {} s; faults on pods 1-3, pod 4 ages connections server-side",
+        "soak: 5 pods on 127.0.0.1-5:{} via DNS {} ({NAME}), concurrency {}, age {:?}, {} s; faults on pods 1-3, pod 4 ages connections server-side, pod 5 behind a fault proxy",
         pods.port,
         dns.addr(),
         args.concurrency,
@@ -632,6 +679,21 @@ async fn main() {
 
     println!();
     print_table(&tally);
+    let slowest: Vec<(Phase, u64)> = PHASES
+        .iter()
+        .map(|phase| {
+            let us = live.slowest_us[*phase as usize].load(Ordering::Relaxed);
+            (*phase, us / 1000)
+        })
+        .collect();
+    println!(
+        "slowest request per phase (ms): {}",
+        slowest
+            .iter()
+            .map(|(phase, ms)| format!("{} {ms}", phase.name()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     println!();
     println!(
         "requests {requests}, ok {ok}, failed_safe {failed_safe}, failed_other {failed_other}, executed ids {}, duplicates {duplicates}",
@@ -643,8 +705,14 @@ async fn main() {
     );
     if args.json {
         println!(
-            "{{\"requests\":{requests},\"ok\":{ok},\"failed_safe\":{failed_safe},\"failed_other\":{failed_other},\"replayed\":{},\"duplicates\":{duplicates},\"rotations\":{},\"open_fds_start\":{open_fds_start},\"open_fds_end\":{open_fds_end}}}",
-            stats.replayed, stats.rotated
+            "{{\"requests\":{requests},\"ok\":{ok},\"failed_safe\":{failed_safe},\"failed_other\":{failed_other},\"replayed\":{},\"duplicates\":{duplicates},\"rotations\":{},\"open_fds_start\":{open_fds_start},\"open_fds_end\":{open_fds_end},\"slowest_ms\":{{{}}}}}",
+            stats.replayed,
+            stats.rotated,
+            slowest
+                .iter()
+                .map(|(phase, ms)| format!("\"{}\":{ms}", phase.name()))
+                .collect::<Vec<_>>()
+                .join(",")
         );
     }
 }

@@ -8,35 +8,17 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full, StreamBody};
 use support::backend::{Backend, Script, start_pods, wait_until};
-use support::bounded;
+use support::{bounded, connected, get};
 use tower::ServiceExt;
 use tower_max_connection_age::{Client, ErrorKind};
 
 type Body = Full<Bytes>;
-
-fn get(uri: impl std::fmt::Display, id: &str) -> Request<Body> {
-    Request::get(uri.to_string())
-        .header("x-request-id", id)
-        .body(Body::default())
-        .unwrap()
-}
 
 async fn text(
     response: http::Response<impl http_body::Body<Error = impl std::fmt::Debug>>,
 ) -> String {
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     String::from_utf8(bytes.to_vec()).unwrap()
-}
-
-/// Waits until the client has `n` connections in service.
-async fn connected<B>(client: &Client<B>, n: usize) {
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while client.connection_count() < n {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("client did not connect in time");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,7 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 use support::backend::{Backend, Script, start_pods};
 use support::load::{burst, run};
-use support::{bounded, memory};
+use support::{bounded, connected, get, memory};
 use tower::{Service, ServiceExt};
 use tower_max_connection_age::connector::default_builder;
 use tower_max_connection_age::discover::ConnectErrors;
@@ -20,24 +20,6 @@ use tower_max_connection_age::server::Server;
 use tower_max_connection_age::{Client, ErrorKind, Http2Connector, MaxConnectionAgeLayer};
 
 type Body = Full<Bytes>;
-
-fn get(uri: impl std::fmt::Display, id: &str) -> Request<Body> {
-    Request::get(uri.to_string())
-        .header("x-request-id", id)
-        .body(Body::default())
-        .unwrap()
-}
-
-/// Waits until the client has `n` connections serving.
-async fn connected<B>(client: &Client<B>, n: usize) {
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while client.connection_count() < n {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("client did not connect in time");
-}
 
 /// `error` and its sources as one line, to read in assertion messages.
 fn chain(error: &(dyn std::error::Error + 'static)) -> String {

@@ -13,8 +13,8 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use support::backend::Backend;
-use support::bounded;
 use support::fault::{Fault, FaultProxy};
+use support::{bounded, connected};
 use tokio::time::Instant;
 use tower::ServiceExt;
 use tower_max_connection_age::{Client, ErrorKind};
@@ -110,12 +110,7 @@ fn keepalive_client(proxies: &[FaultProxy]) -> Client<Body> {
 async fn a_black_holed_pod_costs_a_bounded_blip_and_gets_traffic_back_when_it_heals() {
     let (backends, proxies) = pods_behind_proxies(3).await;
     let client = keepalive_client(&proxies);
-    bounded(async {
-        while client.connection_count() < 3 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
+    connected(&client, 3).await;
     let holed = backends[1].addr.to_string();
     proxies[1].set(Fault::BlackHole);
     let seen = call_for(&client, 8, Duration::from_secs(5)).await;
@@ -163,12 +158,7 @@ async fn a_black_holed_pod_costs_a_bounded_blip_and_gets_traffic_back_when_it_he
 async fn with_one_black_holed_endpoint_callers_get_the_typed_error_not_a_hang() {
     let (_backends, proxies) = pods_behind_proxies(1).await;
     let client = keepalive_client(&proxies);
-    bounded(async {
-        while client.connection_count() < 1 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
+    connected(&client, 1).await;
     proxies[0].set(Fault::BlackHole);
     let started = Instant::now();
     let request = Request::get("http://svc.test/")
@@ -196,12 +186,7 @@ async fn a_hung_pod_loses_its_traffic_and_gets_it_back_when_it_answers_again() {
         })
         .build::<Body>()
         .unwrap();
-    bounded(async {
-        while client.connection_count() < 2 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
+    connected(&client, 2).await;
     // Callers give up after 300 ms, as with `tower::timeout`.
     let timed = tower::ServiceBuilder::new()
         .timeout(Duration::from_millis(300))
@@ -298,12 +283,7 @@ async fn a_pod_that_kills_every_connection_is_ejected_and_readmitted() {
         )
         .build::<Body>()
         .unwrap();
-    bounded(async {
-        while client.connection_count() < 3 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
+    connected(&client, 3).await;
     // Until ejected, each of pod 2's connections costs the requests on it.
     let first = call_for(&client, 8, Duration::from_millis(1000)).await;
     let reached = pods[1].requests();

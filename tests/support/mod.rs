@@ -38,3 +38,26 @@ pub async fn bounded<T>(call: impl std::future::Future<Output = T>) -> T {
         .await
         .expect("the call did not finish within 20 s")
 }
+
+/// A GET of `uri` with an empty body and `x-request-id: id` (the id the
+/// backends record executions under).
+pub fn get(
+    uri: impl std::fmt::Display,
+    id: &str,
+) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    http::Request::get(uri.to_string())
+        .header("x-request-id", id)
+        .body(http_body_util::Full::default())
+        .unwrap()
+}
+
+/// Waits (at most 5 s) until `client` has `n` connections in service.
+pub async fn connected<B>(client: &tower_max_connection_age::Client<B>, n: usize) {
+    tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while client.connection_count() < n {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("client did not connect in time");
+}

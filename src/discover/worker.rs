@@ -570,6 +570,10 @@ where
     async fn on_connected(&mut self, key: EndpointKey, result: Result<AgedConnection<S>, Error>) {
         // A connection to an endpoint that left meanwhile is dropped here.
         let Some(slot) = self.slots.get_mut(&key) else {
+            if key.slot >= self.settings.per_endpoint {
+                // It was the extra being opened.
+                self.extra_connecting = false;
+            }
             return;
         };
         slot.connecting = false;

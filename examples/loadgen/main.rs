@@ -36,13 +36,13 @@
 //! grown by 64 more connections through `Client`, minus the heap grown by 64
 //! more raw hyper connections, divided by 64.
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::future::Future;
 use std::io::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -226,14 +226,17 @@ impl Sender for H2 {
     }
 }
 
-async fn h2_connection(backend: &Backend) -> h2::client::SendRequest<Bytes> {
-    let stream = tokio::net::TcpStream::connect(backend.addr)
+/// One h2 connection with `builder`'s settings (`h2::client::Builder::new()`
+/// is what `h2::client::handshake` uses).
+async fn h2_connection(
+    addr: SocketAddr,
+    builder: &h2::client::Builder,
+) -> h2::client::SendRequest<Bytes> {
+    let stream = tokio::net::TcpStream::connect(addr)
         .await
         .expect("connect to the backend");
     stream.set_nodelay(true).expect("TCP_NODELAY");
-    let (send, connection) = h2::client::handshake(stream)
-        .await
-        .expect("HTTP/2 handshake");
+    let (send, connection) = builder.handshake(stream).await.expect("HTTP/2 handshake");
     tokio::spawn(async move {
         let _ = connection.await;
     });
@@ -295,8 +298,8 @@ impl Variant {
 
 /// One raw hyper HTTP/2 connection, with the settings `Client` uses by
 /// default (hyper's defaults, its Tokio timer, `TCP_NODELAY`).
-async fn raw_connection(backend: &Backend) -> http2::SendRequest<ReqBody> {
-    let stream = tokio::net::TcpStream::connect(backend.addr)
+async fn raw_connection(addr: SocketAddr) -> http2::SendRequest<ReqBody> {
+    let stream = tokio::net::TcpStream::connect(addr)
         .await
         .expect("connect to the backend");
     stream.set_nodelay(true).expect("TCP_NODELAY");
@@ -312,9 +315,9 @@ async fn raw_connection(backend: &Backend) -> http2::SendRequest<ReqBody> {
     send
 }
 
-async fn client(backend: &Backend, age: Option<Duration>, connections: usize) -> Client<ReqBody> {
+async fn client(addr: SocketAddr, age: Option<Duration>, connections: usize) -> Client<ReqBody> {
     let mut builder = Client::builder()
-        .endpoint(backend.uri())
+        .endpoint(format!("http://{addr}").parse().unwrap())
         .connections_per_endpoint(connections);
     if let Some(age) = age {
         builder = builder.max_connection_age(age);
@@ -471,8 +474,8 @@ struct Paired {
 }
 
 async fn paired_c1(backend: &Backend, load: &Load, requests: usize) -> Paired {
-    let raw = Raw(raw_connection(backend).await);
-    let via = Via(client(backend, None, 1).await);
+    let raw = Raw(raw_connection(backend.addr).await);
+    let via = Via(client(backend.addr, None, 1).await);
     paired(raw, via, load, requests).await
 }
 
@@ -547,9 +550,9 @@ const LAYERS: [&str; 6] = [
 ];
 
 async fn layer_round(backend: &Backend, load: &Load, layer: usize, requests: usize) -> Paired {
-    let raw = Raw(raw_connection(backend).await);
+    let raw = Raw(raw_connection(backend.addr).await);
     match layer {
-        0 => paired(raw, Raw(raw_connection(backend).await), load, requests).await,
+        0 => paired(raw, Raw(raw_connection(backend.addr).await), load, requests).await,
         1 => {
             let connection = connect(Http2Connector::<_, ReqBody>::http(), backend).await;
             paired(raw, Via(connection), load, requests).await
@@ -569,8 +572,24 @@ async fn layer_round(backend: &Backend, load: &Load, layer: usize, requests: usi
             wait_connected(&lean, 1).await;
             paired(raw, Via(lean), load, requests).await
         }
-        4 => paired(raw, Via(client(backend, None, 1).await), load, requests).await,
-        _ => paired(raw, H2(h2_connection(backend).await), load, requests).await,
+        4 => {
+            paired(
+                raw,
+                Via(client(backend.addr, None, 1).await),
+                load,
+                requests,
+            )
+            .await
+        }
+        _ => {
+            paired(
+                raw,
+                H2(h2_connection(backend.addr, &h2::client::Builder::new()).await),
+                load,
+                requests,
+            )
+            .await
+        }
     }
 }
 
@@ -658,7 +677,7 @@ async fn raw_heap(backend: &Backend, n: usize) -> isize {
     let before = heap();
     let mut senders = Vec::with_capacity(n);
     for _ in 0..n {
-        senders.push(raw_connection(backend).await);
+        senders.push(raw_connection(backend.addr).await);
     }
     settle().await;
     let grown = heap() - before;
@@ -670,7 +689,7 @@ async fn raw_heap(backend: &Backend, n: usize) -> isize {
 /// Heap grown by a `Client` with `n` connections (client and server side).
 async fn client_heap(backend: &Backend, n: usize) -> isize {
     let before = heap();
-    let client = client(backend, None, n).await;
+    let client = client(backend.addr, None, n).await;
     settle().await;
     let grown = heap() - before;
     drop(client);
@@ -776,8 +795,9 @@ async fn main() {
 
     eprint!("loadgen: measuring heap per connection and allocations per request ...");
     let memory = memory(&backend).await;
-    let raw_allocs = allocations_per_request(Raw(raw_connection(&backend).await), &load).await;
-    let client_allocs = allocations_per_request(Via(client(&backend, None, 1).await), &load).await;
+    let raw_allocs = allocations_per_request(Raw(raw_connection(backend.addr).await), &load).await;
+    let client_allocs =
+        allocations_per_request(Via(client(backend.addr, None, 1).await), &load).await;
     eprintln!(" done");
     eprint!("loadgen: concurrency 1, raw and Client paired request by request ...");
     let paired = paired_c1(&backend, &load, options.requests).await;
@@ -806,12 +826,12 @@ async fn main() {
                 let _ = std::io::stderr().flush();
                 let result = match variant {
                     Variant::Raw => {
-                        let sender = Raw(raw_connection(&backend).await);
+                        let sender = Raw(raw_connection(backend.addr).await);
                         cell(sender, &load, concurrency, options.requests).await
                     }
                     Variant::Client | Variant::Rotating => {
                         let age = (variant == Variant::Rotating).then_some(ROTATION_AGE);
-                        let client = client(&backend, age, 1).await;
+                        let client = client(backend.addr, age, 1).await;
                         let result =
                             cell(Via(client.clone()), &load, concurrency, options.requests).await;
                         let stats = client.stats();

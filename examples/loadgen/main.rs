@@ -39,6 +39,9 @@
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
+mod process;
+mod serve;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::future::Future;
 use std::io::Write as _;
@@ -123,15 +126,36 @@ struct Options {
     body_bytes: usize,
     json: bool,
     layers: bool,
+    /// `--process`: the backend in a child process (module `process`).
+    process: bool,
+    /// `--serve`: be that child (module `serve`).
+    serve: bool,
+    /// `--concurrency`, for `--process` (default 1, 64, 256).
+    concurrency: Vec<usize>,
+    /// `--rate`, for `--process`: requests/s, all workers together.
+    rate: Option<f64>,
+    /// `--server-streams`, for `--process` and `--serve`.
+    server_streams: Option<u32>,
+    /// `--handler-ms`, for `--process` and `--serve`.
+    handler_ms: u64,
 }
 
-const USAGE: &str =
-    "usage: loadgen [--requests N] [--rounds R] [--body-bytes B] [--json] [--layers]
-  --requests N     timed requests per cell (default 20000)
-  --rounds R       rounds, each runs every variant at every concurrency (default 9, at least 1)
-  --body-bytes B   request body size; 0 sends GET, more sends POST (default 0)
-  --json           print one JSON line with the summary last
-  --layers         instead: each layer of Client paired with raw hyper at concurrency 1";
+const USAGE: &str = "usage: loadgen [--requests N] [--rounds R] [--body-bytes B] [--json] [--layers]
+       loadgen --process [--concurrency N[,N..]] [--rate R] [--server-streams N] [--handler-ms M]
+               [--requests N] [--rounds R] [--body-bytes B] [--json]
+       loadgen --serve [--server-streams N] [--handler-ms M]
+  --requests N        timed requests per cell (default 20000)
+  --rounds R          rounds, each runs every variant at every concurrency (default 9, at least 1)
+  --body-bytes B      request body size; 0 sends GET, more sends POST (default 0)
+  --json              print one JSON line with the summary last
+  --layers            instead: each layer of Client paired with raw hyper at concurrency 1
+  --process           instead: the backend in a child process (pinned to core 1, loadgen to
+                      core 0, when taskset exists); six clients, CPU and write syscalls per request
+  --concurrency N     with --process: the concurrencies, comma-separated or repeated (default 1,64,256)
+  --rate R            with --process: every client sends R requests/s in total (default: as fast as it can)
+  --server-streams N  with --process: the backend's SETTINGS_MAX_CONCURRENT_STREAMS (default hyper's, 200)
+  --handler-ms M      with --process: the backend's handler sleeps M ms before answering (default 0)
+  --serve             the backend of --process: prints its port, exits when stdin closes";
 
 fn options() -> Options {
     let mut options = Options {
@@ -140,26 +164,85 @@ fn options() -> Options {
         body_bytes: 0,
         json: false,
         layers: false,
+        process: false,
+        serve: false,
+        concurrency: Vec::new(),
+        rate: None,
+        server_streams: None,
+        handler_ms: 0,
     };
+    // Options only `--process` (and `--serve`) take, so that no other mode
+    // silently ignores them.
+    let mut process_only = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let mut number = |name: &str| -> usize {
+        let mut value = |name: &str| -> String {
             args.next()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| exit_usage(&format!("{name} needs a number")))
+                .unwrap_or_else(|| exit_usage(&format!("{name} needs a value")))
+        };
+        let number = |name: &str, v: &str| -> usize {
+            v.parse()
+                .unwrap_or_else(|_| exit_usage(&format!("{name} needs a number, not `{v}`")))
         };
         match arg.as_str() {
-            "--requests" => options.requests = number("--requests").max(1),
-            "--rounds" => options.rounds = number("--rounds").max(1),
-            "--body-bytes" => options.body_bytes = number("--body-bytes"),
+            "--requests" => options.requests = number(&arg, &value(&arg)).max(1),
+            "--rounds" => options.rounds = number(&arg, &value(&arg)).max(1),
+            "--body-bytes" => options.body_bytes = number(&arg, &value(&arg)),
             "--json" => options.json = true,
             "--layers" => options.layers = true,
+            "--process" => options.process = true,
+            "--serve" => options.serve = true,
+            "--concurrency" => {
+                for v in value(&arg).split(',') {
+                    options.concurrency.push(number(&arg, v.trim()).max(1));
+                }
+                process_only.get_or_insert("--concurrency");
+            }
+            "--rate" => {
+                let v = value(&arg);
+                let rate: f64 = v
+                    .parse()
+                    .ok()
+                    .filter(|r: &f64| r.is_finite() && *r > 0.0)
+                    .unwrap_or_else(|| {
+                        exit_usage(&format!("--rate needs a positive number, not `{v}`"))
+                    });
+                options.rate = Some(rate);
+                process_only.get_or_insert("--rate");
+            }
+            "--server-streams" => {
+                let n = number(&arg, &value(&arg));
+                options.server_streams = Some(
+                    u32::try_from(n)
+                        .ok()
+                        .filter(|&n| n > 0)
+                        .unwrap_or_else(|| exit_usage("--server-streams needs 1 to 2^32-1")),
+                );
+                process_only.get_or_insert("--server-streams");
+            }
+            "--handler-ms" => {
+                options.handler_ms = number(&arg, &value(&arg)) as u64;
+                process_only.get_or_insert("--handler-ms");
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
             }
             other => exit_usage(&format!("unknown argument `{other}`")),
         }
+    }
+    let modes = [options.layers, options.process, options.serve];
+    if modes.iter().filter(|&&m| m).count() > 1 {
+        exit_usage("--layers, --process and --serve exclude each other");
+    }
+    if let Some(name) = process_only
+        && !options.process
+        && !options.serve
+    {
+        exit_usage(&format!("{name} goes with --process"));
+    }
+    if options.serve && (!options.concurrency.is_empty() || options.rate.is_some()) {
+        exit_usage("--serve takes only --server-streams and --handler-ms");
     }
     options
 }
@@ -202,7 +285,9 @@ impl Sender for Raw {
     }
 }
 
-/// h2's own client, without hyper, for `--layers`' reference row.
+/// h2's own client, without hyper: `--layers`' reference row and a
+/// `--process` row.
+#[derive(Clone)]
 struct H2(h2::client::SendRequest<Bytes>);
 
 impl Sender for H2 {
@@ -379,11 +464,17 @@ impl Load {
 
 /// Sends `requests` requests through `sender` from `concurrency` worker tasks,
 /// each with its own clone; returns per-request latencies (ns) and failures.
+///
+/// With a `rate` (requests/s, all workers together), request number `i` is
+/// not sent before `start + i / rate`: the worker that takes it sleeps until
+/// then (on Tokio's timer, so in bursts of a millisecond's worth). Latency
+/// counts from the send, not from the due time.
 async fn drive<S: Sender + Clone>(
     sender: &S,
     load: &Load,
     concurrency: usize,
     requests: usize,
+    rate: Option<f64>,
 ) -> (Duration, Vec<u64>, usize, Option<String>) {
     let next = Arc::new(AtomicUsize::new(0));
     let mut workers = tokio::task::JoinSet::new();
@@ -396,7 +487,17 @@ async fn drive<S: Sender + Clone>(
             let mut latencies = Vec::with_capacity(requests / concurrency + 1);
             let mut failed = 0;
             let mut first_error = None;
-            while next.fetch_add(1, Ordering::Relaxed) < requests {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= requests {
+                    break;
+                }
+                if let Some(rate) = rate {
+                    let due = start + Duration::from_secs_f64(i as f64 / rate);
+                    if due > Instant::now() {
+                        tokio::time::sleep_until(due.into()).await;
+                    }
+                }
                 let request = load.request();
                 let sent = Instant::now();
                 match sender.send(request).await {
@@ -437,7 +538,7 @@ async fn cell<S: Sender + Clone>(
 ) -> Cell {
     // Untimed warm-up on the same fresh connection(s).
     let warm_up = (requests / 20).clamp(100, 2_000);
-    let limited = |n| tokio::time::timeout(CELL_LIMIT, drive(&sender, load, concurrency, n));
+    let limited = |n| tokio::time::timeout(CELL_LIMIT, drive(&sender, load, concurrency, n, None));
     let Ok((_, _, warm_failed, warm_error)) = limited(warm_up).await else {
         return Cell::hung(warm_up + requests);
     };
@@ -722,10 +823,10 @@ async fn memory(backend: &Backend) -> Memory {
 /// Allocations per request (client and server side together), sequentially.
 async fn allocations_per_request<S: Sender + Clone>(sender: S, load: &Load) -> f64 {
     const N: usize = 2_000;
-    drive(&sender, load, 1, 200).await;
+    drive(&sender, load, 1, 200, None).await;
     COUNTING.store(true, Ordering::SeqCst);
     let before = ALLOCS.load(Ordering::SeqCst);
-    drive(&sender, load, 1, N).await;
+    drive(&sender, load, 1, N, None).await;
     let allocs = ALLOCS.load(Ordering::SeqCst) - before;
     COUNTING.store(false, Ordering::SeqCst);
     allocs as f64 / N as f64
@@ -772,9 +873,29 @@ fn json_number(x: f64) -> String {
 
 // ---------------------------------------------------------------------------
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let options = options();
+    if options.serve {
+        serve::main(&options);
+    }
+    if options.process {
+        process::main(&options);
+        return;
+    }
+    runtime().block_on(in_process(options));
+}
+
+/// The runtime `#[tokio::main]` builds: multi-threaded, one worker per CPU
+/// this process may run on, IO and time enabled.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("build the Tokio runtime")
+}
+
+/// The default mode (and `--layers`): client and backend in this process.
+async fn in_process(options: Options) {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let load_before = loadavg();
     let backend = Backend::start(Ipv4Addr::LOCALHOST, 0).await;

@@ -35,6 +35,97 @@
 //! Heap per connection is measured with a counting global allocator: the heap
 //! grown by 64 more connections through `Client`, minus the heap grown by 64
 //! more raw hyper connections, divided by 64.
+//!
+//! # `--process`: the backend in a process of its own
+//!
+//! ```text
+//! cargo run --release --example loadgen -- --process [--concurrency N[,N..]] [--rate R]
+//!     [--server-streams N] [--handler-ms M] [--requests N] [--rounds R] [--body-bytes B] [--json]
+//! ```
+//!
+//! The backend is this executable started again as a child, `loadgen
+//! --serve` (module `serve`): hyper's HTTP/2 server with its default
+//! settings on 127.0.0.1, `SETTINGS_MAX_CONCURRENT_STREAMS` from
+//! `--server-streams` (default hyper's, 200), a handler that sleeps
+//! `--handler-ms` (default 0) before it answers a 2-byte body. It prints
+//! its port on stdout and exits when its stdin closes, so it never outlives
+//! `loadgen`. No client shares its process, its cache or its runtime.
+//!
+//! **Pinning.** When `taskset` is on `PATH` and this process may run on
+//! CPUs 0 and 1, `loadgen --process` first executes itself again under
+//! `taskset -c 0` (marked by `LOADGEN_PINNED` in its environment; the outer
+//! process only waits and passes on the exit status), and starts the
+//! backend under `taskset -c 1`. Each process then has one CPU, and Tokio,
+//! which sizes its pool by the CPUs a process may use, runs one worker
+//! thread in each. This re-execution, rather than `sched_setaffinity`,
+//! needs no `libc` and pins the threads before the runtime creates them.
+//! Without `taskset` (or without both CPUs) both run unpinned and the
+//! header says why.
+//!
+//! **Rows**, each on fresh connections per cell:
+//!
+//! - `raw hyper`: hyper's `http2::SendRequest` on one connection, one clone
+//!   per worker (the baseline of every ratio);
+//! - `Client`: [`Client`] with its defaults, one connection;
+//! - `Client, 2 connections`: `connections_per_endpoint(2)`;
+//! - `Client, max 4 connections`: one connection, and up to three extra
+//!   ones while it is at the server's stream limit with requests waiting
+//!   (`max_connections_per_endpoint(4)`);
+//! - `h2 client`: h2's own client on one connection, with the settings
+//!   hyper's client uses (`connector::default_builder`);
+//! - `hyper-util legacy Client`: `hyper_util::client::legacy::Client` with
+//!   `http2_only(true)`, `TCP_NODELAY`, Tokio's timer (its pool keeps one
+//!   HTTP/2 connection);
+//! - `tonic Channel`: `Endpoint::from_shared(..).connect()`, used as the
+//!   `tower::Service<http::Request<tonic::body::Body>>` it is (no gRPC
+//!   codec: a plain GET, which the backend answers).
+//!
+//! Concurrencies 1, 64 and 256, or those of `--concurrency`. Each round
+//! runs every row at every concurrency, the rows' order rotated by one each
+//! round; each cell runs an untimed warm-up (5% of `--requests`, 100 to
+//! 2000) and then `--requests` timed requests, every worker building the
+//! same request (GET `/`, or a POST with `--body-bytes`) and reading the
+//! whole response body. `--rate R` paces every client to R requests/s in
+//! total: request `i` of a cell is not sent before `start + i / R` (on
+//! Tokio's millisecond timer), so CPU per request compares at equal work; a
+//! row that cannot keep the rate is marked `behind the rate`.
+//!
+//! **Figures**, per row and concurrency, each the median over the rounds
+//! and next to it (`x raw`) the median of the per-round ratios to raw hyper
+//! in the same round:
+//!
+//! - `req/s`: answered timed requests / the timed part's wall time;
+//! - `p50 µs`, `p99 µs`: per request, from the send until the whole body is
+//!   read (with `--rate`, from the send, not from the due time);
+//! - `cli CPU`, `srv CPU`: µs of CPU per answered request of `loadgen` and
+//!   of the backend process over the timed part: the sum over their threads
+//!   of the first field of `/proc/PID/task/TID/schedstat` (the scheduler's
+//!   runtime in ns, user and system; what `utime + stime` of
+//!   `/proc/PID/stat` is made of, there in 10 ms ticks). `loadgen`'s
+//!   figure includes its own bookkeeping (two clock reads and a push per
+//!   request, with `--rate` a timer), the same for every row;
+//! - `cli wr`, `srv wr`: write syscalls per answered request (`syscw` of
+//!   `/proc/PID/io`: write, writev, sendto, sendmsg, ...), which shows how
+//!   many requests or responses each client and the server batch per
+//!   write;
+//! - `failed` (summed over rounds), the range of the per-round throughput
+//!   ratios, and for the `Client` rows the connections opened per cell
+//!   (warm-up included).
+//!
+//! Against a server whose stream limit is below the concurrency
+//! (`--server-streams 100 --concurrency 300`), the run also checks two
+//! targets: `Client` with one connection at >= 0.95 of raw hyper's
+//! throughput and, with `--handler-ms` above 0 (where the limit caps raw
+//! hyper at about 100 streams / the handler's time, a little below 20k
+//! requests/s for 5 ms since Tokio's timer rounds the sleep up), `Client,
+//! max 4 connections` at >= 2x. The runs behind the figures:
+//!
+//! ```text
+//! cargo run --release --example loadgen -- --process --json
+//! cargo run --release --example loadgen -- --process --rate 50000 --concurrency 64,256 --json
+//! cargo run --release --example loadgen -- --process --server-streams 100 --concurrency 300 --json
+//! cargo run --release --example loadgen -- --process --server-streams 100 --handler-ms 5 --concurrency 300 --json
+//! ```
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -150,7 +241,7 @@ const USAGE: &str = "usage: loadgen [--requests N] [--rounds R] [--body-bytes B]
   --json              print one JSON line with the summary last
   --layers            instead: each layer of Client paired with raw hyper at concurrency 1
   --process           instead: the backend in a child process (pinned to core 1, loadgen to
-                      core 0, when taskset exists); six clients, CPU and write syscalls per request
+                      core 0, when taskset exists); seven clients, CPU and write syscalls per request
   --concurrency N     with --process: the concurrencies, comma-separated or repeated (default 1,64,256)
   --rate R            with --process: every client sends R requests/s in total (default: as fast as it can)
   --server-streams N  with --process: the backend's SETTINGS_MAX_CONCURRENT_STREAMS (default hyper's, 200)

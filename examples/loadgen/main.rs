@@ -33,8 +33,9 @@
 //! last, for reference, h2's own client without hyper.
 //!
 //! Heap per connection is measured with a counting global allocator: the heap
-//! grown by 64 more connections through `Client`, minus the heap grown by 64
-//! more raw hyper connections, divided by 64.
+//! grown by 63 more connections through `Client`, minus the heap grown by 63
+//! more raw hyper connections, divided by 63 (`Client` takes at most
+//! `discover::MAX_CONNECTIONS_PER_ENDPOINT`, 64, connections per endpoint).
 //!
 //! # `--process`: the backend in a process of its own
 //!
@@ -148,6 +149,7 @@ use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use support::backend::Backend;
 use tower::{Layer, Service, ServiceExt};
+use tower_max_connection_age::discover::MAX_CONNECTIONS_PER_ENDPOINT;
 use tower_max_connection_age::{Client, Http2Connector, LoadKind, MaxConnectionAgeLayer};
 
 // ---------------------------------------------------------------------------
@@ -894,10 +896,14 @@ struct Memory {
     client_per_connection: f64,
 }
 
-/// The per-connection heap: the slope between 1 and 1 + `EXTRA` connections,
-/// so fixed costs (the client's background task, ...) drop out.
+/// The connections added for the heap's slope: 1 + this many is as many as
+/// one `Client` keeps to an endpoint.
+const MEMORY_EXTRA: usize = MAX_CONNECTIONS_PER_ENDPOINT - 1;
+
+/// The per-connection heap: the slope between 1 and 1 + `MEMORY_EXTRA`
+/// connections, so fixed costs (the client's background task, ...) drop out.
 async fn memory(backend: &Backend) -> Memory {
-    const EXTRA: usize = 64;
+    const EXTRA: usize = MEMORY_EXTRA;
     COUNTING.store(true, Ordering::SeqCst);
     // Once untimed, so lazily allocated runtime structures exist already.
     raw_heap(backend, 1).await;
@@ -1189,7 +1195,7 @@ async fn in_process(options: Options) {
     let bytes_per_connection = memory.client_per_connection - memory.raw_per_connection;
     println!();
     println!(
-        "heap per connection: raw hyper {:.0} B, via Client {:.0} B, Client's own {:.0} B (client and server side; slope over 64 connections)",
+        "heap per connection: raw hyper {:.0} B, via Client {:.0} B, Client's own {:.0} B (client and server side; slope over {MEMORY_EXTRA} connections)",
         memory.raw_per_connection, memory.client_per_connection, bytes_per_connection
     );
     println!(

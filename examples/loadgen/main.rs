@@ -91,13 +91,17 @@
 //! Tokio's millisecond timer), so CPU per request compares at equal work; a
 //! row that cannot keep the rate is marked `behind the rate`.
 //!
-//! **Figures**, per row and concurrency, each the median over the rounds
-//! and next to it (`x raw`) the median of the per-round ratios to raw hyper
-//! in the same round:
+//! **Figures**, per row and concurrency, in two tables (throughput and
+//! latency; cost per request), each the median over the rounds and next to
+//! it (`x raw`) the median of the per-round ratios to raw hyper in the same
+//! round; the `--json` line has them all, per cell, under the same names:
 //!
 //! - `req/s`: answered timed requests / the timed part's wall time;
-//! - `p50 µs`, `p99 µs`: per request, from the send until the whole body is
-//!   read (with `--rate`, from the send, not from the due time);
+//! - `p50 µs`, `p99 µs`, `p99.9 µs`, `max µs`: per request, from the send
+//!   until the whole body is read (with `--rate`, from the send, not from
+//!   the due time). The tail matters under a stream limit, where a client
+//!   that lets some callers wait much longer than others shows it above
+//!   p99 (by Little's law, concurrency / throughput is the mean latency);
 //! - `cli CPU`, `srv CPU`: µs of CPU per answered request of `loadgen` and
 //!   of the backend process over the timed part: the sum over their threads
 //!   of the first field of `/proc/PID/task/TID/schedstat` (the scheduler's

@@ -346,6 +346,10 @@ struct Cell {
     rps: f64,
     p50_us: f64,
     p99_us: f64,
+    /// The slowest 0.1%, and the slowest request: where requests that
+    /// waited long for room under a stream limit show.
+    p999_us: f64,
+    max_us: f64,
     /// Per timed request (answered ones): this process's CPU µs, the
     /// backend's CPU µs, this process's and the backend's write syscalls.
     client_cpu_us: f64,
@@ -365,6 +369,8 @@ impl Cell {
             rps: f64::NAN,
             p50_us: f64::NAN,
             p99_us: f64::NAN,
+            p999_us: f64::NAN,
+            max_us: f64::NAN,
             client_cpu_us: f64::NAN,
             server_cpu_us: f64::NAN,
             client_writes: f64::NAN,
@@ -424,6 +430,8 @@ async fn cell<S: Sender + Clone>(sender: S, concurrency: usize, run: &Run<'_>) -
         rps: answered / elapsed.as_secs_f64(),
         p50_us: quantile(0.50),
         p99_us: quantile(0.99),
+        p999_us: quantile(0.999),
+        max_us: quantile(1.0),
         client_cpu_us,
         server_cpu_us,
         client_writes,
@@ -437,18 +445,23 @@ async fn cell<S: Sender + Clone>(sender: S, concurrency: usize, run: &Run<'_>) -
 // ---------------------------------------------------------------------------
 // The run and its report.
 
-/// The figures of a cell, in the table's order: name in the JSON, header in
-/// the table, decimals, and how to read it from a cell.
-type Figure = (&'static str, &'static str, usize, fn(&Cell) -> f64);
+/// The two tables printed per concurrency.
+const TABLES: [&str; 2] = ["throughput, latency", "cost per request"];
 
-const FIGURES: [Figure; 7] = [
-    ("rps", "req/s", 0, |c| c.rps),
-    ("p50_us", "p50 µs", 1, |c| c.p50_us),
-    ("p99_us", "p99 µs", 1, |c| c.p99_us),
-    ("client_cpu_us", "cli CPU", 2, |c| c.client_cpu_us),
-    ("server_cpu_us", "srv CPU", 2, |c| c.server_cpu_us),
-    ("client_writes", "cli wr", 3, |c| c.client_writes),
-    ("server_writes", "srv wr", 3, |c| c.server_writes),
+/// The figures of a cell, in the tables' order: name in the JSON, heading,
+/// table, decimals, and how to read it from a cell.
+type Figure = (&'static str, &'static str, usize, usize, fn(&Cell) -> f64);
+
+const FIGURES: [Figure; 9] = [
+    ("rps", "req/s", 0, 0, |c| c.rps),
+    ("p50_us", "p50 µs", 0, 1, |c| c.p50_us),
+    ("p99_us", "p99 µs", 0, 1, |c| c.p99_us),
+    ("p999_us", "p99.9 µs", 0, 0, |c| c.p999_us),
+    ("max_us", "max µs", 0, 0, |c| c.max_us),
+    ("client_cpu_us", "cli CPU", 1, 2, |c| c.client_cpu_us),
+    ("server_cpu_us", "srv CPU", 1, 2, |c| c.server_cpu_us),
+    ("client_writes", "cli wr", 1, 3, |c| c.client_writes),
+    ("server_writes", "srv wr", 1, 3, |c| c.server_writes),
 ];
 
 /// Runs `--process` and prints its tables (and JSON line).
@@ -592,23 +605,20 @@ async fn run(options: &Options, pinning: Pinning) {
     let mut failed_total = 0;
     let mut targets = Vec::new();
     for (ci, &c) in concurrency.iter().enumerate() {
-        println!();
-        let mut header = format!("concurrency {c:<5}{:<20}", "");
-        for (_, title, _, _) in FIGURES {
-            header.push_str(&format!(" {title:>9} {:>6}", "x raw"));
-        }
-        header.push_str(&format!(" {:>6}  {:<13}", "failed", "[rps ratios]"));
-        println!("{header}");
         let raw = ROWS.iter().position(|&r| r == Row::Raw).unwrap();
+        let raws: Vec<&Cell> = results.iter().map(|round| &round[ci][raw]).collect();
         let mut throughput = vec![f64::NAN; ROWS.len()];
+        // Per row: each figure's (median, median ratio), and what follows
+        // the first table's figures.
+        let mut figures = Vec::with_capacity(ROWS.len());
+        let mut notes = Vec::with_capacity(ROWS.len());
         for (ri, row) in ROWS.iter().enumerate() {
             let cells: Vec<&Cell> = results.iter().map(|round| &round[ci][ri]).collect();
-            let raws: Vec<&Cell> = results.iter().map(|round| &round[ci][raw]).collect();
             let failed: usize = cells.iter().map(|c| c.failed).sum();
             failed_total += failed;
-            let mut line = format!("  {:<30}", row.name());
             let mut json = format!("{{\"variant\":\"{}\",\"concurrency\":{c}", row.name());
-            for (key, _, decimals, get) in FIGURES {
+            let mut values = Vec::with_capacity(FIGURES.len());
+            for (key, _, _, _, get) in FIGURES {
                 let value = median(&cells.iter().map(|c| get(c)).collect::<Vec<_>>());
                 let ratio = median(
                     &cells
@@ -617,7 +627,6 @@ async fn run(options: &Options, pinning: Pinning) {
                         .map(|(c, r)| get(c) / get(r))
                         .collect::<Vec<_>>(),
                 );
-                line.push_str(&format!(" {value:>9.decimals$} {ratio:>6.3}"));
                 json.push_str(&format!(
                     ",\"{key}\":{},\"{key}_ratio\":{}",
                     json_number(value),
@@ -626,6 +635,7 @@ async fn run(options: &Options, pinning: Pinning) {
                 if key == "rps" {
                     throughput[ri] = ratio;
                 }
+                values.push((value, ratio));
             }
             let ratios: Vec<f64> = cells
                 .iter()
@@ -633,23 +643,49 @@ async fn run(options: &Options, pinning: Pinning) {
                 .map(|(c, r)| c.rps / r.rps)
                 .collect();
             let (lo, hi) = min_max(&ratios);
-            line.push_str(&format!(" {failed:>6}  [{lo:.2}..{hi:.2}]"));
+            let mut note = format!(" {failed:>6}  [{lo:.2}..{hi:.2}]");
             let opened = median(&cells.iter().map(|c| c.opened).collect::<Vec<_>>());
             if opened.is_finite() {
-                line.push_str(&format!("  opened {opened:.0}"));
+                note.push_str(&format!("  opened {opened:.0}"));
             }
             if let Some(rate) = options.rate {
                 let rps = median(&cells.iter().map(|c| c.rps).collect::<Vec<_>>());
                 if rps.is_nan() || rps < 0.95 * rate {
-                    line.push_str("  behind the rate");
+                    note.push_str("  behind the rate");
                 }
             }
-            println!("{line}");
             json.push_str(&format!(
                 ",\"connections_opened\":{},\"failed\":{failed}}}",
                 json_number(opened)
             ));
             json_cells.push(json);
+            figures.push(values);
+            notes.push(note);
+        }
+        for (table, title) in TABLES.iter().enumerate() {
+            println!();
+            println!("concurrency {c}: {title}");
+            let mut header = format!("  {:<30}", "variant");
+            for (_, heading, _, _, _) in FIGURES.iter().filter(|f| f.2 == table) {
+                header.push_str(&format!(" {heading:>9} {:>6}", "x raw"));
+            }
+            if table == 0 {
+                header.push_str(&format!(" {:>6}  [rps ratios]", "failed"));
+            }
+            println!("{header}");
+            for (ri, row) in ROWS.iter().enumerate() {
+                let mut line = format!("  {:<30}", row.name());
+                for (figure, &(value, ratio)) in FIGURES.iter().zip(&figures[ri]) {
+                    if figure.2 == table {
+                        let decimals = figure.3;
+                        line.push_str(&format!(" {value:>9.decimals$} {ratio:>6.3}"));
+                    }
+                }
+                if table == 0 {
+                    line.push_str(&notes[ri]);
+                }
+                println!("{line}");
+            }
         }
         // The stream-limit targets: more callers than the server takes streams.
         if let Some(streams) = options.server_streams

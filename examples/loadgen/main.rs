@@ -121,9 +121,10 @@
 //! (`--server-streams 100 --concurrency 300`), the run also checks two
 //! targets: `Client` with one connection at >= 0.95 of raw hyper's
 //! throughput and, with `--handler-ms` above 0 (where the limit caps raw
-//! hyper at about 100 streams / the handler's time, a little below 20k
-//! requests/s for 5 ms since Tokio's timer rounds the sleep up), `Client,
-//! max 4 connections` at >= 2x. The runs behind the figures:
+//! hyper at 100 streams / the time a request takes, not 20k requests/s for
+//! 5 ms but about 14k: on Tokio's millisecond timer a 5 ms sleep takes 6
+//! to 7 ms, and the server answers 100 of them at once), `Client, max 4
+//! connections` at >= 2x. The runs behind the figures:
 //!
 //! ```text
 //! cargo run --release --example loadgen -- --process --json

@@ -33,16 +33,116 @@
 //! last, for reference, h2's own client without hyper.
 //!
 //! Heap per connection is measured with a counting global allocator: the heap
-//! grown by 64 more connections through `Client`, minus the heap grown by 64
-//! more raw hyper connections, divided by 64.
+//! grown by 63 more connections through `Client`, minus the heap grown by 63
+//! more raw hyper connections, divided by 63 (`Client` takes at most
+//! `discover::MAX_CONNECTIONS_PER_ENDPOINT`, 64, connections per endpoint).
+//!
+//! # `--process`: the backend in a process of its own
+//!
+//! ```text
+//! cargo run --release --example loadgen -- --process [--concurrency N[,N..]] [--rate R]
+//!     [--server-streams N] [--handler-ms M] [--requests N] [--rounds R] [--body-bytes B] [--json]
+//! ```
+//!
+//! The backend is this executable started again as a child, `loadgen
+//! --serve` (module `serve`): hyper's HTTP/2 server with its default
+//! settings on 127.0.0.1, `SETTINGS_MAX_CONCURRENT_STREAMS` from
+//! `--server-streams` (default hyper's, 200), a handler that sleeps
+//! `--handler-ms` (default 0) before it answers a 2-byte body. It prints
+//! its port on stdout and exits when its stdin closes, so it never outlives
+//! `loadgen`. No client shares its process, its cache or its runtime.
+//!
+//! **Pinning.** When `taskset` is on `PATH` and this process may run on
+//! CPUs 0 and 1, `loadgen --process` first executes itself again under
+//! `taskset -c 0` (marked by `LOADGEN_PINNED` in its environment; the outer
+//! process only waits and passes on the exit status), and starts the
+//! backend under `taskset -c 1`. Each process then has one CPU, and Tokio,
+//! which sizes its pool by the CPUs a process may use, runs one worker
+//! thread in each. This re-execution, rather than `sched_setaffinity`,
+//! needs no `libc` and pins the threads before the runtime creates them.
+//! Without `taskset` (or without both CPUs) both run unpinned and the
+//! header says why.
+//!
+//! **Rows**, each on fresh connections per cell:
+//!
+//! - `raw hyper`: hyper's `http2::SendRequest` on one connection, one clone
+//!   per worker (the baseline of every ratio);
+//! - `Client`: [`Client`] with its defaults, one connection;
+//! - `Client, 2 connections`: `connections_per_endpoint(2)`;
+//! - `Client, max 4 connections`: one connection, and up to three extra
+//!   ones while it is at the server's stream limit with requests waiting
+//!   (`max_connections_per_endpoint(4)`);
+//! - `h2 client`: h2's own client on one connection, with the settings
+//!   hyper's client uses (`connector::default_builder`);
+//! - `hyper-util legacy Client`: `hyper_util::client::legacy::Client` with
+//!   `http2_only(true)`, `TCP_NODELAY`, Tokio's timer (its pool keeps one
+//!   HTTP/2 connection);
+//! - `tonic Channel`: `Endpoint::from_shared(..).connect()`, used as the
+//!   `tower::Service<http::Request<tonic::body::Body>>` it is (no gRPC
+//!   codec: a plain GET, which the backend answers).
+//!
+//! Concurrencies 1, 64 and 256, or those of `--concurrency`. Each round
+//! runs every row at every concurrency, the rows' order rotated by one each
+//! round; each cell runs an untimed warm-up (5% of `--requests`, 100 to
+//! 2000) and then `--requests` timed requests, every worker building the
+//! same request (GET `/`, or a POST with `--body-bytes`) and reading the
+//! whole response body. `--rate R` paces every client to R requests/s in
+//! total: request `i` of a cell is not sent before `start + i / R` (on
+//! Tokio's millisecond timer), so CPU per request compares at equal work; a
+//! row that cannot keep the rate is marked `behind the rate`.
+//!
+//! **Figures**, per row and concurrency, in two tables (throughput and
+//! latency; cost per request), each the median over the rounds and next to
+//! it (`x raw`) the median of the per-round ratios to raw hyper in the same
+//! round; the `--json` line has them all, per cell, under the same names:
+//!
+//! - `req/s`: answered timed requests / the timed part's wall time;
+//! - `p50 µs`, `p99 µs`, `p99.9 µs`, `max µs`: per request, from the send
+//!   until the whole body is read (with `--rate`, from the send, not from
+//!   the due time). The tail matters under a stream limit, where a client
+//!   that lets some callers wait much longer than others shows it above
+//!   p99 (by Little's law, concurrency / throughput is the mean latency);
+//! - `cli CPU`, `srv CPU`: µs of CPU per answered request of `loadgen` and
+//!   of the backend process over the timed part: the sum over their threads
+//!   of the first field of `/proc/PID/task/TID/schedstat` (the scheduler's
+//!   runtime in ns, user and system; what `utime + stime` of
+//!   `/proc/PID/stat` is made of, there in 10 ms ticks). `loadgen`'s
+//!   figure includes its own bookkeeping (two clock reads and a push per
+//!   request, with `--rate` a timer), the same for every row;
+//! - `cli wr`, `srv wr`: write syscalls per answered request (`syscw` of
+//!   `/proc/PID/io`: write, writev, sendto, sendmsg, ...), which shows how
+//!   many requests or responses each client and the server batch per
+//!   write;
+//! - `failed` (summed over rounds), the range of the per-round throughput
+//!   ratios, and for the `Client` rows the connections opened per cell
+//!   (warm-up included).
+//!
+//! Against a server whose stream limit is below the concurrency
+//! (`--server-streams 100 --concurrency 300`), the run also checks two
+//! targets: `Client` with one connection at >= 0.95 of raw hyper's
+//! throughput and, with `--handler-ms` above 0 (where the limit caps raw
+//! hyper at 100 streams / the time a request takes, not 20k requests/s for
+//! 5 ms but about 14k: on Tokio's millisecond timer a 5 ms sleep takes 6
+//! to 7 ms, and the server answers 100 of them at once), `Client, max 4
+//! connections` at >= 2x. The runs behind the figures:
+//!
+//! ```text
+//! cargo run --release --example loadgen -- --process --json
+//! cargo run --release --example loadgen -- --process --rate 50000 --concurrency 64,256 --json
+//! cargo run --release --example loadgen -- --process --server-streams 100 --concurrency 300 --json
+//! cargo run --release --example loadgen -- --process --server-streams 100 --handler-ms 5 --concurrency 300 --json
+//! ```
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../../tests/support/mod.rs"]
 mod support;
+
+mod process;
+mod serve;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::future::Future;
 use std::io::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -54,6 +154,7 @@ use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use support::backend::Backend;
 use tower::{Layer, Service, ServiceExt};
+use tower_max_connection_age::discover::MAX_CONNECTIONS_PER_ENDPOINT;
 use tower_max_connection_age::{Client, Http2Connector, LoadKind, MaxConnectionAgeLayer};
 
 // ---------------------------------------------------------------------------
@@ -123,15 +224,36 @@ struct Options {
     body_bytes: usize,
     json: bool,
     layers: bool,
+    /// `--process`: the backend in a child process (module `process`).
+    process: bool,
+    /// `--serve`: be that child (module `serve`).
+    serve: bool,
+    /// `--concurrency`, for `--process` (default 1, 64, 256).
+    concurrency: Vec<usize>,
+    /// `--rate`, for `--process`: requests/s, all workers together.
+    rate: Option<f64>,
+    /// `--server-streams`, for `--process` and `--serve`.
+    server_streams: Option<u32>,
+    /// `--handler-ms`, for `--process` and `--serve`.
+    handler_ms: u64,
 }
 
-const USAGE: &str =
-    "usage: loadgen [--requests N] [--rounds R] [--body-bytes B] [--json] [--layers]
-  --requests N     timed requests per cell (default 20000)
-  --rounds R       rounds, each runs every variant at every concurrency (default 9, at least 1)
-  --body-bytes B   request body size; 0 sends GET, more sends POST (default 0)
-  --json           print one JSON line with the summary last
-  --layers         instead: each layer of Client paired with raw hyper at concurrency 1";
+const USAGE: &str = "usage: loadgen [--requests N] [--rounds R] [--body-bytes B] [--json] [--layers]
+       loadgen --process [--concurrency N[,N..]] [--rate R] [--server-streams N] [--handler-ms M]
+               [--requests N] [--rounds R] [--body-bytes B] [--json]
+       loadgen --serve [--server-streams N] [--handler-ms M]
+  --requests N        timed requests per cell (default 20000)
+  --rounds R          rounds, each runs every variant at every concurrency (default 9, at least 1)
+  --body-bytes B      request body size; 0 sends GET, more sends POST (default 0)
+  --json              print one JSON line with the summary last
+  --layers            instead: each layer of Client paired with raw hyper at concurrency 1
+  --process           instead: the backend in a child process (pinned to core 1, loadgen to
+                      core 0, when taskset exists); seven clients, CPU and write syscalls per request
+  --concurrency N     with --process: the concurrencies, comma-separated or repeated (default 1,64,256)
+  --rate R            with --process: every client sends R requests/s in total (default: as fast as it can)
+  --server-streams N  with --process: the backend's SETTINGS_MAX_CONCURRENT_STREAMS (default hyper's, 200)
+  --handler-ms M      with --process: the backend's handler sleeps M ms before answering (default 0)
+  --serve             the backend of --process: prints its port, exits when stdin closes";
 
 fn options() -> Options {
     let mut options = Options {
@@ -140,26 +262,85 @@ fn options() -> Options {
         body_bytes: 0,
         json: false,
         layers: false,
+        process: false,
+        serve: false,
+        concurrency: Vec::new(),
+        rate: None,
+        server_streams: None,
+        handler_ms: 0,
     };
+    // Options only `--process` (and `--serve`) take, so that no other mode
+    // silently ignores them.
+    let mut process_only = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let mut number = |name: &str| -> usize {
+        let mut value = |name: &str| -> String {
             args.next()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| exit_usage(&format!("{name} needs a number")))
+                .unwrap_or_else(|| exit_usage(&format!("{name} needs a value")))
+        };
+        let number = |name: &str, v: &str| -> usize {
+            v.parse()
+                .unwrap_or_else(|_| exit_usage(&format!("{name} needs a number, not `{v}`")))
         };
         match arg.as_str() {
-            "--requests" => options.requests = number("--requests").max(1),
-            "--rounds" => options.rounds = number("--rounds").max(1),
-            "--body-bytes" => options.body_bytes = number("--body-bytes"),
+            "--requests" => options.requests = number(&arg, &value(&arg)).max(1),
+            "--rounds" => options.rounds = number(&arg, &value(&arg)).max(1),
+            "--body-bytes" => options.body_bytes = number(&arg, &value(&arg)),
             "--json" => options.json = true,
             "--layers" => options.layers = true,
+            "--process" => options.process = true,
+            "--serve" => options.serve = true,
+            "--concurrency" => {
+                for v in value(&arg).split(',') {
+                    options.concurrency.push(number(&arg, v.trim()).max(1));
+                }
+                process_only.get_or_insert("--concurrency");
+            }
+            "--rate" => {
+                let v = value(&arg);
+                let rate: f64 = v
+                    .parse()
+                    .ok()
+                    .filter(|r: &f64| r.is_finite() && *r > 0.0)
+                    .unwrap_or_else(|| {
+                        exit_usage(&format!("--rate needs a positive number, not `{v}`"))
+                    });
+                options.rate = Some(rate);
+                process_only.get_or_insert("--rate");
+            }
+            "--server-streams" => {
+                let n = number(&arg, &value(&arg));
+                options.server_streams = Some(
+                    u32::try_from(n)
+                        .ok()
+                        .filter(|&n| n > 0)
+                        .unwrap_or_else(|| exit_usage("--server-streams needs 1 to 2^32-1")),
+                );
+                process_only.get_or_insert("--server-streams");
+            }
+            "--handler-ms" => {
+                options.handler_ms = number(&arg, &value(&arg)) as u64;
+                process_only.get_or_insert("--handler-ms");
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
             }
             other => exit_usage(&format!("unknown argument `{other}`")),
         }
+    }
+    let modes = [options.layers, options.process, options.serve];
+    if modes.iter().filter(|&&m| m).count() > 1 {
+        exit_usage("--layers, --process and --serve exclude each other");
+    }
+    if let Some(name) = process_only
+        && !options.process
+        && !options.serve
+    {
+        exit_usage(&format!("{name} goes with --process"));
+    }
+    if options.serve && (!options.concurrency.is_empty() || options.rate.is_some()) {
+        exit_usage("--serve takes only --server-streams and --handler-ms");
     }
     options
 }
@@ -202,7 +383,9 @@ impl Sender for Raw {
     }
 }
 
-/// h2's own client, without hyper, for `--layers`' reference row.
+/// h2's own client, without hyper: `--layers`' reference row and a
+/// `--process` row.
+#[derive(Clone)]
 struct H2(h2::client::SendRequest<Bytes>);
 
 impl Sender for H2 {
@@ -226,14 +409,17 @@ impl Sender for H2 {
     }
 }
 
-async fn h2_connection(backend: &Backend) -> h2::client::SendRequest<Bytes> {
-    let stream = tokio::net::TcpStream::connect(backend.addr)
+/// One h2 connection with `builder`'s settings (`h2::client::Builder::new()`
+/// is what `h2::client::handshake` uses).
+async fn h2_connection(
+    addr: SocketAddr,
+    builder: &h2::client::Builder,
+) -> h2::client::SendRequest<Bytes> {
+    let stream = tokio::net::TcpStream::connect(addr)
         .await
         .expect("connect to the backend");
     stream.set_nodelay(true).expect("TCP_NODELAY");
-    let (send, connection) = h2::client::handshake(stream)
-        .await
-        .expect("HTTP/2 handshake");
+    let (send, connection) = builder.handshake(stream).await.expect("HTTP/2 handshake");
     tokio::spawn(async move {
         let _ = connection.await;
     });
@@ -295,8 +481,8 @@ impl Variant {
 
 /// One raw hyper HTTP/2 connection, with the settings `Client` uses by
 /// default (hyper's defaults, its Tokio timer, `TCP_NODELAY`).
-async fn raw_connection(backend: &Backend) -> http2::SendRequest<ReqBody> {
-    let stream = tokio::net::TcpStream::connect(backend.addr)
+async fn raw_connection(addr: SocketAddr) -> http2::SendRequest<ReqBody> {
+    let stream = tokio::net::TcpStream::connect(addr)
         .await
         .expect("connect to the backend");
     stream.set_nodelay(true).expect("TCP_NODELAY");
@@ -312,9 +498,9 @@ async fn raw_connection(backend: &Backend) -> http2::SendRequest<ReqBody> {
     send
 }
 
-async fn client(backend: &Backend, age: Option<Duration>, connections: usize) -> Client<ReqBody> {
+async fn client(addr: SocketAddr, age: Option<Duration>, connections: usize) -> Client<ReqBody> {
     let mut builder = Client::builder()
-        .endpoint(backend.uri())
+        .endpoint(format!("http://{addr}").parse().unwrap())
         .connections_per_endpoint(connections);
     if let Some(age) = age {
         builder = builder.max_connection_age(age);
@@ -376,11 +562,17 @@ impl Load {
 
 /// Sends `requests` requests through `sender` from `concurrency` worker tasks,
 /// each with its own clone; returns per-request latencies (ns) and failures.
+///
+/// With a `rate` (requests/s, all workers together), request number `i` is
+/// not sent before `start + i / rate`: the worker that takes it sleeps until
+/// then (on Tokio's timer, so in bursts of a millisecond's worth). Latency
+/// counts from the send, not from the due time.
 async fn drive<S: Sender + Clone>(
     sender: &S,
     load: &Load,
     concurrency: usize,
     requests: usize,
+    rate: Option<f64>,
 ) -> (Duration, Vec<u64>, usize, Option<String>) {
     let next = Arc::new(AtomicUsize::new(0));
     let mut workers = tokio::task::JoinSet::new();
@@ -393,7 +585,17 @@ async fn drive<S: Sender + Clone>(
             let mut latencies = Vec::with_capacity(requests / concurrency + 1);
             let mut failed = 0;
             let mut first_error = None;
-            while next.fetch_add(1, Ordering::Relaxed) < requests {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= requests {
+                    break;
+                }
+                if let Some(rate) = rate {
+                    let due = start + Duration::from_secs_f64(i as f64 / rate);
+                    if due > Instant::now() {
+                        tokio::time::sleep_until(due.into()).await;
+                    }
+                }
                 let request = load.request();
                 let sent = Instant::now();
                 match sender.send(request).await {
@@ -434,7 +636,7 @@ async fn cell<S: Sender + Clone>(
 ) -> Cell {
     // Untimed warm-up on the same fresh connection(s).
     let warm_up = (requests / 20).clamp(100, 2_000);
-    let limited = |n| tokio::time::timeout(CELL_LIMIT, drive(&sender, load, concurrency, n));
+    let limited = |n| tokio::time::timeout(CELL_LIMIT, drive(&sender, load, concurrency, n, None));
     let Ok((_, _, warm_failed, warm_error)) = limited(warm_up).await else {
         return Cell::hung(warm_up + requests);
     };
@@ -471,8 +673,8 @@ struct Paired {
 }
 
 async fn paired_c1(backend: &Backend, load: &Load, requests: usize) -> Paired {
-    let raw = Raw(raw_connection(backend).await);
-    let via = Via(client(backend, None, 1).await);
+    let raw = Raw(raw_connection(backend.addr).await);
+    let via = Via(client(backend.addr, None, 1).await);
     paired(raw, via, load, requests).await
 }
 
@@ -547,9 +749,9 @@ const LAYERS: [&str; 6] = [
 ];
 
 async fn layer_round(backend: &Backend, load: &Load, layer: usize, requests: usize) -> Paired {
-    let raw = Raw(raw_connection(backend).await);
+    let raw = Raw(raw_connection(backend.addr).await);
     match layer {
-        0 => paired(raw, Raw(raw_connection(backend).await), load, requests).await,
+        0 => paired(raw, Raw(raw_connection(backend.addr).await), load, requests).await,
         1 => {
             let connection = connect(Http2Connector::<_, ReqBody>::http(), backend).await;
             paired(raw, Via(connection), load, requests).await
@@ -569,8 +771,24 @@ async fn layer_round(backend: &Backend, load: &Load, layer: usize, requests: usi
             wait_connected(&lean, 1).await;
             paired(raw, Via(lean), load, requests).await
         }
-        4 => paired(raw, Via(client(backend, None, 1).await), load, requests).await,
-        _ => paired(raw, H2(h2_connection(backend).await), load, requests).await,
+        4 => {
+            paired(
+                raw,
+                Via(client(backend.addr, None, 1).await),
+                load,
+                requests,
+            )
+            .await
+        }
+        _ => {
+            paired(
+                raw,
+                H2(h2_connection(backend.addr, &h2::client::Builder::new()).await),
+                load,
+                requests,
+            )
+            .await
+        }
     }
 }
 
@@ -658,7 +876,7 @@ async fn raw_heap(backend: &Backend, n: usize) -> isize {
     let before = heap();
     let mut senders = Vec::with_capacity(n);
     for _ in 0..n {
-        senders.push(raw_connection(backend).await);
+        senders.push(raw_connection(backend.addr).await);
     }
     settle().await;
     let grown = heap() - before;
@@ -670,7 +888,7 @@ async fn raw_heap(backend: &Backend, n: usize) -> isize {
 /// Heap grown by a `Client` with `n` connections (client and server side).
 async fn client_heap(backend: &Backend, n: usize) -> isize {
     let before = heap();
-    let client = client(backend, None, n).await;
+    let client = client(backend.addr, None, n).await;
     settle().await;
     let grown = heap() - before;
     drop(client);
@@ -683,10 +901,14 @@ struct Memory {
     client_per_connection: f64,
 }
 
-/// The per-connection heap: the slope between 1 and 1 + `EXTRA` connections,
-/// so fixed costs (the client's background task, ...) drop out.
+/// The connections added for the heap's slope: 1 + this many is as many as
+/// one `Client` keeps to an endpoint.
+const MEMORY_EXTRA: usize = MAX_CONNECTIONS_PER_ENDPOINT - 1;
+
+/// The per-connection heap: the slope between 1 and 1 + `MEMORY_EXTRA`
+/// connections, so fixed costs (the client's background task, ...) drop out.
 async fn memory(backend: &Backend) -> Memory {
-    const EXTRA: usize = 64;
+    const EXTRA: usize = MEMORY_EXTRA;
     COUNTING.store(true, Ordering::SeqCst);
     // Once untimed, so lazily allocated runtime structures exist already.
     raw_heap(backend, 1).await;
@@ -703,10 +925,10 @@ async fn memory(backend: &Backend) -> Memory {
 /// Allocations per request (client and server side together), sequentially.
 async fn allocations_per_request<S: Sender + Clone>(sender: S, load: &Load) -> f64 {
     const N: usize = 2_000;
-    drive(&sender, load, 1, 200).await;
+    drive(&sender, load, 1, 200, None).await;
     COUNTING.store(true, Ordering::SeqCst);
     let before = ALLOCS.load(Ordering::SeqCst);
-    drive(&sender, load, 1, N).await;
+    drive(&sender, load, 1, N, None).await;
     let allocs = ALLOCS.load(Ordering::SeqCst) - before;
     COUNTING.store(false, Ordering::SeqCst);
     allocs as f64 / N as f64
@@ -753,9 +975,29 @@ fn json_number(x: f64) -> String {
 
 // ---------------------------------------------------------------------------
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let options = options();
+    if options.serve {
+        serve::main(&options);
+    }
+    if options.process {
+        process::main(&options);
+        return;
+    }
+    runtime().block_on(in_process(options));
+}
+
+/// The runtime `#[tokio::main]` builds: multi-threaded, one worker per CPU
+/// this process may run on, IO and time enabled.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("build the Tokio runtime")
+}
+
+/// The default mode (and `--layers`): client and backend in this process.
+async fn in_process(options: Options) {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let load_before = loadavg();
     let backend = Backend::start(Ipv4Addr::LOCALHOST, 0).await;
@@ -776,8 +1018,9 @@ async fn main() {
 
     eprint!("loadgen: measuring heap per connection and allocations per request ...");
     let memory = memory(&backend).await;
-    let raw_allocs = allocations_per_request(Raw(raw_connection(&backend).await), &load).await;
-    let client_allocs = allocations_per_request(Via(client(&backend, None, 1).await), &load).await;
+    let raw_allocs = allocations_per_request(Raw(raw_connection(backend.addr).await), &load).await;
+    let client_allocs =
+        allocations_per_request(Via(client(backend.addr, None, 1).await), &load).await;
     eprintln!(" done");
     eprint!("loadgen: concurrency 1, raw and Client paired request by request ...");
     let paired = paired_c1(&backend, &load, options.requests).await;
@@ -806,12 +1049,12 @@ async fn main() {
                 let _ = std::io::stderr().flush();
                 let result = match variant {
                     Variant::Raw => {
-                        let sender = Raw(raw_connection(&backend).await);
+                        let sender = Raw(raw_connection(backend.addr).await);
                         cell(sender, &load, concurrency, options.requests).await
                     }
                     Variant::Client | Variant::Rotating => {
                         let age = (variant == Variant::Rotating).then_some(ROTATION_AGE);
-                        let client = client(&backend, age, 1).await;
+                        let client = client(backend.addr, age, 1).await;
                         let result =
                             cell(Via(client.clone()), &load, concurrency, options.requests).await;
                         let stats = client.stats();
@@ -957,7 +1200,7 @@ async fn main() {
     let bytes_per_connection = memory.client_per_connection - memory.raw_per_connection;
     println!();
     println!(
-        "heap per connection: raw hyper {:.0} B, via Client {:.0} B, Client's own {:.0} B (client and server side; slope over 64 connections)",
+        "heap per connection: raw hyper {:.0} B, via Client {:.0} B, Client's own {:.0} B (client and server side; slope over {MEMORY_EXTRA} connections)",
         memory.raw_per_connection, memory.client_per_connection, bytes_per_connection
     );
     println!(

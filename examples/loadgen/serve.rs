@@ -1,0 +1,89 @@
+//! `loadgen --serve`: the backend `--process` starts as its child.
+//!
+//! hyper's HTTP/2 server (`hyper::server::conn::http2`, its default settings
+//! except `--server-streams`) on 127.0.0.1, a port the system picks, printed
+//! on stdout as the first line. Every request, whatever its path: the
+//! handler sleeps `--handler-ms` (if not 0), reads the whole request body
+//! and answers 200 with a 2-byte body. The process exits when its stdin
+//! closes, so it never outlives the `loadgen` that started it (whose end,
+//! even by a signal, closes the pipe).
+//!
+//! It is not `tests/support/backend.rs`: that fixture takes its stream limit
+//! from a per-connection script queue and its delay from the path, and books
+//! every request in a shared record; here every connection gets the limit
+//! and every request the delay, and the server does no work of its own
+//! beyond hyper's, so its CPU per request is hyper's.
+
+use std::convert::Infallible;
+use std::io::{Read as _, Write as _};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+use crate::Options;
+
+/// Runs the backend until stdin closes; never returns.
+pub(crate) fn main(options: &Options) -> ! {
+    // A thread of its own blocks on stdin: EOF (or an error) ends the process.
+    std::thread::spawn(|| {
+        let mut sink = [0u8; 64];
+        let mut stdin = std::io::stdin();
+        loop {
+            match stdin.read(&mut sink) {
+                Ok(0) | Err(_) => std::process::exit(0),
+                Ok(_) => {}
+            }
+        }
+    });
+    let streams = options.server_streams;
+    let delay = Duration::from_millis(options.handler_ms);
+    crate::runtime().block_on(serve(streams, delay));
+    std::process::exit(0)
+}
+
+async fn serve(streams: Option<u32>, delay: Duration) {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .expect("bind the backend");
+    let port = listener.local_addr().expect("the backend's address").port();
+    {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{port}").expect("print the port");
+        stdout.flush().expect("print the port");
+    }
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    if let Some(n) = streams {
+        builder.max_concurrent_streams(n);
+    }
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| handle(request, delay));
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn handle(
+    request: Request<Incoming>,
+    delay: Duration,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    // The whole request body, as a real handler would read it.
+    let _ = request.into_body().collect().await;
+    Ok(Response::new(Full::new(Bytes::from_static(b"ok"))))
+}

@@ -370,22 +370,33 @@ where
         let deadline = *wait_until.get_or_insert_with(|| {
             Instant::now() + crate::time::saturate(self.shared.ready_timeout)
         });
+        // With others waiting already, a request queues behind them instead
+        // of taking the slot that frees next: a caller whose request just
+        // ended would otherwise always beat the waiter it woke.
+        let mut behind_others = waiters.count.load(Ordering::SeqCst) > 0;
         let waiting = Waiting::new(waiters);
         loop {
             let notified = waiters.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            match self.try_send(request, 0) {
-                Ok((id, sent)) => {
-                    drop(waiting);
-                    *used = id;
-                    return sent.await;
+            if !std::mem::take(&mut behind_others) {
+                match self.try_send(request, 0) {
+                    Ok((id, sent)) => {
+                        drop(waiting);
+                        // The next waiter may find room too (a connection
+                        // came, or several requests ended at once).
+                        if waiters.count.load(Ordering::SeqCst) > 0 {
+                            waiters.notify.notify_one();
+                        }
+                        *used = id;
+                        return sent.await;
+                    }
+                    Err(back) => request = back,
                 }
-                Err(back) => request = back,
-            }
-            if self.any_serving() {
-                // Serving, but all full: discovery may open one more.
-                self.shared.demand.all_full();
+                if self.any_serving() {
+                    // Serving, but all full: discovery may open one more.
+                    self.shared.demand.all_full();
+                }
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return Err(self.not_ready());

@@ -70,6 +70,8 @@ pub(crate) struct Driver<T> {
     signals: Arc<Signals>,
     handle: ConnectionHandle,
     keep_alive: Option<KeepAlive>,
+    /// This wake-up was let pass once already (see `poll`).
+    yielded: bool,
 }
 
 /// HTTP/2 keepalive settings, with hyper's names and meaning.
@@ -202,6 +204,7 @@ impl<T> Driver<T> {
             handle,
             keep_alive: keep_alive
                 .and_then(|(config, ping, backoff)| KeepAlive::new(config, ping, backoff)),
+            yielded: false,
         }
     }
 }
@@ -214,6 +217,19 @@ where
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
+        // Each wake-up first lets every other ready task run (tokio puts a
+        // task that wakes itself at the back of its queue): callers that were
+        // woken together queue their streams first, and one turn of h2
+        // writes them all with one flush. Run at once, h2 would flush for
+        // the one caller that woke it, one write per request (hyper gathers
+        // the same way: its dispatch task drains its queue before writing).
+        // Out of process: client writes per request 1.0 -> 0.17, 0.88x ->
+        // 1.01x raw hyper's throughput at concurrency 256.
+        this.yielded = !this.yielded;
+        if this.yielded {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         if this.watch.is_some() {
             this.signals.waker.register(cx.waker());
             if this.signals.released.load(Ordering::Acquire) {

@@ -320,6 +320,10 @@ where
     }
 }
 
+const CLOSED_BEFORE_SETTINGS: &str = "the connection closed (or was reset) before the server's \
+     HTTP/2 SETTINGS: the server does not speak HTTP/2 with prior knowledge (an HTTP/1.1-only \
+     server closes like this), or it shed the connection";
+
 /// Why the server's first answer did not come.
 struct NoAnswer {
     message: &'static str,
@@ -348,9 +352,7 @@ where
         ended = &mut *connection => match ended {
             Ok(()) => {
                 return Err(NoAnswer {
-                    message: "the server closed the connection without sending HTTP/2 SETTINGS: \
-                              it does not speak HTTP/2 with prior knowledge (an HTTP/1.1-only \
-                              server closes like this), or it shed the connection",
+                    message: CLOSED_BEFORE_SETTINGS,
                     source: None,
                 });
             }
@@ -358,7 +360,9 @@ where
         },
     };
     let message = if ended.is_io() {
-        "the connection failed before the server's HTTP/2 SETTINGS (does it speak HTTP/2?)"
+        // An HTTP/1.1-only server closes on the preface, with a RST when
+        // our SETTINGS and PING were still unread: the same as a clean close.
+        CLOSED_BEFORE_SETTINGS
     } else if ended.is_remote() {
         "the server refused the HTTP/2 connection"
     } else {

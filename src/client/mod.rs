@@ -384,8 +384,9 @@ where
                     Ok((id, sent)) => {
                         drop(waiting);
                         // The next waiter may find room too (a connection
-                        // came, or several requests ended at once).
-                        if waiters.count.load(Ordering::SeqCst) > 0 {
+                        // came, or several requests ended at once); woken
+                        // with no room, it would lose its place in line.
+                        if waiters.count.load(Ordering::SeqCst) > 0 && self.has_room() {
                             waiters.notify.notify_one();
                         }
                         *used = id;
@@ -402,6 +403,10 @@ where
                 return Err(self.not_ready());
             }
         }
+    }
+
+    fn has_room(&self) -> bool {
+        self.read().iter().any(|(_, c)| takes_requests(c))
     }
 
     fn any_serving(&self) -> bool {

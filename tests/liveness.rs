@@ -288,6 +288,7 @@ async fn a_pod_that_kills_every_connection_is_ejected_and_readmitted() {
     let first = call_for(&client, 8, Duration::from_millis(1000)).await;
     let reached = pods[1].requests();
     assert!(reached >= 3, "pod 2 got only {reached} requests");
+    assert_eq!(client.discover_status().ejected(), vec![pods[1].uri()]);
     let failed: usize = first.errors.values().sum();
     // Ejected after 3 failures in a row: the requests in flight then, not
     // one per reconnect (every 10-20 ms) for the whole second.
@@ -299,4 +300,45 @@ async fn a_pod_that_kills_every_connection_is_ejected_and_readmitted() {
         pods[1].requests() > reached,
         "the ejected pod was never readmitted"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_pod_failing_no_more_than_max_ejection_percent_are_ejected() {
+    use support::backend::Script;
+    use tower_max_connection_age::discover::OutlierDetection;
+    let pods = support::backend::start_pods(3).await;
+    for pod in &pods {
+        pod.script(std::iter::repeat_n(Script::DieAfterFirstChunk, 200));
+    }
+    let client = Client::builder()
+        .endpoints(pods.iter().map(Backend::uri))
+        .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(20))
+        .outlier_detection(
+            OutlierDetection::new()
+                .consecutive_failures(2)
+                .base_ejection_time(Duration::from_secs(30))
+                // A third of three: one.
+                .max_ejection_percent(34),
+        )
+        .build::<Body>()
+        .unwrap();
+    connected(&client, 3).await;
+    let status = client.discover_status();
+    let watch = tokio::spawn({
+        let status = status.clone();
+        async move {
+            let mut most = 0;
+            let end = Instant::now() + Duration::from_millis(1200);
+            while Instant::now() < end {
+                most = most.max(status.ejected().len());
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            most
+        }
+    });
+    let seen = call_for(&client, 8, Duration::from_secs(1)).await;
+    assert!(!seen.errors.is_empty(), "the pods did not fail");
+    let most = watch.await.unwrap();
+    assert_eq!(most, 1, "{most} of 3 endpoints were out at once");
+    assert_eq!(status.ejected().len(), 1);
 }

@@ -20,6 +20,8 @@ struct Inner {
     /// The last connect error of each connection slot that has not connected
     /// since, with its whole source chain.
     connect_errors: BTreeMap<String, String>,
+    /// Endpoints out of the pick as outliers.
+    ejected: Vec<Uri>,
 }
 
 impl DiscoverStatus {
@@ -67,6 +69,19 @@ impl DiscoverStatus {
     pub(crate) fn connect_errors_error(&self) -> Option<ConnectErrors> {
         let errors = self.connect_errors();
         (!errors.is_empty()).then_some(ConnectErrors { errors })
+    }
+
+    /// The endpoints outlier detection has taken out of the pick now.
+    pub fn ejected(&self) -> Vec<Uri> {
+        self.lock().ejected.clone()
+    }
+
+    pub(crate) fn set_ejected(&self, endpoint: &Uri, ejected: bool) {
+        let mut inner = self.lock();
+        inner.ejected.retain(|e| e != endpoint);
+        if ejected {
+            inner.ejected.push(endpoint.clone());
+        }
     }
 
     pub(crate) fn set_connect_error(&self, slot: String, error: Option<String>) {

@@ -205,6 +205,7 @@ where
     fn remove_endpoint(&mut self, endpoint: &Uri) {
         self.endpoints.retain(|e| e != endpoint);
         self.outliers.remove(endpoint);
+        self.status.set_ejected(endpoint, false);
         let keys: Vec<_> = self
             .slots
             .keys()
@@ -274,6 +275,7 @@ where
     }
 
     fn set_ejected(&self, endpoint: &Uri, ejected: bool) {
+        self.status.set_ejected(endpoint, ejected);
         for (key, slot) in &self.slots {
             if key.endpoint == *endpoint
                 && let Some(state) = &slot.current

@@ -686,3 +686,42 @@ async fn max_connections_per_endpoint_below_connections_per_endpoint_is_a_config
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn extended_connect_carries_its_protocol_and_keeps_the_stream_open() {
+    let (connecting, server_end) = memory_connect(Duration::from_secs(3)).await;
+    let (seen_tx, seen) = tokio::sync::oneshot::channel();
+    let server = tokio::spawn(async move {
+        let mut connection = h2::server::Builder::new()
+            .enable_connect_protocol()
+            .handshake::<_, Bytes>(server_end)
+            .await
+            .unwrap();
+        let (request, mut respond) = connection.accept().await.unwrap().unwrap();
+        let protocol = request
+            .extensions()
+            .get::<h2::ext::Protocol>()
+            .map(|p| p.as_str().to_owned());
+        let open = !request.body().is_end_stream();
+        let _ = seen_tx.send((request.method().clone(), protocol, open));
+        let _ = respond.send_response(http::Response::new(()), false);
+        while connection.accept().await.is_some() {}
+    });
+    let mut connection = connecting.await.unwrap().unwrap();
+    let mut request = Request::connect("http://pod.test/chat")
+        .body(Body::default())
+        .unwrap();
+    *request.version_mut() = http::Version::HTTP_2;
+    request
+        .extensions_mut()
+        .insert(h2::ext::Protocol::from_static("websocket"));
+    let response = bounded(connection.ready().await.unwrap().call(request))
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    let (method, protocol, open) = seen.await.unwrap();
+    assert_eq!(method, http::Method::CONNECT);
+    assert_eq!(protocol.as_deref(), Some("websocket"));
+    assert!(open, "the CONNECT stream was ended with its head");
+    server.abort();
+}

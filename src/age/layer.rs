@@ -161,6 +161,23 @@ pub struct MaxConnectionAge<M> {
     config: AgeConfig,
 }
 
+impl<M> MaxConnectionAge<M> {
+    /// The wrapped connection `MakeService`.
+    pub fn get_ref(&self) -> &M {
+        &self.inner
+    }
+
+    /// The wrapped connection `MakeService`, mutably.
+    pub fn get_mut(&mut self) -> &mut M {
+        &mut self.inner
+    }
+
+    /// The wrapped connection `MakeService`.
+    pub fn into_inner(self) -> M {
+        self.inner
+    }
+}
+
 impl<M, T> Service<T> for MaxConnectionAge<M>
 where
     M: Service<T>,

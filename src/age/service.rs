@@ -44,6 +44,18 @@ impl<S> AgedConnection<S> {
         &self.inner
     }
 
+    /// The connection service this wraps.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The connection service this wraps, mutably. (There is no
+    /// `into_inner`: dropping an `AgedConnection` is what starts its drain,
+    /// so the connection cannot leave it without that bookkeeping.)
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
     /// True while the connection takes new requests.
     pub fn is_serving(&self) -> bool {
         self.state.is_serving()

@@ -85,6 +85,23 @@ pub struct Replay<S> {
     config: ReplayConfig,
 }
 
+impl<S> Replay<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The wrapped service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
 impl<S, B> Service<Request<B>> for Replay<S>
 where
     S: Service<Request<ReplayBody<B>>> + Clone + Send + 'static,

@@ -109,7 +109,8 @@ impl Error {
         self
     }
 
-    pub(crate) fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+    /// Sets the error's cause, its `source()` (an h2 or I/O error, ...).
+    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
         self.inner.source = Some(source.into());
         self
     }
@@ -138,6 +139,36 @@ impl Error {
 
     pub(crate) fn set_kind(&mut self, kind: ErrorKind) {
         self.inner.kind = kind;
+    }
+
+    /// What a connection service returns when it did not send `request` at
+    /// all (it was closing, or the server had sent `GOAWAY`): an
+    /// [`ErrorKind::Draining`] error carrying the request, so that
+    /// [`ReplayLayer`](crate::ReplayLayer) (or the caller, with
+    /// [`take_request`](Self::take_request)) can send it elsewhere. `request`
+    /// is the request the service was called with.
+    ///
+    /// ```
+    /// use tower_max_connection_age::Error;
+    ///
+    /// let request = http::Request::get("http://svc/").body(()).unwrap();
+    /// let mut err = Error::unsent(request);
+    /// assert!(err.is_draining() && err.is_unprocessed());
+    /// assert!(err.take_request::<http::Request<()>>().is_some());
+    /// ```
+    pub fn unsent<R: Send + 'static>(request: R) -> Self {
+        Error::new(ErrorKind::Draining).with_request(request)
+    }
+
+    /// What a connection service returns when the server provably did not
+    /// process the request (`REFUSED_STREAM`, or a stream above a
+    /// `GOAWAY`'s last-stream-id, RFC 9113 §8.7): an [`ErrorKind::Refused`]
+    /// error carrying the request's head, from which
+    /// [`ReplayLayer`](crate::ReplayLayer) rebuilds the request with the body
+    /// it recorded. Give only a provable refusal: it is replayed whatever
+    /// the method.
+    pub fn refused(head: http::Request<()>) -> Self {
+        Error::new(ErrorKind::Refused).with_request(head)
     }
 
     /// An [`ErrorKind::Config`] error with a message naming the bad setting.

@@ -224,3 +224,48 @@ async fn layer_alone_drains_at_the_deadline_and_gives_requests_back() {
         "the in-flight request finishes"
     );
 }
+
+/// A connection service of the user's own joins the replay protocol through
+/// `Error::unsent` and `Error::refused`.
+#[tokio::test]
+async fn a_users_connection_hands_requests_back_with_the_public_constructors() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tower::ServiceExt;
+    use tower_max_connection_age::Error;
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let connection = {
+        let calls = calls.clone();
+        tower::service_fn(move |request: http::Request<ReplayBody<Full<Bytes>>>| {
+            let call = calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                match call {
+                    // Never sent: the request itself comes back.
+                    0 => Err(Error::unsent(request)),
+                    // Provably not processed: the head comes back; the body
+                    // is rebuilt from what the replay recorded.
+                    1 => {
+                        let (parts, body) = request.into_parts();
+                        let sent = body.collect().await.unwrap().to_bytes();
+                        assert_eq!(sent, "payload");
+                        Err(Error::refused(http::Request::from_parts(parts, ())))
+                    }
+                    _ => {
+                        let body = request.into_body().collect().await.unwrap().to_bytes();
+                        Ok::<_, Error>(http::Response::new(body))
+                    }
+                }
+            }
+        })
+    };
+    let service = ServiceBuilder::new()
+        .layer(ReplayLayer::new())
+        .service(connection);
+    let request = http::Request::post("http://svc/")
+        .body(Full::new(Bytes::from_static(b"payload")))
+        .unwrap();
+    let response = service.oneshot(request).await.unwrap();
+    assert_eq!(response.into_body(), "payload");
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}

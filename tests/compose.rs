@@ -269,3 +269,50 @@ async fn a_users_connection_hands_requests_back_with_the_public_constructors() {
     assert_eq!(response.into_body(), "payload");
     assert_eq!(calls.load(Ordering::SeqCst), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tower_http_layers_compose_around_client() {
+    use tower::ServiceExt;
+    use tower_http::set_header::SetRequestHeaderLayer;
+    use tower_http::timeout::TimeoutLayer;
+    use tower_http::trace::TraceLayer;
+
+    let pods = start_pods(1).await;
+    let client = Client::builder()
+        .endpoint(pods[0].uri())
+        .build::<Full<Bytes>>()
+        .unwrap();
+    let service = ServiceBuilder::new()
+        .layer(TraceLayer::new_for_http())
+        .layer(SetRequestHeaderLayer::overriding(
+            http::HeaderName::from_static("x-request-id"),
+            http::HeaderValue::from_static("from-tower-http"),
+        ))
+        // Needs `ResBody: Default`: it answers 408 with an empty body.
+        .layer(TimeoutLayer::new(Duration::from_millis(200)))
+        .service(client);
+    let request = |path: &str| {
+        http::Request::get(format!("{}{path}", pods[0].uri()))
+            .body(Full::<Bytes>::default())
+            .unwrap()
+    };
+    let response = support::bounded(service.clone().oneshot(request("")))
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(!body.is_empty());
+    assert_eq!(pods[0].executions("from-tower-http"), 1);
+    let late = support::bounded(service.oneshot(request("sleep/5000")))
+        .await
+        .unwrap();
+    assert_eq!(late.status(), http::StatusCode::REQUEST_TIMEOUT);
+    assert!(
+        late.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .is_empty()
+    );
+}

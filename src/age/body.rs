@@ -40,6 +40,17 @@ fn has_ended<B: Body>(body: &B) -> bool {
     body.size_hint().upper() == Some(0) && body.is_end_stream()
 }
 
+/// An empty body not counted on any connection, for middleware that
+/// answers by itself (tower-http's `Timeout`).
+impl<B: Default> Default for ResponseBody<B> {
+    fn default() -> Self {
+        ResponseBody {
+            inner: B::default(),
+            in_flight: None,
+        }
+    }
+}
+
 impl<B: Body> Body for ResponseBody<B> {
     type Data = B::Data;
     type Error = B::Error;

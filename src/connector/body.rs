@@ -11,7 +11,8 @@ use http_body::{Body, Frame, SizeHint};
 /// h2's receive stream, giving back flow-control window as it is read so
 /// the server can keep sending. Dropping it before its end resets the stream.
 pub struct Http2Body {
-    recv: h2::RecvStream,
+    /// `None` for [`Default`]'s empty body.
+    recv: Option<h2::RecvStream>,
     /// Bytes the `content-length` header says are still to come.
     remaining: Option<u64>,
     state: State,
@@ -31,9 +32,21 @@ impl Http2Body {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
         Http2Body {
-            recv,
+            recv: Some(recv),
             remaining,
             state: State::Data,
+        }
+    }
+}
+
+/// An empty body, already ended, as middleware that answers by itself needs
+/// (tower-http's `Timeout` answers 408 with `ResBody::default()`).
+impl Default for Http2Body {
+    fn default() -> Self {
+        Http2Body {
+            recv: None,
+            remaining: Some(0),
+            state: State::Done,
         }
     }
 }
@@ -47,13 +60,16 @@ impl Body for Http2Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
         let this = &mut *self;
+        let Some(recv) = &mut this.recv else {
+            return Poll::Ready(None);
+        };
         while this.state == State::Data {
-            match ready!(this.recv.poll_data(cx)) {
+            match ready!(recv.poll_data(cx)) {
                 // An empty DATA frame (often the one that ends the stream)
                 // carries nothing for the reader.
                 Some(Ok(data)) if data.is_empty() => {}
                 Some(Ok(data)) => {
-                    let _ = this.recv.flow_control().release_capacity(data.len());
+                    let _ = recv.flow_control().release_capacity(data.len());
                     if let Some(remaining) = &mut this.remaining {
                         *remaining = remaining.saturating_sub(data.len() as u64);
                     }
@@ -67,7 +83,7 @@ impl Body for Http2Body {
             }
         }
         if this.state == State::Trailers {
-            let trailers = ready!(this.recv.poll_trailers(cx));
+            let trailers = ready!(recv.poll_trailers(cx));
             this.state = State::Done;
             return Poll::Ready(match trailers {
                 Ok(Some(trailers)) => Some(Ok(Frame::trailers(trailers))),
@@ -79,7 +95,7 @@ impl Body for Http2Body {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.state == State::Done || self.recv.is_end_stream()
+        self.state == State::Done || self.recv.as_ref().is_none_or(h2::RecvStream::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -94,7 +110,10 @@ impl Body for Http2Body {
 impl std::fmt::Debug for Http2Body {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Http2Body")
-            .field("stream_id", &self.recv.stream_id())
+            .field(
+                "stream_id",
+                &self.recv.as_ref().map(h2::RecvStream::stream_id),
+            )
             .finish()
     }
 }

@@ -289,7 +289,10 @@ async fn tower_http_layers_compose_around_client() {
             http::HeaderValue::from_static("from-tower-http"),
         ))
         // Needs `ResBody: Default`: it answers 408 with an empty body.
-        .layer(TimeoutLayer::new(Duration::from_millis(200)))
+        .layer(TimeoutLayer::with_status_code(
+            http::StatusCode::REQUEST_TIMEOUT,
+            Duration::from_millis(200),
+        ))
         .service(client);
     let request = |path: &str| {
         http::Request::get(format!("{}{path}", pods[0].uri()))

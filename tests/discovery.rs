@@ -389,11 +389,10 @@ async fn slow_start_ramps_a_new_pods_share_over_its_window() {
         .position(|b| b.contains_key(&new))
         .expect("the new pod got traffic");
     let early = share(&report.buckets[joined..(joined + 2).min(report.buckets.len())]);
-    // Without slow start a new pod takes more than its share at first (it
-    // costs nothing, so it wins every pick it is in: 0.21 of requests in
-    // its first half second in one run here, where a fair share is 0.25);
-    // in the first half second of a 2 s window it takes at most a quarter
-    // of its weight's ramp allows, well under that.
+    // Without slow start a new pod takes nearly a full share at once (0.21
+    // of requests in its first half second in one run here, where a fair
+    // share is 0.25). With a 2 s window its weight is at most 0.25 in that
+    // half second, so it takes well under that.
     assert!(early < 0.12, "the new pod took {early:.2} at first");
     let late_from = (joined + 10).min(report.buckets.len() - 1);
     let late = share(&report.buckets[late_from..]);

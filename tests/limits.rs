@@ -600,7 +600,7 @@ async fn a_graceful_goaway_stops_new_streams_at_once_with_none_in_flight() {
     let mut connection = connecting.await.unwrap().unwrap();
     assert!(connection.ready().await.is_ok());
     shut.send(()).unwrap();
-    let handle = tower_max_connection_age::age::Connection::handle(&connection);
+    let handle = tower_max_connection_age::age::AgeableConnection::handle(&connection);
     let reason = tokio::time::timeout(Duration::from_secs(1), handle.going_away())
         .await
         .expect("the GOAWAY was reported without any request");

@@ -151,7 +151,7 @@ impl<F> MakeFuture<F> {
 impl<F, S, E> Future for MakeFuture<F>
 where
     F: Future<Output = Result<S, E>>,
-    S: super::Connection,
+    S: super::AgeableConnection,
     E: Into<BoxError>,
 {
     type Output = Result<super::AgedConnection<S>, Error>;

@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 /// [`Http2Connection`](crate::Http2Connection) implements this; implement it
 /// for your own connection services to wrap them in
 /// [`MaxConnectionAgeLayer`](crate::MaxConnectionAgeLayer).
-pub trait Connection {
+pub trait AgeableConnection {
     /// The handle of this connection's transport.
     fn handle(&self) -> ConnectionHandle;
 }

@@ -10,7 +10,7 @@ use tower_service::Service;
 
 use super::future::MakeFuture;
 use super::state::ConnectionState;
-use super::{AgedConnection, Connection, supervise};
+use super::{AgeableConnection, AgedConnection, supervise};
 use crate::error::{self, BoxError, Error, ErrorKind};
 use crate::load::LoadKind;
 
@@ -181,7 +181,7 @@ impl<M> MaxConnectionAge<M> {
 impl<M, T> Service<T> for MaxConnectionAge<M>
 where
     M: Service<T>,
-    M::Response: Connection,
+    M::Response: AgeableConnection,
     M::Error: Into<BoxError>,
     T: fmt::Display,
 {
@@ -220,7 +220,7 @@ pub(crate) struct Wrap {
 }
 
 impl Wrap {
-    pub(crate) fn wrap<S: Connection>(self, service: S) -> AgedConnection<S> {
+    pub(crate) fn wrap<S: AgeableConnection>(self, service: S) -> AgedConnection<S> {
         let now = Instant::now();
         let deadline = self.config.deadline(now);
         let state = ConnectionState::new(

@@ -20,7 +20,7 @@ use tokio::time::{Instant, sleep_until};
 
 pub use body::ResponseBody;
 pub use future::{MakeFuture, ResponseFuture};
-pub use handle::{ClosedOnDrop, Connection, ConnectionHandle};
+pub use handle::{AgeableConnection, ClosedOnDrop, ConnectionHandle};
 pub use layer::{DEFAULT_DRAIN_TIMEOUT, MaxConnectionAge, MaxConnectionAgeLayer};
 pub use service::AgedConnection;
 pub use state::DrainReason;

@@ -48,7 +48,7 @@ pub(crate) use classify::{Stage, Verdict, classify};
 pub(crate) use driver::KeepAliveConfig;
 use driver::PingBackoff;
 
-use crate::age::{Connection, ConnectionHandle};
+use crate::age::{AgeableConnection, ConnectionHandle};
 use crate::error::{self, BoxError, Error, ErrorKind};
 use driver::{Driver, Signals};
 use io::ClosableIo;
@@ -488,7 +488,7 @@ impl<B> fmt::Debug for Http2Connection<B> {
     }
 }
 
-impl<B> Connection for Http2Connection<B> {
+impl<B> AgeableConnection for Http2Connection<B> {
     fn handle(&self) -> ConnectionHandle {
         self.inner.handle.clone()
     }

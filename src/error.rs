@@ -3,7 +3,7 @@
 use std::any::Any;
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// A boxed error, as tower and hyper pass them around.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -44,6 +44,11 @@ pub enum ErrorKind {
     /// The request failed on the wire (I/O error, reset, protocol error) and may
     /// have been processed, so it is not replayed.
     Request,
+    /// No response came before the request's deadline: the client's
+    /// [`timeout`](crate::client::ClientBuilder::timeout) or the request's
+    /// `grpc-timeout` header, whichever ends first. The stream was
+    /// cancelled; the request may have been processed.
+    Timeout,
 }
 
 impl ErrorKind {
@@ -58,6 +63,7 @@ impl ErrorKind {
             ErrorKind::Refused => "server refused the request without processing it",
             ErrorKind::Resolve => "resolving endpoints failed",
             ErrorKind::Request => "request failed",
+            ErrorKind::Timeout => "timed out before the response",
         }
     }
 }
@@ -82,7 +88,11 @@ pub struct Error {
 struct Inner {
     kind: ErrorKind,
     message: Option<Cow<'static, str>>,
-    source: Option<BoxError>,
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    /// The gRPC status this error maps to, made when first asked for:
+    /// tonic finds it as the first `source()` (see the `grpc` module).
+    #[cfg(feature = "tonic")]
+    status: std::sync::OnceLock<Option<tonic::Status>>,
     // `Mutex` only makes the request `Sync` so that `Error` fits in a `BoxError`;
     // it is reached through `&mut self`, which never locks.
     request: Option<Mutex<Box<dyn Any + Send>>>,
@@ -98,6 +108,8 @@ impl Error {
                 kind,
                 message: None,
                 source: None,
+                #[cfg(feature = "tonic")]
+                status: std::sync::OnceLock::new(),
                 request: None,
                 blamed: false,
             }),
@@ -106,12 +118,36 @@ impl Error {
 
     pub(crate) fn with_message(mut self, message: impl Into<Cow<'static, str>>) -> Self {
         self.inner.message = Some(message.into());
+        self.changed();
         self
+    }
+
+    /// Forgets the gRPC status made from what this error said before.
+    fn changed(&mut self) {
+        #[cfg(feature = "tonic")]
+        {
+            self.inner.status = std::sync::OnceLock::new();
+        }
+    }
+
+    /// The error's cause as given to [`with_source`](Self::with_source):
+    /// with the `tonic` feature, `source()` puts the gRPC status first.
+    pub(crate) fn cause(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner
+            .source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+
+    #[cfg(feature = "tonic")]
+    pub(crate) fn cause_arc(&self) -> Option<Arc<dyn std::error::Error + Send + Sync>> {
+        self.inner.source.clone()
     }
 
     /// Sets the error's cause, its `source()` (an h2 or I/O error, ...).
     pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
-        self.inner.source = Some(source.into());
+        self.inner.source = Some(Arc::from(source.into()));
+        self.changed();
         self
     }
 
@@ -139,6 +175,7 @@ impl Error {
 
     pub(crate) fn set_kind(&mut self, kind: ErrorKind) {
         self.inner.kind = kind;
+        self.changed();
     }
 
     /// What a connection service returns when it did not send `request` at
@@ -222,6 +259,11 @@ impl Error {
         self.kind() == ErrorKind::Resolve
     }
 
+    /// No response came before the request's deadline.
+    pub fn is_timeout(&self) -> bool {
+        self.kind() == ErrorKind::Timeout
+    }
+
     /// True when the server provably did not process the request, so sending it
     /// again cannot run it twice.
     pub fn is_unprocessed(&self) -> bool {
@@ -281,12 +323,20 @@ impl fmt::Display for Error {
     }
 }
 
+/// With the `tonic` feature the first source is the [`tonic::Status`]
+/// this error maps to (whose own source is the cause), so that tonic's
+/// `Status::from_error` finds it; see the `grpc` module.
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.inner
-            .source
-            .as_deref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
+        #[cfg(feature = "tonic")]
+        if let Some(status) = self
+            .inner
+            .status
+            .get_or_init(|| crate::grpc::status_of(self))
+        {
+            return Some(status);
+        }
+        self.cause()
     }
 }
 
@@ -296,6 +346,13 @@ pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut cur = error.source();
     while let Some(e) = cur {
+        // The status the `tonic` feature puts after each of our errors says
+        // what the error said already.
+        #[cfg(feature = "tonic")]
+        if e.is::<tonic::Status>() {
+            cur = e.source();
+            continue;
+        }
         text.push_str(": ");
         text.push_str(&e.to_string());
         cur = e.source();
@@ -326,7 +383,7 @@ pub(crate) fn find_h2<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<
 /// The server sent `GOAWAY` and this stream was above its last-stream-id, or
 /// was opened after it (h2 reports both as a remote go-away on the stream).
 pub(crate) fn is_remote_go_away(err: &Error) -> bool {
-    std::error::Error::source(err)
+    err.cause()
         .and_then(find_h2)
         .is_some_and(|e| e.is_go_away() && e.is_remote())
 }
@@ -355,6 +412,6 @@ mod tests {
         let io = std::io::Error::other("boom");
         let err = from_box(Box::new(io), ErrorKind::Connect);
         assert!(err.is_connect());
-        assert_eq!(std::error::Error::source(&err).unwrap().to_string(), "boom");
+        assert_eq!(err.cause().unwrap().to_string(), "boom");
     }
 }

@@ -20,6 +20,7 @@
 //! | [`resolve`] | [`Resolve`](resolve::Resolve): any hyper-util resolver (`Service<Name>`) whose answer may carry a TTL; [`StaticResolver`](resolve::StaticResolver), and `HickoryResolver` (feature `hickory`) which reports the records' TTL. |
 //! | [`server`] | [`server::Server`]: serves any tower HTTP service (axum, tonic `Routes`, hyper) over HTTP/1.1 and h2c with a maximum connection age (±10% jitter), an optional grace, an idle limit and graceful shutdown; on age HTTP/2 gets the two-phase `GOAWAY`, HTTP/1.1 `Connection: close`. |
 //! | [`error`] | [`Error`] and [`ErrorKind`]. |
+//! | `grpc` | (feature `tonic`) the gRPC status each error maps to, put first in its `source()` chain so that tonic's `Status::from_error` finds it. |
 //!
 //! # The path of a request through [`Client`]
 //!
@@ -92,6 +93,8 @@ pub mod client;
 pub mod connector;
 pub mod discover;
 pub mod error;
+#[cfg(feature = "tonic")]
+pub mod grpc;
 pub mod load;
 pub mod replay;
 pub mod resolve;

@@ -94,7 +94,8 @@ pub(crate) fn classify(mut err: Error, in_flight: &mut InFlight) -> Error {
     // keepalive pings, that code blames the pings, not the request.
     if err.is_blamed()
         && state.handle.pinged()
-        && std::error::Error::source(&err)
+        && err
+            .cause()
             .and_then(error::find_h2)
             .and_then(h2::Error::reason)
             == Some(h2::Reason::ENHANCE_YOUR_CALM)

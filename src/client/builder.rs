@@ -11,7 +11,7 @@ use hyper_util::client::legacy::connect::{Connection as TransportInfo, HttpConne
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::{Client, Shared, drive};
+use super::{Client, Shared, SharedConnection, drive};
 use crate::age::{AgeConfig, MaxConnectionAgeLayer};
 use crate::connector::{Http2Connector, KeepAliveConfig, default_builder};
 use crate::discover::{
@@ -19,7 +19,7 @@ use crate::discover::{
 };
 use crate::error::{BoxError, Error};
 use crate::load::LoadKind;
-use crate::replay::ReplayConfig;
+use crate::replay::{ReplayBody, ReplayConfig};
 use crate::resolve::{GaiResolver, Resolve};
 
 /// The default [`ready_timeout`](ClientBuilder::ready_timeout): 10 s.
@@ -47,6 +47,9 @@ pub struct ClientBuilder<C = HttpConnector> {
     origin: Option<Uri>,
     uri: Option<Uri>,
     resolver: Option<BoxResolver>,
+    /// Settings of the crate's own connector that were changed, which
+    /// [`build_with`](Self::build_with) (bringing its own) cannot honour.
+    own_connector_settings: Vec<&'static str>,
 }
 
 impl ClientBuilder {
@@ -64,6 +67,7 @@ impl ClientBuilder {
             origin: None,
             uri: None,
             resolver: None,
+            own_connector_settings: Vec::new(),
         }
     }
 }
@@ -264,6 +268,7 @@ impl<C> ClientBuilder<C> {
     /// [`Http2Connector::keep_alive_interval`](crate::Http2Connector::keep_alive_interval)).
     pub fn keep_alive_interval(mut self, interval: impl Into<Option<Duration>>) -> Self {
         self.keep_alive.interval = interval.into();
+        self.own_connector_settings.push("keep_alive_interval");
         self
     }
 
@@ -272,12 +277,14 @@ impl<C> ClientBuilder<C> {
     /// [`ErrorKind::KeepAlive`](crate::ErrorKind::KeepAlive). Default: 10 s.
     pub fn keep_alive_timeout(mut self, timeout: Duration) -> Self {
         self.keep_alive.timeout = timeout;
+        self.own_connector_settings.push("keep_alive_timeout");
         self
     }
 
     /// Whether to `PING` idle connections too. Default: false.
     pub fn keep_alive_while_idle(mut self, enabled: bool) -> Self {
         self.keep_alive.while_idle = enabled;
+        self.own_connector_settings.push("keep_alive_while_idle");
         self
     }
 
@@ -286,13 +293,15 @@ impl<C> ClientBuilder<C> {
     /// with hyper's client defaults.
     pub fn http2(mut self, builder: h2::client::Builder) -> Self {
         self.http2 = builder;
+        self.own_connector_settings.push("http2");
         self
     }
 
     /// The transport connector: any hyper-util connector, such as a TLS
     /// connector around `HttpConnector`. Default: `HttpConnector` with
     /// `TCP_NODELAY`.
-    pub fn connector<C2>(self, connector: C2) -> ClientBuilder<C2> {
+    pub fn connector<C2>(mut self, connector: C2) -> ClientBuilder<C2> {
+        self.own_connector_settings.push("connector");
         ClientBuilder {
             connector,
             http2: self.http2,
@@ -304,6 +313,7 @@ impl<C> ClientBuilder<C> {
             origin: self.origin,
             uri: self.uri,
             resolver: self.resolver,
+            own_connector_settings: self.own_connector_settings,
         }
     }
 
@@ -317,6 +327,111 @@ impl<C> ClientBuilder<C> {
         C::Future: Send,
         B: Body<Data = Bytes> + Unpin + Send + 'static,
         B::Error: Into<BoxError>,
+    {
+        if self.keep_alive.interval.is_some_and(|i| i.is_zero())
+            || self.keep_alive.timeout.is_zero()
+        {
+            return Err(Error::config(
+                "keep_alive_interval and keep_alive_timeout must be greater than zero \
+                 (keep_alive_interval(None) turns keepalive off)",
+            ));
+        }
+        if std::any::TypeId::of::<C>() == std::any::TypeId::of::<HttpConnector>()
+            && self.uses_https()
+        {
+            return Err(Error::config(
+                "an https:// endpoint needs a TLS connector: the default HttpConnector speaks \
+                 plain TCP only; give one with `connector(..)` (for example hyper-rustls' \
+                 HttpsConnector asking for ALPN h2)",
+            ));
+        }
+        let connector = Http2Connector::new(self.connector, self.http2)
+            .connect_timeout(self.discover.connect_timeout_setting())
+            .keep_alive_config(self.keep_alive);
+        Options {
+            discover: self.discover,
+            age: self.age,
+            replay: self.replay,
+            ready_timeout: self.ready_timeout,
+            origin: self.origin,
+            uri: self.uri,
+            resolver: self.resolver,
+        }
+        .build(connector)
+    }
+
+    /// Builds the client over connections that `make` makes (any
+    /// connection `MakeService` of [`SharedConnection`]s, such as
+    /// [`HyperConnector`](crate::connector::HyperConnector) for hyper's own
+    /// HTTP/2 client), with everything else as configured: ages, discovery,
+    /// the pick, replay. `make` is called with each endpoint's URI
+    /// (`scheme://ip:port`) and connects on its own terms, so the settings
+    /// of the crate's own connector ([`connector`](Self::connector),
+    /// [`http2`](Self::http2), the keepalive ones) are an
+    /// [`ErrorKind::Config`](crate::ErrorKind::Config) error here, not
+    /// silently ignored. Connects are still bounded by
+    /// [`connect_timeout`](Self::connect_timeout).
+    ///
+    /// `M` makes connections for `ReplayBody<B>` requests, so that requests
+    /// the server never processed can be sent again. See
+    /// [`HyperConnector`](crate::connector::HyperConnector) for an example.
+    pub fn build_with<B, M>(self, make: M) -> Result<Client<B, M::Response>, Error>
+    where
+        M: Service<Uri> + Send + 'static,
+        M::Response: SharedConnection<ReplayBody<B>>,
+        M::Error: Into<BoxError>,
+        M::Future: Send + 'static,
+        B: Body<Data = Bytes> + Unpin + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        if !self.own_connector_settings.is_empty() {
+            let mut names = self.own_connector_settings.clone();
+            names.dedup();
+            return Err(Error::config(format!(
+                "build_with uses the connections `make` makes; {} configure the crate's own \
+                 Http2Connector and would be ignored: set them on your connector instead",
+                names.join(", ")
+            )));
+        }
+        Options {
+            discover: self.discover,
+            age: self.age,
+            replay: self.replay,
+            ready_timeout: self.ready_timeout,
+            origin: self.origin,
+            uri: self.uri,
+            resolver: self.resolver,
+        }
+        .build(make)
+    }
+
+    fn uses_https(&self) -> bool {
+        self.discover.uses_https()
+            || self
+                .uri
+                .as_ref()
+                .is_some_and(|u| u.scheme() == Some(&http::uri::Scheme::HTTPS))
+    }
+}
+
+/// The settings every client has, whatever makes its connections.
+struct Options {
+    discover: RotatingDiscoverBuilder,
+    age: AgeConfig,
+    replay: ReplayConfig,
+    ready_timeout: Duration,
+    origin: Option<Uri>,
+    uri: Option<Uri>,
+    resolver: Option<BoxResolver>,
+}
+
+impl Options {
+    fn build<B, M>(self, make: M) -> Result<Client<B, M::Response>, Error>
+    where
+        M: Service<Uri> + Send + 'static,
+        M::Response: SharedConnection<ReplayBody<B>>,
+        M::Error: Into<BoxError>,
+        M::Future: Send + 'static,
     {
         let discover = match self.uri {
             Some(uri) => {
@@ -332,23 +447,6 @@ impl<C> ClientBuilder<C> {
         if self.ready_timeout.is_zero() {
             return Err(Error::config("ready_timeout must be greater than zero"));
         }
-        if self.keep_alive.interval.is_some_and(|i| i.is_zero())
-            || self.keep_alive.timeout.is_zero()
-        {
-            return Err(Error::config(
-                "keep_alive_interval and keep_alive_timeout must be greater than zero \
-                 (keep_alive_interval(None) turns keepalive off)",
-            ));
-        }
-        if std::any::TypeId::of::<C>() == std::any::TypeId::of::<HttpConnector>()
-            && discover.uses_https()
-        {
-            return Err(Error::config(
-                "an https:// endpoint needs a TLS connector: the default HttpConnector speaks \
-                 plain TCP only; give one with `connector(..)` (for example hyper-rustls' \
-                 HttpsConnector asking for ALPN h2)",
-            ));
-        }
         let origin = match self.origin {
             Some(origin) => origin,
             None => discover
@@ -359,11 +457,7 @@ impl<C> ClientBuilder<C> {
         validate_endpoint(&origin)?;
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::config("a Client must be built inside a Tokio runtime"))?;
-        let make = MaxConnectionAgeLayer::from_config(self.age).layer(
-            Http2Connector::new(self.connector, self.http2)
-                .connect_timeout(discover.connect_timeout_setting())
-                .keep_alive_config(self.keep_alive),
-        );
+        let make = MaxConnectionAgeLayer::from_config(self.age).layer(make);
         let discover = discover.build(make)?;
         let status = discover.status();
         let shared = Arc::new(Shared::new(
@@ -376,6 +470,9 @@ impl<C> ClientBuilder<C> {
         // Spawned once `shared` exists, so the first change always finds it.
         let driver = runtime.spawn(drive(Arc::downgrade(&shared), discover));
         let _ = shared.driver.set(AbortOnDrop(driver.abort_handle()));
-        Ok(Client { shared })
+        Ok(Client {
+            shared,
+            _body: std::marker::PhantomData,
+        })
     }
 }

@@ -8,16 +8,16 @@ use bytes::Bytes;
 use http::Response;
 use http_body::Body;
 
-use super::{Client, First};
+use super::{Client, First, SharedConnection};
 use crate::age::ResponseBody;
 use crate::age::state::InFlight;
-use crate::connector::{self, Http2Body};
+use crate::connector::Http2Connection;
 use crate::error::{BoxError, Error};
 use crate::replay::{ReplayBody, Replayer};
 
 /// The boxed slow path: waiting for a connection, replays.
-pub(super) type Slow =
-    Pin<Box<dyn Future<Output = Result<Response<ResponseBody<Http2Body>>, Error>> + Send>>;
+pub(super) type Slow<T> =
+    Pin<Box<dyn Future<Output = Result<Response<ResponseBody<T>>, Error>> + Send>>;
 
 /// The future of [`Client`]'s `call`.
 ///
@@ -26,43 +26,47 @@ pub(super) type Slow =
 /// samples the RTT and sorts an error, with nothing boxed. A request that
 /// fails in a way the client may replay, or finds no connection serving,
 /// continues on a boxed slow path, which most requests never build.
-pub struct ResponseFuture<B> {
-    state: State<B>,
+pub struct ResponseFuture<B, C = Http2Connection<ReplayBody<B>>>
+where
+    C: SharedConnection<ReplayBody<B>>,
+{
+    state: State<B, C>,
 }
 
 // `Sent` is the common state; the others are rare and small.
 #[allow(clippy::large_enum_variant)]
-enum State<B> {
+enum State<B, C: SharedConnection<ReplayBody<B>>> {
     Sent {
-        sent: connector::ResponseFuture<ReplayBody<B>>,
+        sent: C::Future,
         in_flight: Option<InFlight>,
         /// `None` gives errors straight to the caller (the slow path's own
         /// attempts, which loop themselves).
-        retry: Option<Retry<B>>,
+        retry: Option<Retry<B, C>>,
     },
-    Slow(Slow),
+    Slow(Slow<C::Body>),
     Failed(Option<Error>),
 }
 
 /// What the slow path needs to replay the request.
-pub(super) struct Retry<B> {
-    pub(super) client: Client<B>,
+pub(super) struct Retry<B, C> {
+    pub(super) client: Client<B, C>,
     pub(super) replayer: Replayer<B>,
     /// The connection the request went to.
     pub(super) used: usize,
 }
 
-impl<B> ResponseFuture<B>
+impl<B, C> ResponseFuture<B, C>
 where
     B: Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<BoxError>,
+    C: SharedConnection<ReplayBody<B>>,
 {
     /// A request handed to a connection (`sent`), or refused by it before
     /// it was sent (`Err`).
     pub(super) fn sent(
-        sent: Result<connector::ResponseFuture<ReplayBody<B>>, Error>,
+        sent: Result<C::Future, Error>,
         in_flight: InFlight,
-        retry: Option<Retry<B>>,
+        retry: Option<Retry<B, C>>,
     ) -> Self {
         let state = match sent {
             Ok(sent) => State::Sent {
@@ -78,7 +82,7 @@ where
         ResponseFuture { state }
     }
 
-    pub(super) fn slow(slow: Slow) -> Self {
+    pub(super) fn slow(slow: Slow<C::Body>) -> Self {
         ResponseFuture {
             state: State::Slow(slow),
         }
@@ -91,12 +95,13 @@ where
     }
 }
 
-impl<B> Future for ResponseFuture<B>
+impl<B, C> Future for ResponseFuture<B, C>
 where
     B: Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<BoxError>,
+    C: SharedConnection<ReplayBody<B>>,
 {
-    type Output = Result<Response<ResponseBody<Http2Body>>, Error>;
+    type Output = Result<Response<ResponseBody<C::Body>>, Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
@@ -128,8 +133,8 @@ where
     }
 }
 
-impl<B> State<B> {
-    fn insert_slow(&mut self, slow: Slow) -> &mut Slow {
+impl<B, C: SharedConnection<ReplayBody<B>>> State<B, C> {
+    fn insert_slow(&mut self, slow: Slow<C::Body>) -> &mut Slow<C::Body> {
         *self = State::Slow(slow);
         match self {
             State::Slow(slow) => slow,
@@ -144,10 +149,15 @@ impl<B> State<B> {
 /// (most of a request's time at low load is spent fetching cold code).
 #[cold]
 #[inline(never)]
-fn failed<B>(error: Error, mut in_flight: InFlight, retry: Option<Retry<B>>) -> Result<Slow, Error>
+fn failed<B, C>(
+    error: Error,
+    mut in_flight: InFlight,
+    retry: Option<Retry<B, C>>,
+) -> Result<Slow<C::Body>, Error>
 where
     B: Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<BoxError>,
+    C: SharedConnection<ReplayBody<B>>,
 {
     let error = crate::age::classify(error, &mut in_flight);
     drop(in_flight);
@@ -163,7 +173,7 @@ where
     }
 }
 
-impl<B> std::fmt::Debug for ResponseFuture<B> {
+impl<B, C: SharedConnection<ReplayBody<B>>> std::fmt::Debug for ResponseFuture<B, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = match self.state {
             State::Sent { .. } => "sent",

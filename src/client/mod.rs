@@ -1,9 +1,11 @@
 //! [`Client`]: aged connections, discovery, balancing and replay, composed.
 
 mod builder;
+mod connection;
 mod future;
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, Weak};
 use std::task::{Context, Poll};
@@ -20,15 +22,14 @@ use tower::discover::Change;
 use tower_service::Service;
 
 pub use builder::{ClientBuilder, DEFAULT_READY_TIMEOUT};
+pub use connection::SharedConnection;
 
 use crate::age::state::{InFlight, LoadInstant, Waiters};
 use crate::age::{AgedConnection, ResponseBody};
-use crate::connector::{self, Http2Body, Http2Connection};
+use crate::connector::Http2Connection;
 use crate::discover::{AbortOnDrop, Demand, DiscoverStatus, EndpointKey, RotatingDiscover};
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::replay::{ReplayBody, ReplayConfig, Replayer};
-
-type Conn<B> = AgedConnection<Http2Connection<ReplayBody<B>>>;
 
 pub use future::ResponseFuture;
 
@@ -60,19 +61,25 @@ pub use future::ResponseFuture;
 /// # Ok(())
 /// # }
 /// ```
-pub struct Client<B> {
-    shared: Arc<Shared<B>>,
+///
+/// `C` is the connection type: [`Http2Connection`] by default, or any
+/// [`SharedConnection`] given to [`ClientBuilder::build_with`] (hyper's own
+/// HTTP/2 connection through [`HyperConnector`](crate::connector::HyperConnector)).
+pub struct Client<B, C = Http2Connection<ReplayBody<B>>> {
+    shared: Arc<Shared<C>>,
+    _body: PhantomData<fn(B)>,
 }
 
-impl<B> Clone for Client<B> {
+impl<B, C> Clone for Client<B, C> {
     fn clone(&self) -> Self {
         Client {
             shared: self.shared.clone(),
+            _body: PhantomData,
         }
     }
 }
 
-impl<B> fmt::Debug for Client<B> {
+impl<B, C> fmt::Debug for Client<B, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
             .field("connections", &self.connection_count())
@@ -97,8 +104,8 @@ pub struct Stats {
     pub waited: u64,
 }
 
-struct Shared<B> {
-    connections: RwLock<Vec<(EndpointKey, Conn<B>)>>,
+struct Shared<C> {
+    connections: RwLock<Vec<(EndpointKey, AgedConnection<C>)>>,
     /// Requests waiting for a connection with room: woken one at a time,
     /// oldest first, as requests end, and all at once when a connection
     /// comes.
@@ -118,7 +125,7 @@ struct Shared<B> {
     driver: OnceLock<AbortOnDrop>,
 }
 
-impl<B> Shared<B> {
+impl<C> Shared<C> {
     fn new(
         ready_timeout: Duration,
         replay: ReplayConfig,
@@ -147,7 +154,7 @@ impl<B> Shared<B> {
         }
     }
 
-    fn apply(&self, change: Change<EndpointKey, Conn<B>>) {
+    fn apply(&self, change: Change<EndpointKey, AgedConnection<C>>) {
         let mut connections = self.connections.write().unwrap_or_else(|p| p.into_inner());
         match change {
             Change::Insert(key, connection) => {
@@ -176,10 +183,7 @@ impl<B> Shared<B> {
 
 /// Moves the discover's changes into the shared connection list, for as long
 /// as a `Client` exists.
-async fn drive<B>(
-    shared: Weak<Shared<B>>,
-    mut discover: RotatingDiscover<Http2Connection<ReplayBody<B>>>,
-) {
+async fn drive<C>(shared: Weak<Shared<C>>, mut discover: RotatingDiscover<C>) {
     while let Some(Ok(change)) = discover.next().await {
         let Some(shared) = shared.upgrade() else {
             return;
@@ -195,7 +199,7 @@ impl Client<()> {
     }
 }
 
-impl<B> Client<B> {
+impl<B, C> Client<B, C> {
     /// Connections currently in service.
     pub fn connection_count(&self) -> usize {
         self.read().len()
@@ -226,7 +230,7 @@ impl<B> Client<B> {
         }
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<(EndpointKey, Conn<B>)>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<(EndpointKey, AgedConnection<C>)>> {
         self.shared
             .connections
             .read()
@@ -235,7 +239,7 @@ impl<B> Client<B> {
 }
 
 /// Identifies a connection across picks (its state's address).
-fn id_of<B>(connection: &Conn<B>) -> usize {
+fn id_of<C>(connection: &AgedConnection<C>) -> usize {
     Arc::as_ptr(connection.state()) as usize
 }
 
@@ -243,7 +247,7 @@ fn id_of<B>(connection: &Conn<B>) -> usize {
 /// its server's stream limit (`SETTINGS_MAX_CONCURRENT_STREAMS`), so that
 /// no request is queued inside h2 while another connection has room.
 #[inline]
-fn takes_requests<B>(c: &Conn<B>) -> bool {
+fn takes_requests<B, C: SharedConnection<B>>(c: &AgedConnection<C>) -> bool {
     c.is_serving()
         && c.inner().is_open()
         && c.state().in_flight() < c.inner().max_concurrent_streams()
@@ -253,8 +257,13 @@ fn takes_requests<B>(c: &Conn<B>) -> bool {
 /// lower load wins; connections that take no request now (see
 /// [`takes_requests`]) are skipped, and so is `avoid` (the connection that
 /// just refused the request) unless it is the only one that takes it.
-fn pick<B>(connections: &[(EndpointKey, Conn<B>)], avoid: usize) -> Option<&Conn<B>> {
-    let serving = |c: &Conn<B>| takes_requests(c) && !c.state().is_ejected() && id_of(c) != avoid;
+fn pick<B, C: SharedConnection<B>>(
+    connections: &[(EndpointKey, AgedConnection<C>)],
+    avoid: usize,
+) -> Option<&AgedConnection<C>> {
+    let serving = |c: &AgedConnection<C>| {
+        takes_requests::<B, C>(c) && !c.state().is_ejected() && id_of(c) != avoid
+    };
     let n = connections.len();
     let (a, b) = match n {
         0 => return None,
@@ -279,7 +288,7 @@ fn pick<B>(connections: &[(EndpointKey, Conn<B>)], avoid: usize) -> Option<&Conn
         }
         (true, _) => Some(ca),
         (false, true) => Some(cb),
-        (false, false) => pick_any(connections, avoid),
+        (false, false) => pick_any::<B, C>(connections, avoid),
     }
 }
 
@@ -289,7 +298,11 @@ fn pick<B>(connections: &[(EndpointKey, Conn<B>)], avoid: usize) -> Option<&Conn
 /// pod wins every pick it is part of: 0.41 of all requests right after
 /// joining a set of four, in the issue's measurement.)
 #[inline]
-fn slow_start<'a, B>(won: &'a Conn<B>, lost: &'a Conn<B>, now: LoadInstant) -> &'a Conn<B> {
+fn slow_start<'a, C>(
+    won: &'a AgedConnection<C>,
+    lost: &'a AgedConnection<C>,
+    now: LoadInstant,
+) -> &'a AgedConnection<C> {
     let weight = won.state().weight(now);
     if weight < 1.0 && rand::rng().random::<f64>() >= weight {
         lost
@@ -303,12 +316,15 @@ fn slow_start<'a, B>(won: &'a Conn<B>, lost: &'a Conn<B>, now: LoadInstant) -> &
 /// an outage). Out of line: rare.
 #[cold]
 #[inline(never)]
-fn pick_any<B>(connections: &[(EndpointKey, Conn<B>)], avoid: usize) -> Option<&Conn<B>> {
+fn pick_any<B, C: SharedConnection<B>>(
+    connections: &[(EndpointKey, AgedConnection<C>)],
+    avoid: usize,
+) -> Option<&AgedConnection<C>> {
     let candidates = || {
         connections
             .iter()
             .map(|(_, c)| c)
-            .filter(|c| takes_requests(c))
+            .filter(|c| takes_requests::<B, C>(c))
     };
     candidates()
         .find(|c| !c.state().is_ejected() && id_of(c) != avoid)
@@ -318,35 +334,29 @@ fn pick_any<B>(connections: &[(EndpointKey, Conn<B>)], avoid: usize) -> Option<&
 
 /// Counts the request in flight on `connection` and opens its stream.
 #[allow(clippy::type_complexity)]
-fn start<B>(
-    connection: &Conn<B>,
-    request: Request<ReplayBody<B>>,
-) -> (
-    InFlight,
-    Result<connector::ResponseFuture<ReplayBody<B>>, Error>,
-)
-where
-    B: Body<Data = Bytes> + Unpin + Send + 'static,
-    B::Error: Into<BoxError>,
-{
+fn start<B, C: SharedConnection<B>>(
+    connection: &AgedConnection<C>,
+    request: Request<B>,
+) -> (InFlight, Result<C::Future, Error>) {
     (connection.state().begin(), connection.inner().send(request))
 }
 
-impl<B> Client<B>
+impl<B, C> Client<B, C>
 where
     B: Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<BoxError>,
+    C: SharedConnection<ReplayBody<B>>,
 {
     /// Sends on a picked connection (and says which), or gives the request
     /// back if none serves. Errors go to the caller of the future.
-    #[allow(clippy::result_large_err)]
+    #[allow(clippy::result_large_err, clippy::type_complexity)]
     fn try_send(
         &self,
         request: Request<ReplayBody<B>>,
         avoid: usize,
-    ) -> Result<(usize, ResponseFuture<B>), Request<ReplayBody<B>>> {
+    ) -> Result<(usize, ResponseFuture<B, C>), Request<ReplayBody<B>>> {
         let connections = self.read();
-        let Some(connection) = pick(&connections, avoid) else {
+        let Some(connection) = pick::<ReplayBody<B>, C>(&connections, avoid) else {
             return Err(request);
         };
         let (in_flight, sent) = start(connection, request);
@@ -364,7 +374,7 @@ where
         mut request: Request<ReplayBody<B>>,
         wait_until: &mut Option<Instant>,
         used: &mut usize,
-    ) -> Result<Response<ResponseBody<Http2Body>>, Error> {
+    ) -> Result<Response<ResponseBody<C::Body>>, Error> {
         self.shared.waited.fetch_add(1, Ordering::Relaxed);
         let waiters = &self.shared.waiters;
         let deadline = *wait_until.get_or_insert_with(|| {
@@ -406,7 +416,9 @@ where
     }
 
     fn has_room(&self) -> bool {
-        self.read().iter().any(|(_, c)| takes_requests(c))
+        self.read()
+            .iter()
+            .any(|(_, c)| takes_requests::<ReplayBody<B>, C>(c))
     }
 
     fn any_serving(&self) -> bool {
@@ -474,7 +486,7 @@ where
         &self,
         replayer: Replayer<B>,
         request: Request<ReplayBody<B>>,
-    ) -> ResponseFuture<B> {
+    ) -> ResponseFuture<B, C> {
         ResponseFuture::slow(Box::pin(
             self.clone()
                 .send_slow(replayer, First::NoConnection(request)),
@@ -487,7 +499,7 @@ where
         self,
         mut replayer: Replayer<B>,
         first: First<B>,
-    ) -> Result<Response<ResponseBody<Http2Body>>, Error> {
+    ) -> Result<Response<ResponseBody<C::Body>>, Error> {
         let mut wait_until = None;
         let mut used = 0;
         let mut result = match first {
@@ -552,14 +564,15 @@ enum First<B> {
     Failed(Error, usize),
 }
 
-impl<B> Service<Request<B>> for Client<B>
+impl<B, C> Service<Request<B>> for Client<B, C>
 where
     B: Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<BoxError>,
+    C: SharedConnection<ReplayBody<B>>,
 {
-    type Response = Response<ResponseBody<Http2Body>>;
+    type Response = Response<ResponseBody<C::Body>>;
     type Error = Error;
-    type Future = ResponseFuture<B>;
+    type Future = ResponseFuture<B, C>;
 
     /// Always ready: waiting for a connection happens per request, bounded by
     /// `ready_timeout`, so one slow endpoint never blocks callers' readiness.
@@ -582,7 +595,7 @@ where
         let connections = self.read();
         // Requests already waiting for room go first.
         let queued = self.shared.waiters.count.load(Ordering::SeqCst) > 0;
-        if let Some(connection) = pick(&connections, 0).filter(|_| !queued) {
+        if let Some(connection) = pick::<ReplayBody<B>, C>(&connections, 0).filter(|_| !queued) {
             let (in_flight, sent) = start(connection, request);
             let retry = future::Retry {
                 client: self.clone(),

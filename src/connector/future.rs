@@ -54,7 +54,13 @@ impl<B> ResponseFuture<B> {
 /// marked blamed (not to be replayed) when the server's `GOAWAY` blamed the
 /// client.
 pub(crate) fn stream_error(e: h2::Error) -> Error {
-    match super::classify(&e, super::Stage::Stream) {
+    sorted(super::classify(&e, super::Stage::Stream), e)
+}
+
+/// A failed stream's [`Verdict`] as this crate's error, with `source` (the
+/// h2 error, or an error that wraps one, as hyper's does).
+pub(crate) fn sorted(verdict: Verdict, e: impl Into<BoxError>) -> Error {
+    match verdict {
         Verdict::Unprocessed => Error::new(ErrorKind::Refused).with_source(e),
         Verdict::UnprocessedBlamed(reason) => Error::new(ErrorKind::Refused)
             .with_message(format!(

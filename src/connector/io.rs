@@ -25,13 +25,13 @@ impl Switch {
     }
 }
 
-/// Wraps the connection's IO so that a force-close reaches the task that owns
-/// it: h2's connection runs in a task of its own, and dropping every
+/// Wraps a connection's IO so that a force-close reaches the task that owns
+/// it: h2's (or hyper's) connection runs in a task of its own, and dropping every
 /// `SendRequest` lets in-flight streams finish rather than ending them. Once
 /// switched off, reads and writes fail and h2 fails every open stream. It also
 /// marks the handle closed when h2 drops it, which is the real "transport
 /// closed" signal.
-pub(crate) struct ClosableIo<T> {
+pub struct ClosableIo<T> {
     io: T,
     switch: Arc<Switch>,
     /// The waker last registered with the switch. h2 reads from one task, so
@@ -41,7 +41,10 @@ pub(crate) struct ClosableIo<T> {
 }
 
 impl<T> ClosableIo<T> {
-    pub(crate) fn new(io: T) -> (Self, ConnectionHandle) {
+    /// Wraps `io`, and gives the handle that closes it by force (and is
+    /// marked closed when `io` is dropped): the handle an
+    /// [`AgeableConnection`](crate::age::AgeableConnection) reports.
+    pub fn new(io: T) -> (Self, ConnectionHandle) {
         let switch = Arc::new(Switch::default());
         let handle = ConnectionHandle::new({
             let switch = switch.clone();
@@ -123,5 +126,14 @@ impl<T: Write + Unpin> Write for ClosableIo<T> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for ClosableIo<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClosableIo")
+            .field("io", &self.io)
+            .field("closed_by_force", &self.switch.off.load(Ordering::Acquire))
+            .finish()
     }
 }

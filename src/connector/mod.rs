@@ -20,6 +20,7 @@ mod body;
 mod classify;
 mod driver;
 mod future;
+mod hyper_http2;
 mod io;
 mod pipe;
 
@@ -42,16 +43,16 @@ use hyper_util::rt::TokioIo;
 use tower_service::Service;
 
 pub use body::Http2Body;
-pub use future::ResponseFuture;
-
 pub(crate) use classify::{Stage, Verdict, classify};
 pub(crate) use driver::KeepAliveConfig;
 use driver::PingBackoff;
+pub use future::ResponseFuture;
+pub use hyper_http2::{HyperConnection, HyperConnector, HyperResponseFuture};
+pub use io::ClosableIo;
 
 use crate::age::{AgeableConnection, ConnectionHandle};
 use crate::error::{self, BoxError, Error, ErrorKind};
 use driver::{Driver, Signals};
-use io::ClosableIo;
 use pipe::Pipe;
 
 /// The default [`connect_timeout`](Http2Connector::connect_timeout): 10 s.
@@ -271,14 +272,8 @@ where
                     )));
                 }
             };
-            if target.scheme() == Some(&http::uri::Scheme::HTTPS)
-                && !io.connected().is_negotiated_h2()
-            {
-                return Err(failed(
-                    "TLS did not negotiate HTTP/2 (ALPN `h2`): the server offers only HTTP/1.1, \
-                     or the TLS connector does not ask for `h2`"
-                        .into(),
-                ));
+            if let Some(message) = alpn_refused(&target, &io) {
+                return Err(failed(message.into()));
             }
             let (io, handle) = ClosableIo::new(io);
             let (send, mut connection) = builder
@@ -492,6 +487,41 @@ impl<B> AgeableConnection for Http2Connection<B> {
     fn handle(&self) -> ConnectionHandle {
         self.inner.handle.clone()
     }
+}
+
+impl<B> crate::client::SharedConnection<B> for Http2Connection<B>
+where
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Body = Http2Body;
+    type Future = ResponseFuture<B>;
+
+    #[inline]
+    fn send(&self, request: Request<B>) -> Result<ResponseFuture<B>, Error> {
+        Http2Connection::send(self, request)
+    }
+
+    #[inline]
+    fn is_open(&self) -> bool {
+        Http2Connection::is_open(self)
+    }
+
+    #[inline]
+    fn max_concurrent_streams(&self) -> usize {
+        Http2Connection::max_concurrent_streams(self)
+    }
+}
+
+/// Why a transport to an `https` target cannot carry HTTP/2: TLS did not
+/// choose `h2` by ALPN. (Sending the preface anyway would reach an
+/// HTTP/1.1 server as garbage.)
+pub(crate) fn alpn_refused(target: &Uri, io: &impl TransportInfo) -> Option<&'static str> {
+    (target.scheme() == Some(&http::uri::Scheme::HTTPS) && !io.connected().is_negotiated_h2())
+        .then_some(
+            "TLS did not negotiate HTTP/2 (ALPN `h2`): the server offers only HTTP/1.1, \
+             or the TLS connector does not ask for `h2`",
+        )
 }
 
 /// Headers that mean something only on an HTTP/1 connection; HTTP/2 forbids

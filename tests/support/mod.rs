@@ -52,7 +52,7 @@ pub fn get(
 }
 
 /// Waits (at most 5 s) until `client` has `n` connections in service.
-pub async fn connected<B>(client: &tower_max_connection_age::Client<B>, n: usize) {
+pub async fn connected<B, C>(client: &tower_max_connection_age::Client<B, C>, n: usize) {
     tokio::time::timeout(std::time::Duration::from_secs(5), async {
         while client.connection_count() < n {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;

@@ -160,7 +160,11 @@ mod tests {
             (h2::Reason::INTERNAL_ERROR, Code::Internal),
         ] {
             let error = Error::new(ErrorKind::Request).with_source(h2::Error::from(reason));
-            assert_eq!(Status::from_error(Box::new(error)).code(), code, "{reason:?}");
+            assert_eq!(
+                Status::from_error(Box::new(error)).code(),
+                code,
+                "{reason:?}"
+            );
         }
     }
 }

@@ -319,3 +319,93 @@ async fn tower_http_layers_compose_around_client() {
             .is_empty()
     );
 }
+
+/// An axum app behind tower-http's gzip compression, on h2c.
+async fn gzip_app() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let text = "aged connections ".repeat(1000);
+    let app = axum::Router::new()
+        .route("/", axum::routing::get(move || async move { text }))
+        .layer(tower_http::compression::CompressionLayer::new());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (addr, server)
+}
+
+/// tower-http's `Decompression` around `Client`: it asks for gzip, the
+/// server compresses, and the caller reads the text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tower_http_decompression_composes_around_client() {
+    use tower::ServiceExt;
+    use tower_http::decompression::DecompressionLayer;
+
+    let (addr, server) = gzip_app().await;
+    let client = Client::builder()
+        .endpoint(format!("http://{addr}").parse().unwrap())
+        .build::<Full<Bytes>>()
+        .unwrap();
+    let service = ServiceBuilder::new()
+        .layer(DecompressionLayer::new())
+        .service(client.clone());
+    let request = http::Request::get(format!("http://{addr}/"))
+        .body(Full::default())
+        .unwrap();
+    let response = support::bounded(service.oneshot(request)).await.unwrap();
+    assert!(response.status().is_success());
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "aged connections ".repeat(1000));
+    // And the bytes on the wire were compressed: without the layer the
+    // server answers plain text, with it, the client asked for gzip.
+    let request = http::Request::get(format!("http://{addr}/"))
+        .header(http::header::ACCEPT_ENCODING, "gzip")
+        .body(Full::default())
+        .unwrap();
+    let raw = support::bounded(client.oneshot(request)).await.unwrap();
+    assert_eq!(raw.headers()[http::header::CONTENT_ENCODING], "gzip");
+    let compressed = raw.into_body().collect().await.unwrap().to_bytes();
+    assert!(compressed.len() < 1000, "{} bytes", compressed.len());
+    server.abort();
+}
+
+/// The same tower-http layers around one `AgedConnection` (the layer
+/// alone): `Trace`, `SetRequestHeader`, `Timeout` (its body is `Default`)
+/// and `Decompression`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tower_http_layers_compose_around_an_aged_connection() {
+    use tower::{Service, ServiceExt};
+    use tower_http::decompression::DecompressionLayer;
+    use tower_http::set_header::SetRequestHeaderLayer;
+    use tower_http::timeout::TimeoutLayer;
+    use tower_http::trace::TraceLayer;
+
+    let (addr, server) = gzip_app().await;
+    let uri: http::Uri = format!("http://{addr}").parse().unwrap();
+    let mut make = ServiceBuilder::new()
+        .layer(MaxConnectionAgeLayer::new(Duration::from_secs(60)))
+        .service(Http2Connector::<_, Full<Bytes>>::http());
+    let connection = make.ready().await.unwrap().call(uri.clone()).await.unwrap();
+    let mut service = ServiceBuilder::new()
+        .layer(TraceLayer::new_for_http())
+        .layer(SetRequestHeaderLayer::overriding(
+            http::HeaderName::from_static("x-request-id"),
+            http::HeaderValue::from_static("from-tower-http"),
+        ))
+        .layer(TimeoutLayer::with_status_code(
+            http::StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(5),
+        ))
+        .layer(DecompressionLayer::new())
+        .service(connection);
+    let request = http::Request::get(format!("{uri}"))
+        .body(Full::default())
+        .unwrap();
+    let response = support::bounded(service.ready().await.unwrap().call(request))
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "aged connections ".repeat(1000));
+    server.abort();
+}

@@ -352,7 +352,7 @@ async fn with_only_a_silent_peer_callers_get_the_cause_not_a_hang() {
         .await
         .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::NoReadyEndpoint);
-    let causes = std::error::Error::source(&error)
+    let causes = support::cause(&error)
         .and_then(|s| s.downcast_ref::<ConnectErrors>())
         .expect("the connect errors are the source");
     assert!(

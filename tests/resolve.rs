@@ -146,7 +146,7 @@ async fn an_unanswered_lookup_fails_with_a_resolve_error_after_lookup_timeout() 
     let err = resolve(&resolver, SVC).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Resolve);
     assert!(err.to_string().contains(SVC), "{err}");
-    assert!(std::error::Error::source(&err).is_some());
+    assert!(support::cause(&err).is_some());
     assert!(
         dns.dropped_count() >= 1,
         "the query reached the server and was dropped"
@@ -174,7 +174,7 @@ async fn hickorys_own_timeout_is_a_resolve_error_with_its_source() {
     dns.pause();
     let err = resolve(&resolver, SVC).await.unwrap_err();
     assert!(err.is_resolve(), "{err:?}");
-    let source = std::error::Error::source(&err).expect("hickory's error is the source");
+    let source = support::cause(&err).expect("hickory's error is the source");
     assert!(
         source.to_string().contains("timed out"),
         "expected hickory's timeout, got {source}"

@@ -44,6 +44,7 @@ pub struct ClientBuilder<C = HttpConnector> {
     age: AgeConfig,
     replay: ReplayConfig,
     ready_timeout: Duration,
+    timeout: Option<Duration>,
     origin: Option<Uri>,
     uri: Option<Uri>,
     resolver: Option<BoxResolver>,
@@ -64,6 +65,7 @@ impl ClientBuilder {
             age: AgeConfig::new(None),
             replay: ReplayConfig::default(),
             ready_timeout: DEFAULT_READY_TIMEOUT,
+            timeout: None,
             origin: None,
             uri: None,
             resolver: None,
@@ -242,6 +244,18 @@ impl<C> ClientBuilder<C> {
         self
     }
 
+    /// How long a request may wait for its response headers, from `call`
+    /// (waiting for a connection and replays included); then it fails with
+    /// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) and its stream is
+    /// cancelled. A request's own `grpc-timeout` header (what tonic sends
+    /// for `Request::set_timeout`) applies too: the earlier deadline wins,
+    /// as with tonic's `Channel` and its `Endpoint::timeout`. The response
+    /// body is not timed (a stream may run for long). Default: none.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
     /// How connections measure load for the balancer. Default: peak-EWMA.
     pub fn load(mut self, load: LoadKind) -> Self {
         self.age.load = load;
@@ -310,6 +324,7 @@ impl<C> ClientBuilder<C> {
             age: self.age,
             replay: self.replay,
             ready_timeout: self.ready_timeout,
+            timeout: self.timeout,
             origin: self.origin,
             uri: self.uri,
             resolver: self.resolver,
@@ -353,6 +368,7 @@ impl<C> ClientBuilder<C> {
             age: self.age,
             replay: self.replay,
             ready_timeout: self.ready_timeout,
+            timeout: self.timeout,
             origin: self.origin,
             uri: self.uri,
             resolver: self.resolver,
@@ -398,6 +414,7 @@ impl<C> ClientBuilder<C> {
             age: self.age,
             replay: self.replay,
             ready_timeout: self.ready_timeout,
+            timeout: self.timeout,
             origin: self.origin,
             uri: self.uri,
             resolver: self.resolver,
@@ -420,6 +437,7 @@ struct Options {
     age: AgeConfig,
     replay: ReplayConfig,
     ready_timeout: Duration,
+    timeout: Option<Duration>,
     origin: Option<Uri>,
     uri: Option<Uri>,
     resolver: Option<BoxResolver>,
@@ -447,6 +465,11 @@ impl Options {
         if self.ready_timeout.is_zero() {
             return Err(Error::config("ready_timeout must be greater than zero"));
         }
+        if self.timeout.is_some_and(|t| t.is_zero()) {
+            return Err(Error::config(
+                "timeout must be greater than zero (leave it unset for no timeout)",
+            ));
+        }
         let origin = match self.origin {
             Some(origin) => origin,
             None => discover
@@ -462,6 +485,7 @@ impl Options {
         let status = discover.status();
         let shared = Arc::new(Shared::new(
             self.ready_timeout,
+            self.timeout,
             self.replay,
             origin,
             status,

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http::Response;
 use http_body::Body;
 
+use super::deadline::Deadline;
 use super::{Client, First, SharedConnection};
 use crate::age::ResponseBody;
 use crate::age::state::InFlight;
@@ -31,6 +32,8 @@ where
     C: SharedConnection<ReplayBody<B>>,
 {
     state: State<B, C>,
+    /// The request's `timeout` or `grpc-timeout`, when it has one.
+    deadline: Option<Pin<Box<Deadline>>>,
 }
 
 // `Sent` is the common state; the others are rare and small.
@@ -79,19 +82,31 @@ where
                 Err(error) => State::Failed(Some(error)),
             },
         };
-        ResponseFuture { state }
+        ResponseFuture {
+            state,
+            deadline: None,
+        }
     }
 
     pub(super) fn slow(slow: Slow<C::Body>) -> Self {
         ResponseFuture {
             state: State::Slow(slow),
+            deadline: None,
         }
     }
 
     pub(super) fn failed(error: Error) -> Self {
         ResponseFuture {
             state: State::Failed(Some(error)),
+            deadline: None,
         }
+    }
+
+    /// Fails the request with [`ErrorKind::Timeout`](crate::ErrorKind::Timeout)
+    /// once `deadline` passes (dropping its stream, which h2 cancels).
+    pub(super) fn with_deadline(mut self, deadline: Option<Pin<Box<Deadline>>>) -> Self {
+        self.deadline = deadline;
+        self
     }
 }
 
@@ -105,6 +120,32 @@ where
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
+        let polled = this.poll_response(cx);
+        if polled.is_pending()
+            && let Some(deadline) = &mut this.deadline
+            && let Poll::Ready(error) = deadline.as_mut().poll_expired(cx)
+        {
+            // Drops the stream (h2 resets it with CANCEL) and its count.
+            this.state = State::Failed(None);
+            this.deadline = None;
+            return Poll::Ready(Err(error));
+        }
+        polled
+    }
+}
+
+impl<B, C> ResponseFuture<B, C>
+where
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<BoxError>,
+    C: SharedConnection<ReplayBody<B>>,
+{
+    #[inline]
+    fn poll_response(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Response<ResponseBody<C::Body>>, Error>> {
+        let this = self;
         let (result, mut in_flight, retry) = match &mut this.state {
             State::Slow(slow) => return slow.as_mut().poll(cx),
             State::Failed(error) => {

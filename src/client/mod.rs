@@ -2,6 +2,7 @@
 
 mod builder;
 mod connection;
+mod deadline;
 mod future;
 
 use std::fmt;
@@ -111,6 +112,8 @@ struct Shared<C> {
     /// comes.
     waiters: Arc<Waiters>,
     ready_timeout: Duration,
+    /// Every request's deadline (`ClientBuilder::timeout`).
+    timeout: Option<Duration>,
     replay: ReplayConfig,
     origin: (Scheme, Authority),
     status: DiscoverStatus,
@@ -128,6 +131,7 @@ struct Shared<C> {
 impl<C> Shared<C> {
     fn new(
         ready_timeout: Duration,
+        timeout: Option<Duration>,
         replay: ReplayConfig,
         origin: Uri,
         status: DiscoverStatus,
@@ -138,6 +142,7 @@ impl<C> Shared<C> {
             connections: RwLock::new(Vec::new()),
             waiters: Arc::default(),
             ready_timeout,
+            timeout,
             replay,
             origin: (
                 parts.scheme.unwrap_or(Scheme::HTTP),
@@ -590,6 +595,16 @@ where
         {
             return ResponseFuture::failed(error);
         }
+        // Most requests carry headers; `grpc-timeout` is looked up only
+        // then, or when the client has a timeout of its own.
+        let deadline = if request.headers().is_empty() && self.shared.timeout.is_none() {
+            None
+        } else {
+            match deadline::of(request.headers(), self.shared.timeout) {
+                Ok(limit) => limit.map(deadline::Limit::start),
+                Err(error) => return ResponseFuture::failed(error),
+            }
+        };
         let (replayer, request) = Replayer::wrap(request, self.shared.replay);
         // Not `try_send`: its `Result` would move the future once more.
         let connections = self.read();
@@ -603,9 +618,10 @@ where
                 used: id_of(connection),
             };
             drop(connections);
-            return ResponseFuture::sent(sent, in_flight, Some(retry));
+            return ResponseFuture::sent(sent, in_flight, Some(retry)).with_deadline(deadline);
         }
         drop(connections);
         self.wait_for_connection(replayer, request)
+            .with_deadline(deadline)
     }
 }

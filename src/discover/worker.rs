@@ -498,10 +498,7 @@ where
                     retry_in_ms = delay.as_millis() as u64,
                     "resolving failed, keeping the last known endpoints"
                 );
-                let detail = error
-                    .cause()
-                    .map(|s| format!(": {s}"))
-                    .unwrap_or_default();
+                let detail = error.cause().map(|s| format!(": {s}")).unwrap_or_default();
                 self.status.set_error(Some(format!("{error}{detail}")));
             }
         }

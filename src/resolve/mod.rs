@@ -274,7 +274,7 @@ mod tests {
         let err = resolver.resolve(name("missing.example")).await.unwrap_err();
         assert!(err.is_resolve());
         assert!(err.to_string().contains("missing.example"), "{err}");
-        let source = std::error::Error::source(&err).unwrap();
+        let source = err.cause().unwrap();
         assert_eq!(source.to_string(), "no such host");
     }
 
@@ -284,7 +284,7 @@ mod tests {
             tower::service_fn(|_: Name| async { Err::<Addrs, _>(Error::new(ErrorKind::Connect)) });
         let err = resolver.resolve(name("svc")).await.unwrap_err();
         assert!(err.is_resolve());
-        let source = std::error::Error::source(&err).unwrap();
+        let source = err.cause().unwrap();
         assert!(source.downcast_ref::<Error>().unwrap().is_connect());
     }
 
@@ -312,10 +312,7 @@ mod tests {
     async fn poll_ready_errors_become_resolve_errors() {
         let err = NeverReady.resolve(name("svc")).await.unwrap_err();
         assert!(err.is_resolve());
-        assert_eq!(
-            std::error::Error::source(&err).unwrap().to_string(),
-            "resolver is closed"
-        );
+        assert_eq!(err.cause().unwrap().to_string(), "resolver is closed");
     }
 
     #[tokio::test]

@@ -12,6 +12,8 @@
 //!   backends, standing in for kube-proxy or a cloud network load balancer.
 //! - [`fault`]: a TCP proxy in front of one backend that black-holes,
 //!   delays, or cuts its connections with a RST or a FIN, on command.
+//! - [`grpc`]: a tonic-health gRPC server on hyper that ignores
+//!   `grpc-timeout` and answers a call after the delay its metadata asks for.
 //! - [`haproxy`]: a real HAProxy in TCP mode as that L4 balancer, started as a
 //!   child process, with servers enabled at run time over its admin socket.
 //! - [`memory`]: an in-memory connector over `tokio::io::duplex`, for exact
@@ -25,6 +27,7 @@
 pub mod backend;
 pub mod dns;
 pub mod fault;
+pub mod grpc;
 pub mod haproxy;
 pub mod load;
 pub mod memory;
@@ -60,4 +63,19 @@ pub async fn connected<B, C>(client: &tower_max_connection_age::Client<B, C>, n:
     })
     .await
     .expect("client did not connect in time");
+}
+
+/// The first source of `error` that is not the `tonic::Status` the crate's
+/// `tonic` feature puts in front of the cause: the cause itself.
+pub fn cause<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a (dyn std::error::Error + 'static)> {
+    let mut cur = error.source();
+    while let Some(e) = cur {
+        if !e.is::<tonic::Status>() {
+            return Some(e);
+        }
+        cur = e.source();
+    }
+    None
 }

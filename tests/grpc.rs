@@ -1,0 +1,213 @@
+//! gRPC fit (feature `tonic`): the status codes tonic sees for this crate's
+//! errors, and deadlines (`grpc-timeout`, `ClientBuilder::timeout`) against
+//! a server that ignores them. All through tonic-health's generated client.
+#![cfg(feature = "tonic")]
+
+mod support;
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use support::backend::{Script, start_pods};
+use support::fault::{Fault, FaultProxy};
+use support::grpc::{DELAY, HealthServer};
+use tokio::time::Instant;
+use tonic::{Code, Status};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+use tower::{Layer, Service, ServiceExt};
+use tower_max_connection_age::client::ClientBuilder;
+use tower_max_connection_age::{Client, Error, ErrorKind, Http2Connector, MaxConnectionAgeLayer};
+
+type Body = tonic::body::Body;
+
+/// A health check of `demo`, answered after `delay_ms`, with `deadline` as
+/// its `grpc-timeout`.
+fn check(delay_ms: u64, deadline: Option<Duration>) -> tonic::Request<HealthCheckRequest> {
+    let mut request = tonic::Request::new(HealthCheckRequest {
+        service: "demo".into(),
+    });
+    request
+        .metadata_mut()
+        .insert(DELAY, delay_ms.to_string().parse().unwrap());
+    if let Some(deadline) = deadline {
+        request.set_timeout(deadline);
+    }
+    request
+}
+
+/// This crate's error behind a status: tonic keeps what it mapped as the
+/// status's source.
+fn kind_behind(status: &Status) -> ErrorKind {
+    std::error::Error::source(status)
+        .and_then(|s| s.downcast_ref::<Error>())
+        .unwrap_or_else(|| panic!("no crate error behind {status:?}"))
+        .kind()
+}
+
+async fn health_call(
+    client: Client<Body>,
+    request: tonic::Request<HealthCheckRequest>,
+) -> (Result<(), Status>, Duration) {
+    let started = Instant::now();
+    let result = support::bounded(HealthClient::new(client).check(request)).await;
+    (result.map(|_| ()), started.elapsed())
+}
+
+fn client_for(server: &HealthServer) -> ClientBuilder {
+    Client::builder().endpoint(server.uri())
+}
+
+/// tonic's `Channel` gives `CANCELLED` at the deadline; so does `Client`,
+/// where it used to wait for the server (2 s here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_timeout_the_server_ignores_ends_the_call_at_its_deadline() {
+    let server = HealthServer::start(Ipv4Addr::LOCALHOST).await;
+    let client = client_for(&server).build::<Body>().unwrap();
+    let (result, took) = health_call(
+        client.clone(),
+        check(3000, Some(Duration::from_millis(300))),
+    )
+    .await;
+    let status = result.unwrap_err();
+    assert_eq!(status.code(), Code::Cancelled, "{status:?}");
+    assert_eq!(kind_behind(&status), ErrorKind::Timeout);
+    assert!(took >= Duration::from_millis(300), "ended early: {took:?}");
+    assert!(took < Duration::from_millis(2000), "ended late: {took:?}");
+    // A call well within its deadline is answered.
+    let (result, _) = health_call(client, check(10, Some(Duration::from_secs(5)))).await;
+    result.unwrap();
+}
+
+/// `ClientBuilder::timeout` times calls without a `grpc-timeout`, and the
+/// earlier of the two deadlines wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clients_timeout_applies_and_the_earlier_deadline_wins() {
+    let server = HealthServer::start(Ipv4Addr::LOCALHOST).await;
+    let short = client_for(&server)
+        .timeout(Duration::from_millis(300))
+        .build::<Body>()
+        .unwrap();
+    let long = client_for(&server)
+        .timeout(Duration::from_secs(10))
+        .build::<Body>()
+        .unwrap();
+    for (client, deadline) in [
+        (short.clone(), None),
+        (short, Some(Duration::from_secs(10))),
+        (long, Some(Duration::from_millis(300))),
+    ] {
+        let (result, took) = health_call(client, check(3000, deadline)).await;
+        let status = result.unwrap_err();
+        assert_eq!(status.code(), Code::Cancelled, "{deadline:?}: {status:?}");
+        assert!(
+            took < Duration::from_millis(2000),
+            "{deadline:?}: the later deadline won ({took:?})"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_ready_endpoint_and_connect_failures_are_unavailable() {
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let uri = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let client = Client::builder()
+        .endpoint(uri.parse().unwrap())
+        .ready_timeout(Duration::from_millis(300))
+        .build::<Body>()
+        .unwrap();
+    let (result, _) = health_call(client, check(0, None)).await;
+    let status = result.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(kind_behind(&status), ErrorKind::NoReadyEndpoint);
+}
+
+/// Refused more times than the client replays: `UNAVAILABLE`, which gRPC
+/// retry policies retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_after_its_replays_is_unavailable() {
+    let pods = start_pods(1).await;
+    pods[0].script([Script::RefuseStreams(5)]);
+    let client = Client::builder()
+        .endpoint(pods[0].uri())
+        .max_retries(1)
+        .build::<Body>()
+        .unwrap();
+    let (result, _) = health_call(client, check(0, None)).await;
+    let status = result.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(kind_behind(&status), ErrorKind::Refused);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_cut_by_the_drain_timeout_is_unavailable() {
+    let server = HealthServer::start(Ipv4Addr::LOCALHOST).await;
+    let client = client_for(&server)
+        .max_connection_age(Duration::from_millis(200))
+        .drain_timeout(Duration::from_millis(100))
+        .build::<Body>()
+        .unwrap();
+    let (result, _) = health_call(client, check(10_000, None)).await;
+    let status = result.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(kind_behind(&status), ErrorKind::ForceClosed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keepalive_timeout_is_unavailable() {
+    let server = HealthServer::start(Ipv4Addr::LOCALHOST).await;
+    let proxy = FaultProxy::start(Ipv4Addr::new(127, 0, 0, 2), 0, server.addr).await;
+    let client = Client::builder()
+        .endpoint(proxy.uri())
+        .keep_alive_interval(Duration::from_millis(500))
+        .keep_alive_timeout(Duration::from_millis(500))
+        .build::<Body>()
+        .unwrap();
+    support::connected(&client, 1).await;
+    proxy.set(Fault::BlackHole);
+    let (result, _) = health_call(client, check(0, None)).await;
+    let status = result.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(kind_behind(&status), ErrorKind::KeepAlive);
+}
+
+/// A draining connection (the layer alone, no replay) refuses the call
+/// with `Draining`: `UNAVAILABLE`, so a retry goes to a fresh connection.
+///
+/// The call goes straight to `call`, as `Client` sends (it is always
+/// ready): tonic turns an error from `poll_ready` into `UNKNOWN` ("Service
+/// was not ready") without reading its source, whatever the service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_connection_is_unavailable() {
+    use std::sync::{Arc, Mutex};
+
+    let server = HealthServer::start(Ipv4Addr::LOCALHOST).await;
+    let mut make = MaxConnectionAgeLayer::new(Duration::from_millis(100))
+        .jitter(Duration::ZERO)
+        .layer(Http2Connector::<_, Body>::http());
+    let connection = make
+        .ready()
+        .await
+        .unwrap()
+        .call(server.uri())
+        .await
+        .unwrap();
+    support::bounded(async {
+        while connection.is_serving() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let connection = Arc::new(Mutex::new(connection));
+    let always_ready = tower::service_fn(move |request: http::Request<Body>| {
+        connection.lock().unwrap().call(request)
+    });
+    let status = HealthClient::new(always_ready)
+        .check(check(0, None))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(kind_behind(&status), ErrorKind::Draining);
+}

@@ -374,3 +374,54 @@ impl<T: Read + Write + Unpin> Write for RustlsStream<T> {
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(uri: &str) -> Result<ServerName<'static>, Error> {
+        server_name_of(&uri.parse().unwrap())
+    }
+
+    #[test]
+    fn the_server_name_is_the_uri_host() {
+        assert_eq!(
+            name("https://my-svc.ns.svc:443").unwrap(),
+            ServerName::try_from("my-svc.ns.svc").unwrap()
+        );
+        let v4: IpAddr = "10.0.0.7".parse().unwrap();
+        assert_eq!(name("https://10.0.0.7:443").unwrap(), ServerName::from(v4));
+        let v6: IpAddr = "fd00::7".parse().unwrap();
+        assert_eq!(name("https://[fd00::7]:443").unwrap(), ServerName::from(v6));
+    }
+
+    #[test]
+    fn a_host_that_is_no_server_name_is_a_config_error_with_the_reason() {
+        let error = name("https://bad..name:443").unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Config);
+        let source = std::error::Error::source(&error).unwrap();
+        assert!(source.is::<rustls::pki_types::InvalidDnsNameError>());
+        assert_eq!(name("/path-only").unwrap_err().kind(), ErrorKind::Config);
+    }
+
+    #[test]
+    fn the_config_offers_h2_alone_and_is_otherwise_the_callers() {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.enable_sni = false;
+        let given = Arc::new(config);
+        let connector = RustlsConnector::new(given.clone());
+        assert_eq!(connector.config().alpn_protocols, [b"h2".to_vec()]);
+        assert!(!connector.config().enable_sni);
+        assert_eq!(
+            given.alpn_protocols,
+            [b"http/1.1".to_vec()],
+            "the caller's config is untouched"
+        );
+    }
+}

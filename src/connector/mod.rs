@@ -15,6 +15,10 @@
 //! TCP and never speaks fails the connect at the connect timeout, a peer
 //! that answers in HTTP/1.1 fails it at once, and the server's stream limit
 //! is known before the first request.
+//!
+//! With feature `rustls`, `RustlsConnector` is a TLS transport connector
+//! for pods dialed by IP address: it verifies them against a server name
+//! (the service's) instead of the address, and offers ALPN `h2` alone.
 
 mod body;
 mod classify;

@@ -52,8 +52,8 @@ const H2: &[u8] = b"h2";
 /// `alpn_protocols`. [`Http2Connector`](crate::Http2Connector) speaks only
 /// HTTP/2, and it accepts a TLS connection only when ALPN chose `h2` (a
 /// server that was offered `http/1.1` too may pick it, and one that was
-/// offered nothing may not speak HTTP/2 at all; grpc-go's servers reject
-/// clients that do not offer `h2`). A server that offers only `http/1.1`
+/// offered nothing may not speak HTTP/2 at all; grpc-go's servers, 1.67
+/// and later, reject TLS clients that negotiate no ALPN protocol). A server that offers only `http/1.1`
 /// therefore fails the handshake (rustls' `NoApplicationProtocol` alert)
 /// instead of accepting a connection that cannot be used. Everything else
 /// (roots, client certificates, protocol versions, the crypto provider,

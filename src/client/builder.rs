@@ -328,7 +328,6 @@ impl<C> ClientBuilder<C> {
         B: Body<Data = Bytes> + Unpin + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        #[cfg(feature = "rustls")]
         self.give_tls_the_service_name()?;
         if self.keep_alive.interval.is_some_and(|i| i.is_zero())
             || self.keep_alive.timeout.is_zero()
@@ -480,7 +479,14 @@ impl Options {
 }
 
 // TLS (feature `rustls`): `tls(..)`, and the hook `build` calls first to give
-// the connector it made the service's name.
+// the connector it made the service's name (a no-op without the feature).
+#[cfg(not(feature = "rustls"))]
+impl<C> ClientBuilder<C> {
+    fn give_tls_the_service_name(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
 #[cfg(feature = "rustls")]
 impl<C> ClientBuilder<C> {
     /// TLS on rustls with `config` to every endpoint, verified against the

@@ -170,6 +170,9 @@ mod pods {
         Arc::new(config)
     }
 
+    /// A completed handshake as the pod saw it: the SNI and the ALPN protocol.
+    type Handshake = (Option<String>, Option<Vec<u8>>);
+
     /// One TLS pod: what it saw of each handshake, and what it answered.
     struct Pod {
         name: String,
@@ -181,7 +184,7 @@ mod pods {
         /// The SNI of each `ClientHello`, completed handshakes or not.
         hellos: Mutex<Vec<Option<String>>>,
         /// The SNI and the ALPN protocol of each completed handshake.
-        seen: Mutex<Vec<(Option<String>, Option<Vec<u8>>)>>,
+        seen: Mutex<Vec<Handshake>>,
         requests: AtomicUsize,
     }
 
@@ -190,7 +193,7 @@ mod pods {
             *self.handshakes.borrow()
         }
 
-        fn seen(&self) -> Vec<(Option<String>, Option<Vec<u8>>)> {
+        fn seen(&self) -> Vec<Handshake> {
             self.seen.lock().unwrap().clone()
         }
 

@@ -404,16 +404,22 @@ mod pods {
         }
     }
 
-    /// The `rustls::Error` in `error`'s source chain.
-    fn rustls_error(error: &Error) -> Option<&rustls::Error> {
+    /// The first `T` in `error`'s source chain (with feature `tonic`, a
+    /// gRPC status comes first).
+    fn find<T: std::error::Error + 'static>(error: &Error) -> Option<&T> {
         let mut cur = std::error::Error::source(error);
         while let Some(e) = cur {
-            if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-                return Some(tls);
+            if let Some(found) = e.downcast_ref::<T>() {
+                return Some(found);
             }
             cur = e.source();
         }
         None
+    }
+
+    /// The `rustls::Error` in `error`'s source chain.
+    fn rustls_error(error: &Error) -> Option<&rustls::Error> {
+        find::<rustls::Error>(error)
     }
 
     #[cfg(feature = "hickory")]
@@ -556,9 +562,7 @@ mod pods {
             .unwrap_err();
 
         assert_eq!(error.kind(), ErrorKind::NoReadyEndpoint, "{error:?}");
-        let errors = std::error::Error::source(&error)
-            .and_then(|e| e.downcast_ref::<ConnectErrors>())
-            .expect("the connect errors are the source");
+        let errors = find::<ConnectErrors>(&error).expect("the connect errors are the source");
         for pod in &pods {
             let endpoint = format!("https://{}", pod.addr);
             assert!(
@@ -702,8 +706,7 @@ mod pods {
         // The bad name's error carries rustls' reason.
         let error = build(Client::builder().uri("https://bad..name:443".parse().unwrap()));
         assert!(
-            std::error::Error::source(&error)
-                .is_some_and(|e| e.is::<rustls::pki_types::InvalidDnsNameError>()),
+            find::<rustls::pki_types::InvalidDnsNameError>(&error).is_some(),
             "{error:?}"
         );
         // And `tls` is what makes https:// work: without it, a Config error.
@@ -751,14 +754,11 @@ mod pods {
         .unwrap_err();
         assert_eq!(error.kind(), ErrorKind::Connect, "{error:?}");
         assert!(rustls_error(&error).is_none(), "{error:?}");
-        let mut cur = std::error::Error::source(&error);
-        let mut refused = false;
-        while let Some(e) = cur {
-            refused |= e
-                .downcast_ref::<std::io::Error>()
-                .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused);
-            cur = e.source();
-        }
-        assert!(refused, "{error:?}");
+        let io = find::<std::io::Error>(&error).expect("the I/O error is in the chain");
+        assert_eq!(
+            io.kind(),
+            std::io::ErrorKind::ConnectionRefused,
+            "{error:?}"
+        );
     }
 }

@@ -399,8 +399,8 @@ mod tests {
     fn a_host_that_is_no_server_name_is_a_config_error_with_the_reason() {
         let error = name("https://bad..name:443").unwrap_err();
         assert_eq!(error.kind(), ErrorKind::Config);
-        let source = std::error::Error::source(&error).unwrap();
-        assert!(source.is::<rustls::pki_types::InvalidDnsNameError>());
+        let cause = error.cause().unwrap();
+        assert!(cause.is::<rustls::pki_types::InvalidDnsNameError>());
         assert_eq!(name("/path-only").unwrap_err().kind(), ErrorKind::Config);
     }
 

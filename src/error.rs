@@ -144,6 +144,18 @@ impl Error {
         self.inner.source.clone()
     }
 
+    /// Puts `context` (the target URI, ...) in front of the message, so
+    /// what an inner service said is kept: `context: message`.
+    pub(crate) fn context(mut self, context: impl fmt::Display) -> Self {
+        let message = match self.inner.message.take() {
+            Some(message) => format!("{context}: {message}"),
+            None => context.to_string(),
+        };
+        self.inner.message = Some(message.into());
+        self.changed();
+        self
+    }
+
     /// Sets the error's cause, its `source()` (an h2 or I/O error, ...).
     pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
         self.inner.source = Some(Arc::from(source.into()));
@@ -405,6 +417,19 @@ mod tests {
         );
         assert_eq!(back.take_request::<String>().as_deref(), Some("req"));
         assert!(!back.has_request());
+    }
+
+    #[test]
+    fn context_keeps_the_inner_message() {
+        let inner = Error::new(ErrorKind::Connect).with_message("TLS handshake failed");
+        let err = from_box(Box::new(inner), ErrorKind::Request).context("https://10.0.0.1:443/");
+        assert!(err.is_connect());
+        assert_eq!(
+            err.to_string(),
+            "connect failed: https://10.0.0.1:443/: TLS handshake failed"
+        );
+        let bare = Error::new(ErrorKind::Connect).context("https://10.0.0.1:443/");
+        assert_eq!(bare.to_string(), "connect failed: https://10.0.0.1:443/");
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! |---|---|
 //! | [`age`] | [`MaxConnectionAgeLayer`]: wraps any connection `MakeService` so each connection is an [`AgedConnection`] with a deadline (age + jitter), a drain, and a force-close after `drain_timeout`. It also tracks the connection's load until each response *body* ends. |
 //! | [`connector`] | [`Http2Connector`]: turns a hyper-util connector (`HttpConnector`, TLS, ...) and an `h2::client::Builder` into connection services on h2's `SendRequest`, made only once the server answered (its `SETTINGS`, a `PING`), sending from the caller's task (no hyper dispatch task in between), handing unsent requests back and telling which failed streams the server never processed (`classify`, the one place h2's errors are sorted). Its connection task publishes the server's stream limit, reports its `GOAWAY`, and runs the HTTP/2 keepalive (a `PING` unanswered in time closes the connection: `ErrorKind::KeepAlive`). [`HyperConnector`](connector::HyperConnector) makes hyper's own HTTP/2 client connections ageable instead, and [`ClosableIo`](connector::ClosableIo) gives any transport a force-close. |
+//! | `connector::RustlsConnector` (feature `rustls`) | TLS on rustls for pods dialed by IP address: SNI and the certificate check use a configured server name (the service's; [`ClientBuilder::tls`](client::ClientBuilder) sets it from the `uri`) instead of the address, ALPN is `h2` alone, and its stream tells [`Http2Connector`] that ALPN chose `h2`. |
 //! | [`discover`] | [`RotatingDiscover`]: a `tower::discover::Discover` over a fixed set of endpoints or a host name it re-resolves (periodically or at the TTL, at rotations, on losses), that opens `connections_per_endpoint` each, replaces aged connections make-before-break and closed ones with backoff, and drains those of endpoints that left. It never yields `Err` and never ends. |
 //! | [`replay`] | [`ReplayLayer`]: replays requests that came back unsent, and those the server provably never processed (`REFUSED_STREAM`, above `GOAWAY`'s last-stream-id). Nothing else. |
 //! | [`client`] | [`Client`]: all of it composed, with a lock-free power-of-two-choices pick in the caller's task, over [`Http2Connection`]s or any [`SharedConnection`](client::SharedConnection) (`ClientBuilder::build_with`); a request's deadline is the earlier of the client's `timeout` and its `grpc-timeout`. |
@@ -110,7 +111,7 @@ pub use load::LoadKind;
 pub use replay::ReplayLayer;
 
 /// The README's examples, compiled as doctests so they stay true (some use
-/// the `hickory` feature).
-#[cfg(all(doctest, feature = "hickory"))]
+/// the `hickory` feature, one the `rustls` feature).
+#[cfg(all(doctest, feature = "hickory", feature = "rustls"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

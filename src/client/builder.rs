@@ -334,7 +334,7 @@ impl<C> ClientBuilder<C> {
 
     /// Checks the configuration and starts the client's background task.
     /// Must be called inside a Tokio runtime.
-    pub fn build<B>(self) -> Result<Client<B>, Error>
+    pub fn build<B>(mut self) -> Result<Client<B>, Error>
     where
         C: Service<Uri> + Clone + Send + 'static,
         C::Response: Read + Write + TransportInfo + Unpin + Send + 'static,
@@ -343,6 +343,7 @@ impl<C> ClientBuilder<C> {
         B: Body<Data = Bytes> + Unpin + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        self.give_tls_the_service_name()?;
         if self.keep_alive.interval.is_some_and(|i| i.is_zero())
             || self.keep_alive.timeout.is_zero()
         {
@@ -356,8 +357,8 @@ impl<C> ClientBuilder<C> {
         {
             return Err(Error::config(
                 "an https:// endpoint needs a TLS connector: the default HttpConnector speaks \
-                 plain TCP only; give one with `connector(..)` (for example hyper-rustls' \
-                 HttpsConnector asking for ALPN h2)",
+                 plain TCP only; use `tls(..)` (feature `rustls`), or give one with \
+                 `connector(..)` (for example hyper-rustls' HttpsConnector asking for ALPN h2)",
             ));
         }
         let connector = Http2Connector::new(self.connector, self.http2)
@@ -498,5 +499,102 @@ impl Options {
             shared,
             _body: std::marker::PhantomData,
         })
+    }
+}
+
+// TLS (feature `rustls`): `tls(..)`, and the hook `build` calls first to give
+// the connector it made the service's name (a no-op without the feature).
+#[cfg(not(feature = "rustls"))]
+impl<C> ClientBuilder<C> {
+    fn give_tls_the_service_name(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+#[cfg(feature = "rustls")]
+impl<C> ClientBuilder<C> {
+    /// TLS on rustls with `config` to every endpoint, verified against the
+    /// service's name although pods are dialed by IP address, as grpc-go
+    /// does: SNI and the certificate check use the host of
+    /// [`uri`](Self::uri) (`my-svc.ns.svc` in
+    /// `https://my-svc.ns.svc:443`), or else of [`origin`](Self::origin),
+    /// or else each endpoint's own host. Endpoints and `uri` must be
+    /// `https://`.
+    ///
+    /// Replaces the connector with a
+    /// [`RustlsConnector`](crate::connector::RustlsConnector) over
+    /// `HttpConnector` (`TCP_NODELAY`) that offers ALPN `h2` alone (it
+    /// replaces the config's `alpn_protocols`). Everything else is your
+    /// config: roots, client certificates, protocol versions and the
+    /// crypto provider. For another transport, or another name, give
+    /// `connector(RustlsConnector::with_connector(..).server_name(..))`
+    /// instead.
+    ///
+    /// A host that is no valid TLS server name fails
+    /// [`build`](Self::build) with an
+    /// [`ErrorKind::Config`](crate::ErrorKind::Config) error; a failed
+    /// handshake is a connect error (retried with backoff), whose source is
+    /// rustls' error (see [`Client::discover_status`] for the last ones).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use tower_max_connection_age::Client;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let provider = Arc::new(rustls::crypto::ring::default_provider());
+    /// # let roots = rustls::RootCertStore::empty();
+    /// let config = rustls::ClientConfig::builder_with_provider(provider)
+    ///     .with_safe_default_protocol_versions()?
+    ///     .with_root_certificates(roots)
+    ///     .with_no_client_auth();
+    /// // Each pod is dialed at its IP address; each certificate is checked
+    /// // for greeter.demo.svc.cluster.local.
+    /// let client = Client::builder()
+    ///     .uri("https://greeter.demo.svc.cluster.local:50051".parse()?)
+    ///     .tls(Arc::new(config))
+    ///     .build::<http_body_util::Full<bytes::Bytes>>()?;
+    /// # drop(client);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn tls(
+        self,
+        config: Arc<rustls::ClientConfig>,
+    ) -> ClientBuilder<crate::connector::RustlsConnector> {
+        let mut connector = crate::connector::RustlsConnector::new(config);
+        connector.takes_service_name = true;
+        self.connector(connector)
+    }
+
+    /// When the connector is the one [`tls`](Self::tls) made: checks the
+    /// schemes and sets its server name to the host of `uri`, else of
+    /// `origin` (without either, each endpoint's host is used).
+    fn give_tls_the_service_name(&mut self) -> Result<(), Error>
+    where
+        C: 'static,
+    {
+        let connector: &mut dyn std::any::Any = &mut self.connector;
+        let Some(tls) = connector.downcast_mut::<crate::connector::RustlsConnector>() else {
+            return Ok(());
+        };
+        if !tls.takes_service_name {
+            return Ok(());
+        }
+        let plain = |uri: &Uri| uri.scheme() != Some(&http::uri::Scheme::HTTPS);
+        if let Some(uri) = self.uri.as_ref().filter(|u| plain(u)) {
+            return Err(Error::config(format!(
+                "tls(..) needs an https:// uri, not `{uri}`"
+            )));
+        }
+        if let Some(endpoint) = self.discover.plain_http_endpoint() {
+            return Err(Error::config(format!(
+                "tls(..) needs https:// endpoints, not `{endpoint}`"
+            )));
+        }
+        if let Some(service) = self.uri.as_ref().or(self.origin.as_ref()) {
+            tls.set_server_name(crate::connector::server_name_of(service)?);
+        }
+        Ok(())
     }
 }

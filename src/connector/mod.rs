@@ -15,6 +15,10 @@
 //! TCP and never speaks fails the connect at the connect timeout, a peer
 //! that answers in HTTP/1.1 fails it at once, and the server's stream limit
 //! is known before the first request.
+//!
+//! With feature `rustls`, `RustlsConnector` is a TLS transport connector
+//! for pods dialed by IP address: it verifies them against a server name
+//! (the service's) instead of the address, and offers ALPN `h2` alone.
 
 mod body;
 mod classify;
@@ -23,6 +27,8 @@ mod future;
 mod hyper_http2;
 mod io;
 mod pipe;
+#[cfg(feature = "rustls")]
+mod tls;
 
 use std::fmt;
 use std::future::Future;
@@ -49,6 +55,10 @@ use driver::PingBackoff;
 pub use future::ResponseFuture;
 pub use hyper_http2::{HyperConnection, HyperConnector, HyperResponseFuture};
 pub use io::ClosableIo;
+#[cfg(feature = "rustls")]
+pub(crate) use tls::server_name_of;
+#[cfg(feature = "rustls")]
+pub use tls::{RustlsConnector, RustlsStream};
 
 use crate::age::{AgeableConnection, ConnectionHandle};
 use crate::error::{self, BoxError, Error, ErrorKind};
@@ -263,9 +273,9 @@ where
                 Error::new(ErrorKind::Connect).with_message(format!("{target}: {message}"))
             };
             let io = match tokio::time::timeout_at(deadline, connector.call(target.clone())).await {
-                Ok(io) => io.map_err(|e| {
-                    error::from_box(e.into(), ErrorKind::Connect).with_message(target.to_string())
-                })?,
+                Ok(io) => {
+                    io.map_err(|e| error::from_box(e.into(), ErrorKind::Connect).context(&target))?
+                }
                 Err(_) => {
                     return Err(failed(format!(
                         "the transport connect did not finish within {timeout:?}"

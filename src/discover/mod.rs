@@ -329,6 +329,14 @@ impl RotatingDiscoverBuilder {
         self.endpoints.iter().any(https) || self.dns.as_ref().is_some_and(|(uri, _)| https(uri))
     }
 
+    /// The first endpoint given as plain `http://`, if any.
+    #[cfg(feature = "rustls")]
+    pub(crate) fn plain_http_endpoint(&self) -> Option<&Uri> {
+        self.endpoints
+            .iter()
+            .find(|uri| uri.scheme() == Some(&http::uri::Scheme::HTTP))
+    }
+
     pub(crate) fn connect_timeout_setting(&self) -> Duration {
         self.connect_timeout
     }

@@ -22,6 +22,7 @@
 //! | [`server`] | [`server::Server`]: serves any tower HTTP service (axum, tonic `Routes`, hyper) over HTTP/1.1 and h2c with a maximum connection age (±10% jitter), an optional grace, an idle limit and graceful shutdown; on age HTTP/2 gets the two-phase `GOAWAY`, HTTP/1.1 `Connection: close`. |
 //! | [`error`] | [`Error`] and [`ErrorKind`]. |
 //! | `grpc` | (feature `tonic`) the gRPC status each error maps to, put first in its `source()` chain so that tonic's `Status::from_error` finds it. |
+//! | [`metrics`] | The metric names (Envoy's cluster statistics where one exists: `upstream_cx_total`, `upstream_cx_max_duration_reached`, `upstream_rq_retry`, `membership_total`, ...) and their table; recorded through the `metrics` facade with the cargo feature `metrics`, from where each event is decided, never per request. |
 //!
 //! # The path of a request through [`Client`]
 //!
@@ -97,6 +98,7 @@ pub mod error;
 #[cfg(feature = "tonic")]
 pub mod grpc;
 pub mod load;
+pub mod metrics;
 pub mod replay;
 pub mod resolve;
 pub mod server;

@@ -32,6 +32,7 @@ use state::{ConnectionState, Event};
 /// Drives one connection's life: deadline, drain, force-close.
 async fn supervise(state: Arc<ConnectionState>) {
     let handle = state.handle.clone();
+    let mut metrics = crate::metrics::Connection::opened(&state.endpoint);
     let deadline = sleep_until(state.deadline.unwrap_or_else(Instant::now));
     tokio::pin!(deadline);
     let mut deadline_passed = state.deadline.is_none();
@@ -39,6 +40,7 @@ async fn supervise(state: Arc<ConnectionState>) {
         tokio::select! {
             _ = &mut deadline, if !deadline_passed => {
                 deadline_passed = true;
+                metrics.max_duration_reached();
                 tracing::debug!(
                     endpoint = %state.endpoint,
                     age_ms = state.age().as_millis() as u64,
@@ -84,9 +86,11 @@ async fn supervise(state: Arc<ConnectionState>) {
                     "drain timeout passed, closing connection by force"
                 );
                 handle.force_close();
+                metrics.force_closed();
                 break;
             }
         }
     }
+    metrics.closed(state.drain_reason(), state.in_flight());
     state.mark_closed();
 }

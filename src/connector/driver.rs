@@ -70,6 +70,7 @@ pub(crate) struct Driver<T> {
     signals: Arc<Signals>,
     handle: ConnectionHandle,
     keep_alive: Option<KeepAlive>,
+    endpoint: crate::metrics::Endpoint,
     /// This wake-up was let pass once already (see `poll`).
     yielded: bool,
 }
@@ -149,7 +150,12 @@ impl KeepAlive {
 
     /// Returns false once keepalive is over (timed out, or the connection
     /// is gone).
-    fn poll(&mut self, cx: &mut Context<'_>, handle: &ConnectionHandle) -> bool {
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        handle: &ConnectionHandle,
+        endpoint: &crate::metrics::Endpoint,
+    ) -> bool {
         loop {
             if self.awaiting {
                 match self.ping.poll_pong(cx) {
@@ -171,6 +177,7 @@ impl KeepAlive {
                     "keepalive PING not answered, closing the connection as dead"
                 );
                 handle.set_keep_alive_timed_out();
+                endpoint.keep_alive_timed_out();
                 handle.force_close();
                 return false;
             }
@@ -196,6 +203,7 @@ impl<T> Driver<T> {
         signals: Arc<Signals>,
         handle: ConnectionHandle,
         keep_alive: Option<(KeepAliveConfig, PingPong, Arc<PingBackoff>)>,
+        endpoint: crate::metrics::Endpoint,
     ) -> Self {
         Driver {
             connection,
@@ -204,6 +212,7 @@ impl<T> Driver<T> {
             handle,
             keep_alive: keep_alive
                 .and_then(|(config, ping, backoff)| KeepAlive::new(config, ping, backoff)),
+            endpoint,
             yielded: false,
         }
     }
@@ -257,12 +266,13 @@ where
                         keep_alive.backoff.double(keep_alive.interval);
                     }
                     this.handle.set_going_away(reason);
+                    this.endpoint.go_away(reason);
                 }
                 this.watch = None;
             }
         }
         if let Some(keep_alive) = &mut this.keep_alive
-            && !keep_alive.poll(cx, &this.handle)
+            && !keep_alive.poll(cx, &this.handle, &this.endpoint)
         {
             this.keep_alive = None;
         }

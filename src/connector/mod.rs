@@ -268,7 +268,8 @@ where
         // at the same moment (see `RotatingDiscover`'s connect timeout).
         let timeout = crate::time::saturate(self.connect_timeout);
         let deadline = tokio::time::Instant::now() + timeout;
-        Box::pin(async move {
+        let counted = crate::metrics::Endpoint::of(&target);
+        let connect = async move {
             let failed = |message: String| {
                 Error::new(ErrorKind::Connect).with_message(format!("{target}: {message}"))
             };
@@ -277,6 +278,7 @@ where
                     io.map_err(|e| error::from_box(e.into(), ErrorKind::Connect).context(&target))?
                 }
                 Err(_) => {
+                    crate::metrics::connect_timeout(&target);
                     return Err(failed(format!(
                         "the transport connect did not finish within {timeout:?}"
                     )));
@@ -306,6 +308,7 @@ where
                     });
                 }
                 Err(_) => {
+                    crate::metrics::connect_timeout(&target);
                     return Err(failed(format!(
                         "the server accepted the connection but sent no HTTP/2 SETTINGS \
                          within {timeout:?} (a silent or hung peer)"
@@ -319,9 +322,11 @@ where
                 signals.clone(),
                 handle.clone(),
                 ping_pong.map(|ping| (keep_alive, ping, ping_backoff)),
+                crate::metrics::Endpoint::of(&target),
             ));
             Ok(Http2Connection::new(send, handle, signals))
-        })
+        };
+        Box::pin(counted.connecting(connect))
     }
 }
 

@@ -125,6 +125,7 @@ pub(crate) struct Worker<M, S> {
     outliers: HashMap<Uri, Outlier>,
     failing_tx: mpsc::UnboundedSender<Uri>,
     failing: mpsc::UnboundedReceiver<Uri>,
+    membership: crate::metrics::Membership,
 }
 
 impl<M, S> Worker<M, S>
@@ -163,6 +164,7 @@ where
             outliers: HashMap::new(),
             failing_tx,
             failing,
+            membership: Default::default(),
         }
         .with_endpoints(endpoints)
     }
@@ -238,6 +240,7 @@ where
                 ejected = out,
                 "endpoint failing, not ejected: max_ejection_percent reached"
             );
+            crate::metrics::ejection_overflow(&endpoint);
             return;
         }
         // Healthy stretches since the last readmission take ejections off.
@@ -249,6 +252,7 @@ where
         }
         outlier.ejections = outlier.ejections.saturating_add(1);
         outlier.ejected = true;
+        crate::metrics::ejected(&endpoint);
         let time = detection.ejection_time(outlier.ejections);
         tracing::warn!(
             endpoint = %endpoint,
@@ -372,6 +376,8 @@ where
         let mut idle_check = tokio::time::interval(self.settings.extra_idle);
         idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let ejected = || self.outliers.values().filter(|o| o.ejected).count();
+            self.membership.update(self.endpoints.len(), ejected);
             let has_extras = self.has_extras();
             let resolve_due = async {
                 match &mut self.schedule {
@@ -529,8 +535,11 @@ where
                 Box::pin(async move {
                     let result = match tokio::time::timeout(timeout, connecting).await {
                         Ok(made) => made.map_err(|e| error::from_box(e.into(), ErrorKind::Connect)),
-                        Err(_) => Err(Error::new(ErrorKind::Connect)
-                            .with_message(format!("{key}: no connection within {timeout:?}"))),
+                        Err(_) => {
+                            crate::metrics::connect_timed_out(&key.endpoint);
+                            Err(Error::new(ErrorKind::Connect)
+                                .with_message(format!("{key}: no connection within {timeout:?}")))
+                        }
                     };
                     Step::Connected { key, result }
                 })
@@ -606,6 +615,9 @@ where
                 slot.generation += 1;
                 let generation = slot.generation;
                 let replaced = slot.current.replace(connection.state().clone());
+                if replaced.is_some() {
+                    crate::metrics::rotated(&key.endpoint);
+                }
                 let events = self.events_tx.clone();
                 let observed_key = key.clone();
                 connection.state().observe(move |event| {

@@ -100,11 +100,13 @@ where
     /// Decides about a failed attempt: `Ok` is the request to send again,
     /// `Err` the error to give the caller.
     pub(crate) async fn after(&mut self, mut err: Error) -> Result<Request<ReplayBody<B>>, Error> {
+        crate::metrics::attempt_failed(err.kind());
         match err.kind() {
             ErrorKind::Draining if self.unsent_retries < self.config.max_retries => {
                 match err.take_request::<Request<ReplayBody<B>>>() {
                     Some(request) => {
                         self.unsent_retries += 1;
+                        crate::metrics::replayed(crate::metrics::Replayed::Unsent);
                         tracing::debug!(attempt = self.unsent_retries, error = %err, "replaying unsent request");
                         Ok(request)
                     }
@@ -142,6 +144,7 @@ where
                     }
                 };
                 self.refused_replays += 1;
+                crate::metrics::replayed(crate::metrics::Replayed::Refused);
                 tracing::debug!(attempt = self.refused_replays, error = %err, "replaying request the server did not process");
                 Ok(head.map(|()| body))
             }

@@ -521,7 +521,9 @@ impl Connection {
             if in_flight == 0 && graceful && !self.forced {
                 self.endpoint.count(UPSTREAM_CX_DRAINED);
             }
-            if in_flight > 0 {
+            // A force-close had requests in flight by definition, even if
+            // one ended just as the drain timeout fired.
+            if in_flight > 0 || self.forced {
                 self.endpoint.count(UPSTREAM_CX_DESTROY_WITH_ACTIVE_RQ);
             }
             self.endpoint.count(UPSTREAM_CX_DESTROY);

@@ -1,5 +1,5 @@
-//! Counters and gauges an operator can scrape, through the [`metrics`] facade
-//! (cargo feature `metrics`).
+//! Counters and gauges an operator can scrape, through the
+//! [`metrics`](https://docs.rs/metrics) facade (cargo feature `metrics`).
 //!
 //! With the feature on, the crate records into whatever recorder the
 //! application installed (`metrics-exporter-prometheus`, StatsD, OpenTelemetry,
@@ -76,12 +76,9 @@
 //! Call [`describe`] once after installing the recorder to give each metric
 //! its help text and unit (Prometheus' `# HELP` lines).
 //!
-//! ```no_run
-//! # #[cfg(feature = "metrics")]
-//! # fn doc() {
+//! ```
 //! // metrics_exporter_prometheus::PrometheusBuilder::new().install().unwrap();
 //! tower_max_connection_age::metrics::describe();
-//! # }
 //! ```
 //!
 //! [Envoy cluster statistic]: https://www.envoyproxy.io/docs/envoy/latest/configuration/upstream/cluster_manager/cluster_stats
@@ -262,11 +259,12 @@ const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
     ),
 ];
 
-/// Gives every metric above its description and unit in the installed
-/// recorder. Call it once, after installing the recorder (descriptions given
-/// to no recorder are lost).
-#[cfg(feature = "metrics")]
+/// Gives every metric above its description and unit (a count) in the
+/// installed recorder. Call it once, after installing the recorder
+/// (descriptions given to no recorder are lost). Without the feature
+/// `metrics` it does nothing, so an application may call it either way.
 pub fn describe() {
+    #[cfg(feature = "metrics")]
     for &(name, kind, help) in DESCRIPTIONS {
         match kind {
             Kind::Counter => ::metrics::describe_counter!(name, ::metrics::Unit::Count, help),

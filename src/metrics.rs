@@ -600,6 +600,13 @@ mod tests {
     fn every_metric_has_the_prefix_a_description_and_a_row_in_both_tables() {
         let module = include_str!("metrics.rs");
         let readme = include_str!("../README.md");
+        assert!(
+            readme.contains(
+                "| name (after the prefix) | type | labels | what it counts | Envoy |\n\
+                 |---|---|---|---|---|\n"
+            ),
+            "the README's table has its header"
+        );
         for &(name, _, help) in DESCRIPTIONS {
             let short = name
                 .strip_prefix(PREFIX)

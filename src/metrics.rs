@@ -45,6 +45,22 @@
 //! | `outlier_detection_ejections_enforced_total` | counter | `endpoint` | ejections of an endpoint as an outlier | `outlier_detection.ejections_enforced_total` |
 //! | `outlier_detection_ejections_overflow` | counter | `endpoint` | ejections not made because `max_ejection_percent` of the endpoints were out already | `outlier_detection.ejections_overflow` |
 //!
+//! # Where they come from
+//!
+//! Connections are counted by the age layer, so every connection
+//! `MakeService` under [`MaxConnectionAgeLayer`](crate::MaxConnectionAgeLayer)
+//! gets the connection metrics, and discovery's by
+//! [`RotatingDiscover`](crate::RotatingDiscover) (so by [`Client`](crate::Client)).
+//! Connect failures are counted by this crate's connectors and by
+//! discovery's `connect_timeout`; a connector of your own under the age layer
+//! outside discovery has its failures counted nowhere. The server's `GOAWAY`
+//! and keepalive timeouts are seen by [`Http2Connector`](crate::Http2Connector)'s
+//! connection task; over [`HyperConnector`](crate::connector::HyperConnector)
+//! hyper's own task owns them and does not tell, so
+//! `upstream_cx_close_notify` and `http2_keepalive_timeout` stay at zero there.
+//! Replays are counted by [`Client`](crate::Client) and
+//! [`ReplayLayer`](crate::ReplayLayer) alike.
+//!
 //! # Labels
 //!
 //! - [`ENDPOINT`] (`endpoint`) is the endpoint's `ip:port` (the authority of
@@ -322,8 +338,10 @@ impl Endpoint {
         ::metrics::gauge!(UPSTREAM_CX_ACTIVE, ENDPOINT => self.label.clone())
     }
 
-    /// Runs a connect of [`Http2Connector`](crate::Http2Connector)'s and
-    /// counts it in `upstream_cx_connect_fail` if it fails (its own timeouts
+    /// Runs a connect of one of this crate's connectors
+    /// ([`Http2Connector`](crate::Http2Connector),
+    /// [`HyperConnector`](crate::connector::HyperConnector)) and counts it in
+    /// `upstream_cx_connect_fail` if it fails (the connector's own timeouts
     /// too).
     pub(crate) async fn connecting<T, E>(
         self,

@@ -26,8 +26,10 @@ use support::backend::{Backend, Script, start_pods};
 use support::fault::{Fault, FaultProxy};
 use support::{bounded, connected, get};
 use tower::ServiceExt;
+use tower_max_connection_age::connector::HyperConnector;
 use tower_max_connection_age::discover::OutlierDetection;
 use tower_max_connection_age::metrics as m;
+use tower_max_connection_age::replay::ReplayBody;
 use tower_max_connection_age::resolve::StaticResolver;
 use tower_max_connection_age::{Client, ErrorKind};
 
@@ -201,7 +203,7 @@ async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
 
 /// Drops `client` and waits until its connections and endpoints are gone
 /// from the gauges.
-async fn drop_client(client: Client<Body>, endpoints: &[&str]) {
+async fn drop_client<C>(client: C, endpoints: &[&str]) {
     drop(client);
     eventually(
         "the client's connections and endpoints to go",
@@ -575,4 +577,44 @@ async fn the_endpoints_gauge_follows_the_dns_answer() {
             "{endpoint}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hyper_connections_are_counted_by_the_age_layer_and_their_connect_failures_too() {
+    let _turn = serial().await;
+    let pods = start_pods(1).await;
+    let endpoint = pods[0].addr.to_string();
+    let ep = endpoint.as_str();
+    let client = Client::builder()
+        .endpoint(pods[0].uri())
+        .max_connection_age(Duration::from_millis(200))
+        .build_with::<Body, _>(HyperConnector::<_, ReplayBody<Body>>::http())
+        .unwrap();
+    eventually("two rotations of hyper's connections", &[ep], || {
+        counter(m::UPSTREAM_CX_ROTATED, ep) >= 2 && active(ep) == 1.0
+    })
+    .await;
+    assert_eq!(gauge(m::MEMBERSHIP_TOTAL), 1.0);
+    drop_client(client, &[ep]).await;
+    let total = counter(m::UPSTREAM_CX_TOTAL, ep);
+    assert!(total >= 3, "{total}");
+    assert!(counter(m::UPSTREAM_CX_MAX_DURATION_REACHED, ep) >= 2);
+    assert_eq!(counter(m::UPSTREAM_CX_DRAINED, ep), total);
+    assert_eq!(counter(m::UPSTREAM_CX_DESTROY, ep), total);
+
+    let addr = closed_port().await;
+    let endpoint = addr.to_string();
+    let ep = endpoint.as_str();
+    let client = Client::builder()
+        .endpoint(format!("http://{addr}").parse().unwrap())
+        .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(20))
+        .build_with::<Body, _>(HyperConnector::<_, ReplayBody<Body>>::http())
+        .unwrap();
+    eventually("three connect failures through hyper", &[ep], || {
+        counter(m::UPSTREAM_CX_CONNECT_FAIL, ep) >= 3
+    })
+    .await;
+    drop_client(client, &[ep]).await;
+    assert_eq!(counter(m::UPSTREAM_CX_CONNECT_TIMEOUT, ep), 0);
+    assert_eq!(counter(m::UPSTREAM_CX_TOTAL, ep), 0);
 }

@@ -336,7 +336,8 @@ where
         let clone = self.connector.clone();
         let mut connector = std::mem::replace(&mut self.connector, clone);
         let builder = self.builder.clone();
-        Box::pin(async move {
+        let counted = crate::metrics::Endpoint::of(&target);
+        let connect = async move {
             let io = connector.call(target.clone()).await.map_err(|e| {
                 error::from_box(e.into(), ErrorKind::Connect).with_message(target.to_string())
             })?;
@@ -357,6 +358,7 @@ where
                 }
             });
             Ok(HyperConnection::new(send, handle))
-        })
+        };
+        Box::pin(counted.connecting(connect))
     }
 }

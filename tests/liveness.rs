@@ -287,11 +287,19 @@ async fn a_pod_that_kills_every_connection_is_ejected_and_readmitted() {
     // Until ejected, each of pod 2's connections costs the requests on it.
     let first = call_for(&client, 8, Duration::from_millis(1000)).await;
     let reached = pods[1].requests();
-    assert!(reached >= 3, "pod 2 got only {reached} requests");
+    assert!(reached >= 1, "pod 2 got no request before it was ejected");
     assert_eq!(client.discover_status().ejected(), vec![pods[1].uri()]);
     let failed: usize = first.errors.values().sum();
-    // Ejected after 3 failures in a row: the requests in flight then, not
-    // one per reconnect (every 10-20 ms) for the whole second.
+    // Ejected after 3 failures in a row, as the client saw them. (The pod
+    // may have seen fewer: a request in flight on a connection the pod
+    // kills fails without reaching its handler.)
+    assert!(
+        failed >= 3,
+        "ejected after {failed} failures: {:?}",
+        first.errors
+    );
+    // The requests in flight then, not one per reconnect (every 10-20 ms)
+    // for the whole second.
     assert!(failed <= 16, "{failed} failed: {:?}", first.errors);
     // Its time is up: readmitted, it is tried (and ejected) again.
     tokio::time::sleep(Duration::from_millis(700)).await;

@@ -162,6 +162,16 @@ impl ConnectionHandle {
             .is_none_or(|state| state.upgrade().is_some_and(|s| s.in_flight() > 0))
     }
 
+    /// Whether more than one request is in flight, as far as the age layer
+    /// knows (true when no age layer watches this connection): only then
+    /// can the connection task gather several streams into one write.
+    pub(crate) fn is_shared(&self) -> bool {
+        self.inner
+            .busy
+            .get()
+            .is_none_or(|state| state.upgrade().is_some_and(|s| s.in_flight() > 1))
+    }
+
     /// A guard that calls [`set_closed`](Self::set_closed) when dropped: hold it
     /// in whatever owns the transport.
     pub fn closed_on_drop(&self) -> ClosedOnDrop {

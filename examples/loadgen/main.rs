@@ -248,7 +248,8 @@ const USAGE: &str = "usage: loadgen [--requests N] [--rounds R] [--body-bytes B]
   --json              print one JSON line with the summary last
   --layers            instead: each layer of Client paired with raw hyper at concurrency 1
   --process           instead: the backend in a child process (pinned to core 1, loadgen to
-                      core 0, when taskset exists); seven clients, CPU and write syscalls per request
+                      core 0, when taskset exists); eight clients, one of them rotating every
+                      100 ms; CPU and write syscalls per request
   --concurrency N     with --process: the concurrencies, comma-separated or repeated (default 1,64,256)
   --rate R            with --process: every client sends R requests/s in total (default: as fast as it can)
   --server-streams N  with --process: the backend's SETTINGS_MAX_CONCURRENT_STREAMS (default hyper's, 200)

@@ -31,6 +31,7 @@ use crate::{
 enum Row {
     Raw,
     Client,
+    ClientRotating,
     Client2,
     ClientMax4,
     H2,
@@ -39,9 +40,10 @@ enum Row {
 }
 
 /// In the order they are printed; each round runs them rotated.
-const ROWS: [Row; 7] = [
+const ROWS: [Row; 8] = [
     Row::Raw,
     Row::Client,
+    Row::ClientRotating,
     Row::Client2,
     Row::ClientMax4,
     Row::H2,
@@ -51,11 +53,16 @@ const ROWS: [Row; 7] = [
 
 const DEFAULT_CONCURRENCY: [usize; 3] = [1, 64, 256];
 
+/// The age of the rotating `Client` row: a new connection every 100 ms
+/// (plus jitter), each one made before the old one drains.
+const ROTATION_AGE: Duration = Duration::from_millis(100);
+
 impl Row {
     fn name(self) -> &'static str {
         match self {
             Row::Raw => "raw hyper",
             Row::Client => "Client",
+            Row::ClientRotating => "Client, 100 ms age",
             Row::Client2 => "Client, 2 connections",
             Row::ClientMax4 => "Client, max 4 connections",
             Row::H2 => "h2 client",
@@ -116,6 +123,10 @@ async fn row_cell(row: Row, addr: SocketAddr, concurrency: usize, run: &Run<'_>)
     match row {
         Row::Raw => cell(Raw(raw_connection(addr).await), concurrency, run).await,
         Row::Client => client_cell(client(addr, None, 1).await, concurrency, run).await,
+        Row::ClientRotating => {
+            let age = Some(ROTATION_AGE);
+            client_cell(client(addr, age, 1).await, concurrency, run).await
+        }
         Row::Client2 => client_cell(client(addr, None, 2).await, concurrency, run).await,
         Row::ClientMax4 => client_cell(client_max4(addr).await, concurrency, run).await,
         Row::H2 => {
@@ -686,6 +697,23 @@ async fn run(options: &Options, pinning: Pinning) {
                 }
                 println!("{line}");
             }
+        }
+        // Rotation costs the tail nothing: p99 with a new connection every
+        // 100 ms against `Client` without an age, per round.
+        {
+            let at = |row: Row| ROWS.iter().position(|&r| r == row).unwrap();
+            let (rotating, still) = (at(Row::ClientRotating), at(Row::Client));
+            let p99_ratio = median(
+                &results
+                    .iter()
+                    .map(|round| round[ci][rotating].p99_us / round[ci][still].p99_us)
+                    .collect::<Vec<_>>(),
+            );
+            targets.push(format!(
+                "concurrency {c}: p99 rotating every {} ms / no age {p99_ratio:.3}, target <= 1.05: {}",
+                ROTATION_AGE.as_millis(),
+                if p99_ratio <= 1.05 { "met" } else { "MISSED" }
+            ));
         }
         // The stream-limit targets: more callers than the server takes streams.
         if let Some(streams) = options.server_streams

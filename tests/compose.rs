@@ -38,22 +38,7 @@ async fn tower_balance_over_rotating_discover_rotates_without_failures() {
         Duration::from_millis(500),
     )
     .await;
-
-    assert!(
-        report.failed.is_empty(),
-        "failed: {:?}",
-        &report.failed[..report.failed.len().min(5)]
-    );
-    assert!(report.ok > 100);
-    for pod in &pods {
-        assert!(pod.requests() > 0, "{} got no traffic", pod.addr);
-        assert!(
-            pod.connections() >= 4,
-            "{} saw {} connections: no rotation",
-            pod.addr,
-            pod.connections()
-        );
-    }
+    report.assert_rotated_without_failures(&pods, 100, 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,13 +161,7 @@ async fn layer_alone_drains_at_the_deadline_and_gives_requests_back() {
                 .drain_timeout(Duration::from_secs(5)),
         )
         .service(Http2Connector::<_, Full<Bytes>>::http());
-    let mut connection = make
-        .ready()
-        .await
-        .unwrap()
-        .call(pods[0].uri())
-        .await
-        .unwrap();
+    let mut connection = support::connect_one(&mut make, pods[0].uri()).await;
     let deadline = connection
         .deadline()
         .expect("an aged connection has a deadline");
@@ -192,13 +171,7 @@ async fn layer_alone_drains_at_the_deadline_and_gives_requests_back() {
         .unwrap();
     let in_flight = connection.ready().await.unwrap().call(slow);
     let in_flight = tokio::spawn(async move { in_flight.await.map(|r| r.status()) });
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while connection.is_serving() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the connection should start draining");
+    support::until_draining(&connection).await;
     assert!(
         tokio::time::Instant::now() >= deadline,
         "drained before its deadline"

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tonic::{Code, Status};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, Service};
 use tower_max_connection_age::client::ClientBuilder;
 use tower_max_connection_age::{Client, Error, ErrorKind, Http2Connector, MaxConnectionAgeLayer};
 
@@ -187,19 +187,8 @@ async fn a_draining_connection_is_unavailable() {
     let mut make = MaxConnectionAgeLayer::new(Duration::from_millis(100))
         .jitter(Duration::ZERO)
         .layer(Http2Connector::<_, Body>::http());
-    let connection = make
-        .ready()
-        .await
-        .unwrap()
-        .call(server.uri())
-        .await
-        .unwrap();
-    support::bounded(async {
-        while connection.is_serving() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    let connection = support::connect_one(&mut make, server.uri()).await;
+    support::until_draining(&connection).await;
     let connection = Arc::new(Mutex::new(connection));
     let always_ready = tower::service_fn(move |request: http::Request<Body>| {
         connection.lock().unwrap().call(request)

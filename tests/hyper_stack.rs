@@ -53,21 +53,7 @@ async fn a_hyper_stack_rotates_under_tower_balance_without_failures() {
         Duration::from_millis(500),
     )
     .await;
-    assert!(
-        report.failed.is_empty(),
-        "failed: {:?}",
-        &report.failed[..report.failed.len().min(5)]
-    );
-    assert!(report.ok > 100, "only {} requests", report.ok);
-    for pod in &pods {
-        assert!(pod.requests() > 0, "{} got no traffic", pod.addr);
-        assert!(
-            pod.connections() >= 3,
-            "{} saw {} connections: no rotation",
-            pod.addr,
-            pod.connections()
-        );
-    }
+    report.assert_rotated_without_failures(&pods, 100, 3);
 }
 
 /// `Client` over hyper's connections: requests spread over both pods, and
@@ -162,24 +148,13 @@ async fn an_aged_hyper_connection_drains_and_gives_requests_back() {
         .jitter(Duration::ZERO)
         .drain_timeout(Duration::from_secs(5))
         .layer(HyperConnector::<_, Body>::http());
-    let mut connection = make
-        .ready()
-        .await
-        .unwrap()
-        .call(pods[0].uri())
-        .await
-        .unwrap();
+    let mut connection = support::connect_one(&mut make, pods[0].uri()).await;
     let slow = Request::get(format!("{}sleep/600", pods[0].uri()))
         .body(Full::default())
         .unwrap();
     let in_flight = connection.ready().await.unwrap().call(slow);
     let in_flight = tokio::spawn(async move { in_flight.await.map(|r| r.status()) });
-    bounded(async {
-        while connection.is_serving() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    support::until_draining(&connection).await;
     let late = support::get(pods[0].uri(), "late");
     let mut err = connection.call(late).await.unwrap_err();
     assert!(err.is_draining(), "{err:?}");
@@ -200,13 +175,7 @@ async fn a_hyper_connection_is_closed_by_force_after_the_drain_timeout() {
         .jitter(Duration::ZERO)
         .drain_timeout(Duration::from_millis(100))
         .layer(HyperConnector::<_, Body>::http());
-    let mut connection = make
-        .ready()
-        .await
-        .unwrap()
-        .call(pods[0].uri())
-        .await
-        .unwrap();
+    let mut connection = support::connect_one(&mut make, pods[0].uri()).await;
     let handle = connection.get_ref().handle();
     let stuck = Request::get(format!("{}sleep/10000", pods[0].uri()))
         .body(Full::default())
@@ -227,13 +196,8 @@ async fn a_hyper_connection_is_closed_by_force_after_the_drain_timeout() {
 async fn a_request_hyper_did_not_take_comes_back_unsent() {
     let pods = start_pods(1).await;
     let mut connector = HyperConnector::<_, Body>::http();
-    let connection: HyperConnection<Body> = connector
-        .ready()
-        .await
-        .unwrap()
-        .call(pods[0].uri())
-        .await
-        .unwrap();
+    let connection: HyperConnection<Body> =
+        support::connect_one(&mut connector, pods[0].uri()).await;
     let handle = connection.handle();
     handle.force_close();
     bounded(handle.closed()).await;
@@ -252,4 +216,28 @@ async fn a_request_hyper_did_not_take_comes_back_unsent() {
         .expect("the request comes back");
     assert_eq!(back.headers()["x-request-id"], "unsent");
     assert_eq!(pods[0].executions("unsent"), 0);
+}
+
+/// Settings of the crate's own connector given with `build_with` (which
+/// brings its own) are a `Config` error naming them, not silently ignored.
+#[tokio::test]
+async fn build_with_rejects_the_settings_of_the_crates_own_connector() {
+    let err = Client::builder()
+        .endpoint("http://127.0.0.1:1".parse().unwrap())
+        .keep_alive_interval(Duration::from_secs(1))
+        .http2(tower_max_connection_age::connector::default_builder())
+        .keep_alive_timeout(Duration::from_secs(1))
+        .build_with::<Body, _>(HyperConnector::<_, ReplayBody<Body>>::http())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    let message = err.to_string();
+    for setting in ["http2", "keep_alive_interval", "keep_alive_timeout"] {
+        assert!(message.contains(setting), "{setting} not named: {message}");
+    }
+    // Without them it builds.
+    Client::builder()
+        .endpoint("http://127.0.0.1:1".parse().unwrap())
+        .connect_timeout(Duration::from_secs(1))
+        .build_with::<Body, _>(HyperConnector::<_, ReplayBody<Body>>::http())
+        .unwrap();
 }

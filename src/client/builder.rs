@@ -361,10 +361,17 @@ impl<C> ClientBuilder<C> {
                  `connector(..)` (for example hyper-rustls' HttpsConnector asking for ALPN h2)",
             ));
         }
-        let connector = Http2Connector::new(self.connector, self.http2)
-            .connect_timeout(self.discover.connect_timeout_setting())
-            .keep_alive_config(self.keep_alive);
-        Options {
+        let (options, connector, http2, keep_alive) = self.split();
+        let connector = Http2Connector::new(connector, http2)
+            .connect_timeout(options.discover.connect_timeout_setting())
+            .keep_alive_config(keep_alive);
+        options.build(connector)
+    }
+
+    /// The settings every client has, and those of the crate's own
+    /// connector.
+    fn split(self) -> (Options, C, h2::client::Builder, KeepAliveConfig) {
+        let options = Options {
             discover: self.discover,
             age: self.age,
             replay: self.replay,
@@ -373,8 +380,8 @@ impl<C> ClientBuilder<C> {
             origin: self.origin,
             uri: self.uri,
             resolver: self.resolver,
-        }
-        .build(connector)
+        };
+        (options, self.connector, self.http2, self.keep_alive)
     }
 
     /// Builds the client over connections that `make` makes (any
@@ -403,6 +410,7 @@ impl<C> ClientBuilder<C> {
     {
         if !self.own_connector_settings.is_empty() {
             let mut names = self.own_connector_settings.clone();
+            names.sort_unstable();
             names.dedup();
             return Err(Error::config(format!(
                 "build_with uses the connections `make` makes; {} configure the crate's own \
@@ -410,17 +418,7 @@ impl<C> ClientBuilder<C> {
                 names.join(", ")
             )));
         }
-        Options {
-            discover: self.discover,
-            age: self.age,
-            replay: self.replay,
-            ready_timeout: self.ready_timeout,
-            timeout: self.timeout,
-            origin: self.origin,
-            uri: self.uri,
-            resolver: self.resolver,
-        }
-        .build(make)
+        self.split().0.build(make)
     }
 
     fn uses_https(&self) -> bool {

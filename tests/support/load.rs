@@ -34,6 +34,32 @@ pub struct LoadReport {
 }
 
 impl LoadReport {
+    /// Asserts that no request failed, more than `min_ok` were answered,
+    /// and every pod answered some and saw at least `min_connections`
+    /// connections (it rotated).
+    pub fn assert_rotated_without_failures(
+        &self,
+        pods: &[super::backend::Backend],
+        min_ok: usize,
+        min_connections: usize,
+    ) {
+        assert!(
+            self.failed.is_empty(),
+            "failed: {:?}",
+            &self.failed[..self.failed.len().min(5)]
+        );
+        assert!(self.ok > min_ok, "only {} requests", self.ok);
+        for pod in pods {
+            assert!(pod.requests() > 0, "{} got no traffic", pod.addr);
+            assert!(
+                pod.connections() >= min_connections,
+                "{} saw {} connections: no rotation",
+                pod.addr,
+                pod.connections()
+            );
+        }
+    }
+
     /// The share each backend had in the last bucket.
     pub fn last_bucket_share(&self, backend: &str) -> f64 {
         let Some(last) = self.buckets.iter().rev().find(|b| !b.is_empty()) else {

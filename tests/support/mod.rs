@@ -79,3 +79,24 @@ pub fn cause<'a>(
     }
     None
 }
+
+/// One connection from a connection `MakeService` (an age layer over a
+/// connector), bounded.
+pub async fn connect_one<M>(make: &mut M, uri: http::Uri) -> M::Response
+where
+    M: tower::Service<http::Uri>,
+    M::Error: std::fmt::Debug,
+{
+    use tower::ServiceExt;
+    bounded(async { make.ready().await.unwrap().call(uri).await.unwrap() }).await
+}
+
+/// Waits (bounded) until an aged connection stops taking requests.
+pub async fn until_draining<S>(connection: &tower_max_connection_age::AgedConnection<S>) {
+    bounded(async {
+        while connection.is_serving() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+}

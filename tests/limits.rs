@@ -171,6 +171,74 @@ async fn a_request_cancelled_while_waiting_for_room_never_reaches_the_server() {
     );
 }
 
+/// Requests that wait for room are served in the order they came, also
+/// when several streams free at once: a woken waiter that finds the slot
+/// taken loses its place (tokio's `Notify` puts it at the back), so a
+/// waiter that got in passes the turn on only for slots no woken waiter
+/// is about to take. Before, some waited several rounds longer than their
+/// place in line (p99 1.6x raw hyper's at 300 callers on 100 streams).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_waiting_for_room_are_served_in_the_order_they_came() {
+    const STREAMS: usize = 4;
+    const WAITERS: usize = 48;
+    let pods = start_pods(1).await;
+    pods[0].script([Script::ServeLimited(STREAMS as u32)]);
+    let client = Client::builder()
+        .endpoint(pods[0].uri())
+        .build::<Body>()
+        .unwrap();
+    connected(&client, 1).await;
+    let mut calls = tokio::task::JoinSet::new();
+    // The streams are busy, so every request after these waits.
+    for i in 0..STREAMS {
+        calls.spawn(
+            client
+                .clone()
+                .oneshot(get("http://svc.test/sleep/200", &format!("hold-{i}"))),
+        );
+    }
+    bounded(async {
+        while pods[0].requests() < STREAMS {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    // Queued one at a time, so their place in line is known. They end
+    // together, four at a time (tokio's timer has a 1 ms tick).
+    for i in 0..WAITERS {
+        let waited = client.stats().waited;
+        calls.spawn(
+            client
+                .clone()
+                .oneshot(get("http://svc.test/sleep/3", &format!("w-{i:02}"))),
+        );
+        bounded(async {
+            while client.stats().waited == waited {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await;
+    }
+    while let Some(done) = bounded(calls.join_next()).await {
+        assert!(done.unwrap().unwrap().status().is_success());
+    }
+    let arrivals: Vec<String> = pods[0]
+        .arrivals()
+        .into_iter()
+        .filter(|id| id.starts_with("w-"))
+        .collect();
+    assert_eq!(arrivals.len(), WAITERS);
+    // Requests woken together may reach the server in any order among
+    // themselves (two threads run them), but none loses its place.
+    for (at, id) in arrivals.iter().enumerate() {
+        let place: usize = id[2..].parse().unwrap();
+        assert!(
+            place.abs_diff(at) < STREAMS,
+            "w-{place:02} arrived {at}th: {arrivals:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_every_connection_is_full_requests_wait_at_most_the_ready_timeout() {
     let pods = start_pods(1).await;

@@ -13,6 +13,7 @@ mod handle;
 mod layer;
 mod service;
 pub(crate) mod state;
+mod waiters;
 
 use std::sync::Arc;
 

@@ -2,7 +2,7 @@
 //! requests, its supervisor task and whoever manages its rotation.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -371,10 +371,11 @@ impl Drop for InFlight {
         {
             state.wake.notify_one();
         }
+        // The slot this frees goes to the first request in line.
         if let Some(waiters) = state.waiters.get()
             && waiters.count.load(Ordering::SeqCst) > 0
         {
-            waiters.notify.notify_one();
+            waiters.admit_one();
         }
     }
 }
@@ -451,16 +452,4 @@ impl SlowStart {
     }
 }
 
-/// Requests waiting until some connection has room under its server's
-/// stream limit, shared by a client and all its connections.
-///
-/// A waiter enables its `notified()` future, adds itself to `count`, then
-/// looks at the connections once more before it sleeps; a finishing request
-/// lowers its connection's in-flight count, then reads `count`. Both sides
-/// use `SeqCst`, so at least one of them sees the other: no wake-up is lost.
-/// `notify_one` wakes the longest waiter first.
-#[derive(Default)]
-pub(crate) struct Waiters {
-    pub(crate) count: AtomicUsize,
-    pub(crate) notify: Notify,
-}
+pub(crate) use super::waiters::{Turn, Waiters};

@@ -25,7 +25,7 @@ use tower_service::Service;
 pub use builder::{ClientBuilder, DEFAULT_READY_TIMEOUT};
 pub use connection::SharedConnection;
 
-use crate::age::state::{InFlight, LoadInstant, Waiters};
+use crate::age::state::{InFlight, LoadInstant, Turn, Waiters};
 use crate::age::{AgedConnection, ResponseBody};
 use crate::connector::Http2Connection;
 use crate::discover::{AbortOnDrop, Demand, DiscoverStatus, EndpointKey, RotatingDiscover};
@@ -174,7 +174,9 @@ impl<C> Shared<C> {
                     None => connections.push((key, connection)),
                 }
                 drop(connections);
-                self.waiters.notify.notify_waiters();
+                // Everyone in line looks; those who find no room keep
+                // their place.
+                self.waiters.admit_up_to(usize::MAX);
             }
             Change::Remove(key) => {
                 let before = connections.len();
@@ -391,39 +393,51 @@ where
         let mut behind_others = waiters.count.load(Ordering::SeqCst) > 0;
         let waiting = Waiting::new(waiters);
         loop {
-            let notified = waiters.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if !std::mem::take(&mut behind_others) {
+            if !std::mem::take(&mut behind_others) || waiting.turn.is_admitted() {
                 match self.try_send(request, 0) {
                     Ok((id, sent)) => {
-                        drop(waiting);
-                        // The next waiter may find room too (a connection
-                        // came, or several requests ended at once); woken
-                        // with no room, it would lose its place in line.
-                        if waiters.count.load(Ordering::SeqCst) > 0 && self.has_room() {
-                            waiters.notify.notify_one();
+                        waiting.sent();
+                        // The next in line may find room too (a connection
+                        // came, or the server allowed more streams).
+                        if waiters.count.load(Ordering::SeqCst) > 0 {
+                            waiters.admit_up_to(self.free_slots());
                         }
                         *used = id;
                         return sent.await;
                     }
                     Err(back) => request = back,
                 }
+                if waiting.turn.is_admitted() {
+                    // Another admitted waiter took the slot: this one keeps
+                    // its place, and is admitted again at once if room
+                    // freed meanwhile.
+                    waiters.refused(&waiting.turn);
+                    waiters.admit_up_to(self.free_slots());
+                }
                 if self.any_serving() {
                     // Serving, but all full: discovery may open one more.
                     self.shared.demand.all_full();
                 }
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            let admitted = std::future::poll_fn(|cx| waiting.turn.poll_admitted(cx));
+            if tokio::time::timeout_at(deadline, admitted).await.is_err() {
                 return Err(self.not_ready());
             }
         }
     }
 
-    fn has_room(&self) -> bool {
+    /// Requests the connections that take requests now could still start.
+    fn free_slots(&self) -> usize {
         self.read()
             .iter()
-            .any(|(_, c)| takes_requests::<ReplayBody<B>, C>(c))
+            .filter(|(_, c)| takes_requests::<ReplayBody<B>, C>(c))
+            .fold(0usize, |free, (_, c)| {
+                free.saturating_add(
+                    c.inner()
+                        .max_concurrent_streams()
+                        .saturating_sub(c.state().in_flight()),
+                )
+            })
     }
 
     fn any_serving(&self) -> bool {
@@ -542,20 +556,36 @@ where
     }
 }
 
-/// Counts a request among the [`Waiters`] for as long as it waits, however
-/// its wait ends (sent, timed out, or dropped by its caller).
-struct Waiting<'a>(&'a Waiters);
+/// A request's place among the [`Waiters`] for as long as it waits, however
+/// its wait ends: sent, or timed out or dropped by its caller, which passes
+/// an admission it held on to the next in line.
+struct Waiting<'a> {
+    waiters: &'a Waiters,
+    turn: Arc<Turn>,
+    sent: bool,
+}
 
 impl<'a> Waiting<'a> {
     fn new(waiters: &'a Waiters) -> Self {
-        waiters.count.fetch_add(1, Ordering::SeqCst);
-        Waiting(waiters)
+        Waiting {
+            waiters,
+            turn: waiters.join(),
+            sent: false,
+        }
+    }
+
+    /// Leaves the line having used the slot (its admission with it).
+    fn sent(mut self) {
+        self.sent = true;
+        self.waiters.leave(&self.turn);
     }
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.0.count.fetch_sub(1, Ordering::SeqCst);
+        if !self.sent && self.waiters.leave(&self.turn) {
+            self.waiters.admit_one();
+        }
     }
 }
 

@@ -64,6 +64,8 @@ pub struct Record {
     connections: AtomicUsize,
     /// Executions per `x-request-id`.
     executed: Mutex<HashMap<String, usize>>,
+    /// Every `x-request-id` in the order the requests arrived.
+    arrivals: Mutex<Vec<String>>,
     /// Wakes waiters whenever a request or connection arrives.
     pub seen: Notify,
     /// While set, requests are received (and counted) but not answered: a
@@ -84,6 +86,7 @@ impl Record {
                 .unwrap()
                 .entry(id.to_string())
                 .or_default() += 1;
+            self.arrivals.lock().unwrap().push(id.to_string());
         }
         self.seen.notify_waiters();
     }
@@ -91,6 +94,11 @@ impl Record {
     /// All request ids and how often each ran.
     pub fn executed(&self) -> HashMap<String, usize> {
         self.executed.lock().unwrap().clone()
+    }
+
+    /// Every request id, in the order the requests arrived.
+    pub fn arrivals(&self) -> Vec<String> {
+        self.arrivals.lock().unwrap().clone()
     }
 
     /// Waits while the backend is hung.
@@ -216,6 +224,11 @@ impl Backend {
     /// All request ids and how often each ran.
     pub fn executed(&self) -> HashMap<String, usize> {
         self.record.executed()
+    }
+
+    /// Every request id, in the order the requests arrived here.
+    pub fn arrivals(&self) -> Vec<String> {
+        self.record.arrivals()
     }
 
     /// Stops accepting and resets every open connection (a killed pod).

@@ -1,0 +1,145 @@
+//! [`Waiters`]: requests waiting for a connection with room, in line.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+/// The requests of one client that found every connection at its server's
+/// stream limit, first come, first served.
+///
+/// A slot that frees *admits* the first waiter in line that is not admitted
+/// yet, and wakes it. An admitted waiter that finds the slot taken after
+/// all (another admitted waiter was quicker) gives the admission back but
+/// keeps its place, so the next slot goes to it again: nobody goes to the
+/// back of the line for losing a race. (With tokio's `Notify` a woken
+/// waiter that found no room had to wait anew, behind everyone: p99 1.6x
+/// raw hyper's with 300 callers on 100 streams.)
+///
+/// A waiter joins (and adds itself to `count`), then looks at the
+/// connections once more before it sleeps; a finishing request lowers its
+/// connection's in-flight count, then reads `count`. Both sides use
+/// `SeqCst`, so at least one of them sees the other: no wake-up is lost.
+#[derive(Default)]
+pub(crate) struct Waiters {
+    /// Waiters in line: read on every request's path, so kept apart from
+    /// the line's lock.
+    pub(crate) count: AtomicUsize,
+    line: Mutex<Line>,
+}
+
+#[derive(Default)]
+struct Line {
+    turns: VecDeque<Arc<Turn>>,
+    /// Turns admitted and not yet used or given back.
+    admitted: usize,
+}
+
+/// One waiter's place in line.
+#[derive(Default)]
+pub(crate) struct Turn {
+    admitted: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl Turn {
+    /// Ready once admitted (registers the waker otherwise).
+    pub(crate) fn poll_admitted(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.admitted.load(Ordering::SeqCst) {
+            return Poll::Ready(());
+        }
+        let mut waker = self.waker.lock().unwrap_or_else(|p| p.into_inner());
+        match &*waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => *waker = Some(cx.waker().clone()),
+        }
+        drop(waker);
+        // Admitted between the first look and the registration.
+        if self.admitted.load(Ordering::SeqCst) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    pub(crate) fn is_admitted(&self) -> bool {
+        self.admitted.load(Ordering::SeqCst)
+    }
+}
+
+impl Waiters {
+    fn line(&self) -> MutexGuard<'_, Line> {
+        self.line.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Gets in line, at the back.
+    pub(crate) fn join(&self) -> Arc<Turn> {
+        let turn = Arc::new(Turn::default());
+        let mut line = self.line();
+        line.turns.push_back(turn.clone());
+        self.count.fetch_add(1, Ordering::SeqCst);
+        turn
+    }
+
+    /// Leaves the line (sent, timed out, or dropped by its caller); says
+    /// whether the turn held an admission, which the caller passes on with
+    /// [`admit_up_to`](Self::admit_up_to).
+    pub(crate) fn leave(&self, turn: &Arc<Turn>) -> bool {
+        let mut line = self.line();
+        if let Some(at) = line.turns.iter().position(|t| Arc::ptr_eq(t, turn)) {
+            line.turns.remove(at);
+            self.count.fetch_sub(1, Ordering::SeqCst);
+        }
+        let held = turn.admitted.swap(false, Ordering::SeqCst);
+        if held {
+            line.admitted -= 1;
+        }
+        held
+    }
+
+    /// An admitted waiter found no room: it gives the admission back and
+    /// keeps its place.
+    pub(crate) fn refused(&self, turn: &Turn) {
+        let mut line = self.line();
+        if turn.admitted.swap(false, Ordering::SeqCst) {
+            line.admitted -= 1;
+        }
+    }
+
+    /// A slot freed: admits the first waiter in line not admitted yet.
+    pub(crate) fn admit_one(&self) {
+        let line = self.line();
+        Self::admit(line, 1);
+    }
+
+    /// Admits waiters, first in line first, until as many are admitted as
+    /// there are `free` slots.
+    pub(crate) fn admit_up_to(&self, free: usize) {
+        let line = self.line();
+        let more = free.saturating_sub(line.admitted);
+        if more > 0 {
+            Self::admit(line, more);
+        }
+    }
+
+    fn admit(mut line: MutexGuard<'_, Line>, n: usize) {
+        let mut wakers = Vec::new();
+        let mut admitted = 0;
+        for turn in &line.turns {
+            if admitted == n {
+                break;
+            }
+            if !turn.admitted.swap(true, Ordering::SeqCst) {
+                admitted += 1;
+                if let Some(waker) = turn.waker.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    wakers.push(waker);
+                }
+            }
+        }
+        line.admitted += admitted;
+        drop(line);
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+}

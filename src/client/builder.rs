@@ -251,6 +251,29 @@ impl<C> ClientBuilder<C> {
     /// for `Request::set_timeout`) applies too: the earlier deadline wins,
     /// as with tonic's `Channel` and its `Endpoint::timeout`. The response
     /// body is not timed (a stream may run for long). Default: none.
+    ///
+    /// ```no_run
+    /// # async fn doc() -> Result<(), tower_max_connection_age::Error> {
+    /// use std::time::Duration;
+    /// use tower::ServiceExt;
+    /// use tower_max_connection_age::Client;
+    ///
+    /// let client = Client::builder()
+    ///     .endpoint("http://10.0.0.1:50051".parse().unwrap())
+    ///     .timeout(Duration::from_secs(2))
+    ///     .build::<http_body_util::Empty<bytes::Bytes>>()?;
+    /// // This call's own deadline is shorter, so it wins.
+    /// let request = http::Request::get("http://svc/slow")
+    ///     .header("grpc-timeout", "300m")
+    ///     .body(http_body_util::Empty::new())
+    ///     .unwrap();
+    /// match client.oneshot(request).await {
+    ///     Err(e) if e.is_timeout() => println!("no answer within 300 ms"),
+    ///     other => drop(other),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self

@@ -27,6 +27,48 @@ use crate::error::Error;
 /// [`ClientBuilder::build_with`](super::ClientBuilder::build_with); report
 /// an unsent request with [`Error::unsent`] and a provably unprocessed one
 /// with [`Error::refused`], so `Client` replays them.
+///
+/// A connection of your own, here one that tags every request and sends on
+/// the crate's [`Http2Connection`](crate::Http2Connection):
+///
+/// ```
+/// use http::{Request, Response};
+/// use tower_max_connection_age::age::{AgeableConnection, ConnectionHandle};
+/// use tower_max_connection_age::client::SharedConnection;
+/// use tower_max_connection_age::connector::{Http2Body, ResponseFuture};
+/// use tower_max_connection_age::{Error, Http2Connection};
+///
+/// struct Tagged<B>(Http2Connection<B>);
+///
+/// impl<B> AgeableConnection for Tagged<B> {
+///     fn handle(&self) -> ConnectionHandle {
+///         self.0.handle()
+///     }
+/// }
+///
+/// impl<B> SharedConnection<B> for Tagged<B>
+/// where
+///     B: http_body::Body<Data = bytes::Bytes> + Unpin + Send + 'static,
+///     B::Error: Into<tower_max_connection_age::BoxError>,
+/// {
+///     type Body = Http2Body;
+///     type Future = ResponseFuture<B>;
+///
+///     fn send(&self, mut request: Request<B>) -> Result<ResponseFuture<B>, Error> {
+///         request.headers_mut().insert("x-via", http::HeaderValue::from_static("tagged"));
+///         self.0.send(request)
+///     }
+///
+///     fn is_open(&self) -> bool {
+///         self.0.is_open()
+///     }
+///
+///     fn max_concurrent_streams(&self) -> usize {
+///         self.0.max_concurrent_streams()
+///     }
+/// }
+/// # let _ = |c: Tagged<http_body_util::Empty<bytes::Bytes>>| c.is_open();
+/// ```
 pub trait SharedConnection<B>: AgeableConnection + Send + Sync + 'static {
     /// The body of the responses.
     type Body: http_body::Body + Send + 'static;

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 pub(crate) type LoadInstant = std::time::Instant;
 
 use super::handle::ConnectionHandle;
+pub(crate) use super::waiters::{Turn, Waiters};
 use crate::load::{Load, LoadKind};
 
 const SERVING: u8 = 0;
@@ -451,5 +452,3 @@ impl SlowStart {
         (elapsed.as_secs_f64() / self.window.as_secs_f64()).max(Self::MIN_WEIGHT)
     }
 }
-
-pub(crate) use super::waiters::{Turn, Waiters};

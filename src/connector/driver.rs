@@ -73,6 +73,8 @@ pub(crate) struct Driver<T> {
     endpoint: crate::metrics::Endpoint,
     /// This wake-up was let pass once already (see `poll`).
     yielded: bool,
+    /// This task's waker is registered with `signals`.
+    registered: bool,
 }
 
 /// HTTP/2 keepalive settings, with hyper's names and meaning.
@@ -132,6 +134,11 @@ struct KeepAlive {
     backoff: Arc<PingBackoff>,
     ping: PingPong,
     timer: Pin<Box<Sleep>>,
+    /// The timer was polled since its last reset, so it holds this task's
+    /// waker and wakes it when it fires: until then [`Sleep::is_elapsed`]
+    /// (one atomic load) tells whether it fired, and the driver's many
+    /// polls per request skip registering the same waker again.
+    armed: bool,
     awaiting: bool,
 }
 
@@ -144,6 +151,7 @@ impl KeepAlive {
             backoff,
             ping,
             timer: Box::pin(tokio::time::sleep(interval)),
+            armed: false,
             awaiting: false,
         })
     }
@@ -162,13 +170,19 @@ impl KeepAlive {
                     Poll::Ready(Ok(_)) => {
                         self.awaiting = false;
                         self.interval = self.backoff.interval(self.interval);
-                        self.timer.as_mut().reset(Instant::now() + self.interval);
+                        self.reset(self.interval);
                     }
                     Poll::Ready(Err(_)) => return false,
                     Poll::Pending => {}
                 }
             }
+            // The driver is a task of its own (`tokio::spawn`), whose waker
+            // never changes, so the one the timer holds stays good.
+            if self.armed && !self.timer.is_elapsed() {
+                return true;
+            }
             if self.timer.as_mut().poll(cx).is_pending() {
+                self.armed = true;
                 return true;
             }
             if self.awaiting {
@@ -191,8 +205,13 @@ impl KeepAlive {
             } else {
                 self.interval
             };
-            self.timer.as_mut().reset(Instant::now() + next);
+            self.reset(next);
         }
+    }
+
+    fn reset(&mut self, after: Duration) {
+        self.timer.as_mut().reset(Instant::now() + after);
+        self.armed = false;
     }
 }
 
@@ -214,6 +233,7 @@ impl<T> Driver<T> {
                 .and_then(|(config, ping, backoff)| KeepAlive::new(config, ping, backoff)),
             endpoint,
             yielded: false,
+            registered: false,
         }
     }
 }
@@ -242,7 +262,12 @@ where
             return Poll::Pending;
         }
         if this.watch.is_some() {
-            this.signals.waker.register(cx.waker());
+            // Once: the task's waker never changes, and `release` wakes it
+            // only once.
+            if !this.registered {
+                this.signals.waker.register(cx.waker());
+                this.registered = true;
+            }
             if this.signals.released.load(Ordering::Acquire) {
                 this.watch = None;
             }

@@ -166,9 +166,14 @@ impl<C, B> Http2Connector<C, B> {
     }
 
     /// How long a keepalive `PING` may go unanswered: then the connection is
-    /// closed, takes no new request, and its in-flight requests fail with
-    /// [`ErrorKind::KeepAlive`]. Default: [`DEFAULT_KEEP_ALIVE_TIMEOUT`]
-    /// (10 s; hyper's is 20 s).
+    /// closed, takes no new request, and its in-flight requests fail. The
+    /// age layer (and so [`Client`](crate::Client)) sorts those failures as
+    /// [`ErrorKind::KeepAlive`]; a bare [`Http2Connection`] reports them as
+    /// [`ErrorKind::Request`] caused by the force-close, and its
+    /// [`handle`](AgeableConnection::handle) says
+    /// [`keep_alive_timed_out`](crate::age::ConnectionHandle::keep_alive_timed_out)
+    /// (sorting there would cost every request a reference count). Default:
+    /// [`DEFAULT_KEEP_ALIVE_TIMEOUT`] (10 s; hyper's is 20 s).
     pub fn keep_alive_timeout(mut self, timeout: Duration) -> Self {
         self.keep_alive.timeout = timeout;
         self

@@ -1,0 +1,130 @@
+//! Keepalive's frame sequence, played in memory with tokio's paused time: a
+//! `PING` every interval while requests are in flight (or always, with
+//! `keep_alive_while_idle`), none on an idle connection, and a `PING` left
+//! unanswered closing the connection at the timeout with its requests
+//! failing as `KeepAlive`. (The same against real sockets and a
+//! black-holing proxy: `tests/liveness.rs`.)
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use support::memory::{self, PingTap};
+use tokio::time::Instant;
+use tower::{Layer, Service, ServiceExt};
+use tower_max_connection_age::age::AgeableConnection;
+use tower_max_connection_age::connector::default_builder;
+use tower_max_connection_age::{ErrorKind, Http2Connector, MaxConnectionAgeLayer};
+
+type Body = Full<Bytes>;
+
+const INTERVAL: Duration = Duration::from_secs(10);
+const TIMEOUT: Duration = Duration::from_secs(5);
+/// Tokio's timer rounds deadlines up to its millisecond ticks.
+const TICK: Duration = Duration::from_millis(10);
+
+/// An h2 server on `server_end` that takes every stream and never answers
+/// one (h2 acks `PING`s by itself).
+fn holding_server(server_end: tokio::io::DuplexStream) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let Ok(mut connection) = h2::server::handshake(server_end).await else {
+            return;
+        };
+        let mut held = Vec::new();
+        while let Some(Ok(stream)) = connection.accept().await {
+            held.push(stream);
+        }
+    })
+}
+
+fn uri() -> http::Uri {
+    "http://pod.test:80".parse().unwrap()
+}
+
+fn assert_at(started: Instant, expected: Duration, what: &str) {
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= expected && elapsed < expected + TICK,
+        "{what} at {elapsed:?}, expected {expected:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_connection_pings_every_interval_and_an_unanswered_ping_closes_it_at_the_timeout() {
+    let started = Instant::now();
+    let (connector, mut accepted) = memory::connector();
+    let connector = Http2Connector::<_, Body>::new(connector, default_builder())
+        .keep_alive_interval(INTERVAL)
+        .keep_alive_timeout(TIMEOUT);
+    // The age layer counts requests in flight (so the connection is busy
+    // while one is) and sorts the failure as `KeepAlive`.
+    let mut make = MaxConnectionAgeLayer::new(Duration::from_secs(3600)).layer(connector);
+    let connecting = tokio::spawn(make.call(uri()));
+    let (server_end, tap) = PingTap::new(accepted.recv().await.unwrap());
+    let server = holding_server(server_end);
+    let mut connection = connecting.await.unwrap().unwrap();
+    // The connector's own PING, sent with the preface: connected means the
+    // server answered it.
+    assert_eq!(tap.pings(), 1);
+    let request = Request::get("http://pod.test/held")
+        .body(Body::default())
+        .unwrap();
+    let response = tokio::spawn(connection.ready().await.unwrap().call(request));
+
+    // Busy: a PING every interval, each answered, so the connection stays.
+    for n in 1..=3 {
+        tokio::time::timeout(INTERVAL * 2, tap.until_pings(1 + n))
+            .await
+            .expect("a PING every interval");
+        assert_at(started, INTERVAL * n as u32, "keepalive PING");
+    }
+    assert!(connection.get_ref().is_open());
+
+    // Halfway to the next PING the peer goes silent: that PING is not
+    // answered, and at the timeout the connection is closed by force.
+    tokio::time::sleep_until(started + INTERVAL * 3 + INTERVAL / 2).await;
+    tap.cut();
+    let error = tokio::time::timeout(INTERVAL * 2, response)
+        .await
+        .expect("the request failed once the PING went unanswered")
+        .unwrap()
+        .unwrap_err();
+    assert_at(started, INTERVAL * 4 + TIMEOUT, "the force-close");
+    assert_eq!(error.kind(), ErrorKind::KeepAlive, "{error}");
+    assert!(connection.get_ref().handle().keep_alive_timed_out());
+    assert_eq!(tap.pings(), 5, "one PING after the cut, not answered");
+    server.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_connection_pings_only_with_keep_alive_while_idle() {
+    for while_idle in [false, true] {
+        let started = Instant::now();
+        let (connector, mut accepted) = memory::connector();
+        let connector = Http2Connector::<_, Body>::new(connector, default_builder())
+            .keep_alive_interval(INTERVAL)
+            .keep_alive_timeout(TIMEOUT)
+            .keep_alive_while_idle(while_idle);
+        let mut make = MaxConnectionAgeLayer::new(Duration::from_secs(3600)).layer(connector);
+        let connecting = tokio::spawn(make.call(uri()));
+        let (server_end, tap) = PingTap::new(accepted.recv().await.unwrap());
+        let server = holding_server(server_end);
+        let connection = connecting.await.unwrap().unwrap();
+        assert_eq!(tap.pings(), 1, "the connector's own PING");
+
+        // Idle (the age layer knows no request is in flight) for six
+        // intervals.
+        tokio::time::sleep(INTERVAL * 6 + INTERVAL / 2).await;
+        let expected = if while_idle { 1 + 6 } else { 1 };
+        assert_eq!(tap.pings(), expected, "while_idle {while_idle}");
+        if while_idle {
+            assert_at(started, INTERVAL * 6 + INTERVAL / 2, "the check");
+        }
+        assert!(connection.get_ref().is_open());
+        drop(connection);
+        server.abort();
+    }
+}

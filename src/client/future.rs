@@ -65,11 +65,14 @@ where
     C: SharedConnection<ReplayBody<B>>,
 {
     /// A request handed to a connection (`sent`), or refused by it before
-    /// it was sent (`Err`).
+    /// it was sent (`Err`). The deadline is given here rather than by
+    /// [`with_deadline`](Self::with_deadline), which would move this future
+    /// twice more on every request.
     pub(super) fn sent(
         sent: Result<C::Future, Error>,
         in_flight: InFlight,
         retry: Option<Retry<B, C>>,
+        deadline: Option<Pin<Box<Deadline>>>,
     ) -> Self {
         let state = match sent {
             Ok(sent) => State::Sent {
@@ -82,10 +85,7 @@ where
                 Err(error) => State::Failed(Some(error)),
             },
         };
-        ResponseFuture {
-            state,
-            deadline: None,
-        }
+        ResponseFuture { state, deadline }
     }
 
     pub(super) fn slow(slow: Slow<C::Body>) -> Self {

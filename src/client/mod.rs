@@ -370,7 +370,7 @@ where
         let id = id_of(connection);
         // A refusal is sorted (and may drain the connection) without the lock.
         drop(connections);
-        Ok((id, ResponseFuture::sent(sent, in_flight, None)))
+        Ok((id, ResponseFuture::sent(sent, in_flight, None, None)))
     }
 
     /// Waits until a connection takes the request (one opens, or one below
@@ -648,7 +648,7 @@ where
                 used: id_of(connection),
             };
             drop(connections);
-            return ResponseFuture::sent(sent, in_flight, Some(retry)).with_deadline(deadline);
+            return ResponseFuture::sent(sent, in_flight, Some(retry), deadline);
         }
         drop(connections);
         self.wait_for_connection(replayer, request)

@@ -41,14 +41,16 @@
 //!
 //! ```text
 //! cargo run --release --example loadgen -- --process [--concurrency N[,N..]] [--rate R]
-//!     [--server-streams N] [--handler-ms M] [--requests N] [--rounds R] [--body-bytes B] [--json]
+//!     [--server-streams N] [--handler-ms M] [--response-bytes N] [--requests N] [--rounds R]
+//!     [--body-bytes B] [--json]
 //! ```
 //!
 //! The backend is this executable started again as a child, `loadgen
 //! --serve` (module `serve`): hyper's HTTP/2 server with its default
 //! settings on 127.0.0.1, `SETTINGS_MAX_CONCURRENT_STREAMS` from
 //! `--server-streams` (default hyper's, 200), a handler that sleeps
-//! `--handler-ms` (default 0) before it answers a 2-byte body. It prints
+//! `--handler-ms` (default 0) before it answers a body of
+//! `--response-bytes` (default 2). It prints
 //! its port on stdout and exits when its stdin closes, so it never outlives
 //! `loadgen`. No client shares its process, its cache or its runtime.
 //!
@@ -86,7 +88,8 @@
 //! round; each cell runs an untimed warm-up (5% of `--requests`, 100 to
 //! 2000) and then `--requests` timed requests, every worker building the
 //! same request (GET `/`, or a POST with `--body-bytes`) and reading the
-//! whole response body. `--rate R` paces every client to R requests/s in
+//! whole response body frame by frame, dropping each (no row gathers it
+//! into a buffer). `--rate R` paces every client to R requests/s in
 //! total: request `i` of a cell is not sent before `start + i / R` (on
 //! Tokio's millisecond timer), so CPU per request compares at equal work; a
 //! row that cannot keep the rate is marked `behind the rate`.
@@ -113,6 +116,10 @@
 //!   `/proc/PID/io`: write, writev, sendto, sendmsg, ...), which shows how
 //!   many requests or responses each client and the server batch per
 //!   write;
+//! - `body wt`: per request, the times the caller found no frame of the
+//!   response body ready and waited to be woken, which shows whether a
+//!   client wakes its caller once per DATA frame or once per several (with
+//!   `--response-bytes 65536`, four 16 KiB frames per response);
 //! - `failed` (summed over rounds), the range of the per-round throughput
 //!   ratios, and for the `Client` rows the connections opened per cell
 //!   (warm-up included).
@@ -145,6 +152,7 @@ use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -236,12 +244,14 @@ struct Options {
     server_streams: Option<u32>,
     /// `--handler-ms`, for `--process` and `--serve`.
     handler_ms: u64,
+    /// `--response-bytes`, for `--process` and `--serve`.
+    response_bytes: usize,
 }
 
 const USAGE: &str = "usage: loadgen [--requests N] [--rounds R] [--body-bytes B] [--json] [--layers]
        loadgen --process [--concurrency N[,N..]] [--rate R] [--server-streams N] [--handler-ms M]
-               [--requests N] [--rounds R] [--body-bytes B] [--json]
-       loadgen --serve [--server-streams N] [--handler-ms M]
+               [--response-bytes N] [--requests N] [--rounds R] [--body-bytes B] [--json]
+       loadgen --serve [--server-streams N] [--handler-ms M] [--response-bytes N]
   --requests N        timed requests per cell (default 20000)
   --rounds R          rounds, each runs every variant at every concurrency (default 9, at least 1)
   --body-bytes B      request body size; 0 sends GET, more sends POST (default 0)
@@ -254,6 +264,7 @@ const USAGE: &str = "usage: loadgen [--requests N] [--rounds R] [--body-bytes B]
   --rate R            with --process: every client sends R requests/s in total (default: as fast as it can)
   --server-streams N  with --process: the backend's SETTINGS_MAX_CONCURRENT_STREAMS (default hyper's, 200)
   --handler-ms M      with --process: the backend's handler sleeps M ms before answering (default 0)
+  --response-bytes N  with --process: the size of the backend's response body (default 2)
   --serve             the backend of --process: prints its port, exits when stdin closes";
 
 fn options() -> Options {
@@ -269,6 +280,7 @@ fn options() -> Options {
         rate: None,
         server_streams: None,
         handler_ms: 0,
+        response_bytes: 2,
     };
     // Options only `--process` (and `--serve`) take, so that no other mode
     // silently ignores them.
@@ -323,6 +335,10 @@ fn options() -> Options {
                 options.handler_ms = number(&arg, &value(&arg)) as u64;
                 process_only.get_or_insert("--handler-ms");
             }
+            "--response-bytes" => {
+                options.response_bytes = number(&arg, &value(&arg));
+                process_only.get_or_insert("--response-bytes");
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -341,7 +357,7 @@ fn options() -> Options {
         exit_usage(&format!("{name} goes with --process"));
     }
     if options.serve && (!options.concurrency.is_empty() || options.rate.is_some()) {
-        exit_usage("--serve takes only --server-streams and --handler-ms");
+        exit_usage("--serve takes only --server-streams, --handler-ms and --response-bytes");
     }
     options
 }
@@ -383,17 +399,38 @@ impl Sender for Raw {
 /// `RecvStream`: every row does the same work per response, and none pays
 /// for gathering the body into a buffer (`collect`), which is the same
 /// cost whatever the client and would favour the row that skips it.
+/// Counts in [`BODY_WAITS`] each time the body had no frame ready.
 async fn drain<B>(body: B) -> Result<(), String>
 where
     B: http_body::Body,
     B::Error: std::fmt::Display,
 {
     let mut body = std::pin::pin!(body);
-    while let Some(frame) = body.frame().await {
-        frame.map_err(|e| e.to_string())?;
-    }
-    Ok(())
+    let mut waits = 0;
+    let read = std::future::poll_fn(|cx| {
+        loop {
+            match body.as_mut().poll_frame(cx) {
+                Poll::Pending => {
+                    waits += 1;
+                    return Poll::Pending;
+                }
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e.to_string())),
+                Poll::Ready(Some(Ok(_))) => {}
+            }
+        }
+    })
+    .await;
+    BODY_WAITS.fetch_add(waits, Ordering::Relaxed);
+    read
 }
+
+/// The times a caller found the response body it reads with no frame
+/// ready and waited to be woken (the response's HEADERS not counted), over
+/// the whole run: `--process` reports it per request (`body wt`), which
+/// shows whether a client wakes its caller once per DATA frame or once per
+/// read of several.
+static BODY_WAITS: AtomicU64 = AtomicU64::new(0);
 
 /// h2's own client, without hyper: `--layers`' reference row and a
 /// `--process` row.
@@ -412,12 +449,32 @@ impl Sender for H2 {
             stream.send_data(body, true).map_err(|e| e.to_string())?;
         }
         let mut body = response.await.map_err(|e| e.to_string())?.into_body();
-        while let Some(chunk) = body.data().await {
-            let chunk = chunk.map_err(|e| e.to_string())?;
-            let _ = body.flow_control().release_capacity(chunk.len());
-        }
-        body.trailers().await.map_err(|e| e.to_string())?;
-        Ok(())
+        let mut waits = 0;
+        let read = std::future::poll_fn(|cx| {
+            loop {
+                match body.poll_data(cx) {
+                    Poll::Pending => {
+                        waits += 1;
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Some(Ok(chunk))) => {
+                        let _ = body.flow_control().release_capacity(chunk.len());
+                    }
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e.to_string())),
+                    Poll::Ready(None) => break,
+                }
+            }
+            match body.poll_trailers(cx) {
+                Poll::Pending => {
+                    waits += 1;
+                    Poll::Pending
+                }
+                Poll::Ready(result) => Poll::Ready(result.map(drop).map_err(|e| e.to_string())),
+            }
+        })
+        .await;
+        BODY_WAITS.fetch_add(waits, Ordering::Relaxed);
+        read
     }
 }
 

@@ -7,6 +7,7 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -20,8 +21,8 @@ use tower_max_connection_age::Client;
 use tower_max_connection_age::connector::default_builder;
 
 use crate::{
-    CELL_LIMIT, H2, Load, Options, Raw, ReqBody, Sender, Via, client, drive, h2_connection,
-    json_number, loadavg, median, min_max, raw_connection, wait_connected,
+    BODY_WAITS, CELL_LIMIT, H2, Load, Options, Raw, ReqBody, Sender, Via, client, drive,
+    h2_connection, json_number, loadavg, median, min_max, raw_connection, wait_connected,
 };
 
 // ---------------------------------------------------------------------------
@@ -244,6 +245,8 @@ impl BackendProcess {
         command
             .arg("--handler-ms")
             .arg(options.handler_ms.to_string())
+            .arg("--response-bytes")
+            .arg(options.response_bytes.to_string())
             .env_remove(PINNED)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -367,6 +370,9 @@ struct Cell {
     server_cpu_us: f64,
     client_writes: f64,
     server_writes: f64,
+    /// Per timed request: the times the caller waited for a frame of the
+    /// response body (`BODY_WAITS`).
+    body_waits: f64,
     /// Connections a `Client` opened in the cell (warm-up included); NaN
     /// for the other rows.
     opened: f64,
@@ -386,6 +392,7 @@ impl Cell {
             server_cpu_us: f64::NAN,
             client_writes: f64::NAN,
             server_writes: f64::NAN,
+            body_waits: f64::NAN,
             opened: f64::NAN,
             failed,
             first_error: Some(format!("the cell did not finish within {limit:?}")),
@@ -415,9 +422,11 @@ async fn cell<S: Sender + Clone>(sender: S, concurrency: usize, run: &Run<'_>) -
         return Cell::hung(warm_up + requests, limit);
     };
     let before = (usage(None), usage(Some(run.backend_pid)));
+    let waits_before = BODY_WAITS.load(Ordering::Relaxed);
     let Ok((elapsed, mut latencies, failed, first_error)) = limited(requests).await else {
         return Cell::hung(requests, limit);
     };
+    let waits = BODY_WAITS.load(Ordering::Relaxed) - waits_before;
     let after = (usage(None), usage(Some(run.backend_pid)));
     let answered = latencies.len() as f64;
     let per_request = |before: &Option<Usage>, after: &Option<Usage>| match (before, after) {
@@ -447,6 +456,11 @@ async fn cell<S: Sender + Clone>(sender: S, concurrency: usize, run: &Run<'_>) -
         server_cpu_us,
         client_writes,
         server_writes,
+        body_waits: if answered > 0.0 {
+            waits as f64 / answered
+        } else {
+            f64::NAN
+        },
         opened: f64::NAN,
         failed: failed + warm_failed,
         first_error: first_error.or(warm_error),
@@ -463,7 +477,7 @@ const TABLES: [&str; 2] = ["throughput, latency", "cost per request"];
 /// table, decimals, and how to read it from a cell.
 type Figure = (&'static str, &'static str, usize, usize, fn(&Cell) -> f64);
 
-const FIGURES: [Figure; 9] = [
+const FIGURES: [Figure; 10] = [
     ("rps", "req/s", 0, 0, |c| c.rps),
     ("p50_us", "p50 µs", 0, 1, |c| c.p50_us),
     ("p99_us", "p99 µs", 0, 1, |c| c.p99_us),
@@ -473,6 +487,7 @@ const FIGURES: [Figure; 9] = [
     ("server_cpu_us", "srv CPU", 1, 2, |c| c.server_cpu_us),
     ("client_writes", "cli wr", 1, 3, |c| c.client_writes),
     ("server_writes", "srv wr", 1, 3, |c| c.server_writes),
+    ("body_waits", "body wt", 1, 3, |c| c.body_waits),
 ];
 
 /// Runs `--process` and prints its tables (and JSON line).
@@ -573,8 +588,8 @@ async fn run(options: &Options, pinning: Pinning) {
         None => "hyper's default (200)".into(),
     };
     println!(
-        "loadgen --process: backend `loadgen --serve` (hyper HTTP/2 server, max concurrent streams {streams}, handler {} ms) in a child process",
-        options.handler_ms
+        "loadgen --process: backend `loadgen --serve` (hyper HTTP/2 server, max concurrent streams {streams}, handler {} ms, {} B response body) in a child process",
+        options.handler_ms, options.response_bytes
     );
     match &pinning {
         Pinning::Pinned(_) => println!(
@@ -606,8 +621,9 @@ async fn run(options: &Options, pinning: Pinning) {
         elapsed.as_secs_f64(),
     );
     println!(
-        "  per request: cli/srv CPU = µs of CPU of loadgen / of the backend (schedstat), cli/srv wr = write syscalls (syscw)"
+        "  per request: cli/srv CPU = µs of CPU of loadgen / of the backend (schedstat), cli/srv wr = write syscalls (syscw),"
     );
+    println!("  body wt = times the caller waited for a frame of the response body");
     println!(
         "  figures: medians over rounds; x raw: median of the per-round ratios to raw hyper; [..]: range of the throughput ratios"
     );
@@ -757,13 +773,14 @@ async fn run(options: &Options, pinning: Pinning) {
     if options.json {
         let option_number = |x: Option<f64>| x.map_or("null".to_string(), json_number);
         println!(
-            "{{\"mode\":\"process\",\"requests\":{},\"rounds\":{},\"server_streams\":{},\"handler_ms\":{},\"rate\":{},\"pinned\":{},\"client_workers\":{workers},\"failed\":{failed_total},\"cells\":[{}]}}",
+            "{{\"mode\":\"process\",\"requests\":{},\"rounds\":{},\"server_streams\":{},\"handler_ms\":{},\"response_bytes\":{},\"rate\":{},\"pinned\":{},\"client_workers\":{workers},\"failed\":{failed_total},\"cells\":[{}]}}",
             options.requests,
             options.rounds,
             options
                 .server_streams
                 .map_or("null".to_string(), |n| n.to_string()),
             options.handler_ms,
+            options.response_bytes,
             option_number(options.rate),
             matches!(pinning, Pinning::Pinned(_)),
             json_cells.join(","),

@@ -4,7 +4,7 @@
 //! except `--server-streams`) on 127.0.0.1, a port the system picks, printed
 //! on stdout as the first line. Every request, whatever its path: the
 //! handler sleeps `--handler-ms` (if not 0), reads the whole request body
-//! and answers 200 with a 2-byte body. The process exits when its stdin
+//! and answers 200 with a body of `--response-bytes` (default 2). The process exits when its stdin
 //! closes, so it never outlives the `loadgen` that started it (whose end,
 //! even by a signal, closes the pipe).
 //!
@@ -43,11 +43,12 @@ pub(crate) fn main(options: &Options) -> ! {
     });
     let streams = options.server_streams;
     let delay = Duration::from_millis(options.handler_ms);
-    crate::runtime().block_on(serve(streams, delay));
+    let body = Bytes::from(vec![b'x'; options.response_bytes]);
+    crate::runtime().block_on(serve(streams, delay, body));
     std::process::exit(0)
 }
 
-async fn serve(streams: Option<u32>, delay: Duration) {
+async fn serve(streams: Option<u32>, delay: Duration, body: Bytes) {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .await
         .expect("bind the backend");
@@ -67,8 +68,10 @@ async fn serve(streams: Option<u32>, delay: Duration) {
         };
         let _ = stream.set_nodelay(true);
         let builder = builder.clone();
+        let body = body.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| handle(request, delay));
+            let service =
+                hyper::service::service_fn(move |request| handle(request, delay, body.clone()));
             let _ = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
@@ -79,11 +82,12 @@ async fn serve(streams: Option<u32>, delay: Duration) {
 async fn handle(
     request: Request<Incoming>,
     delay: Duration,
+    body: Bytes,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
     // The whole request body, as a real handler would read it.
     let _ = request.into_body().collect().await;
-    Ok(Response::new(Full::new(Bytes::from_static(b"ok"))))
+    Ok(Response::new(Full::new(body)))
 }

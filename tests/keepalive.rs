@@ -17,7 +17,9 @@ use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 use tower_max_connection_age::age::AgeableConnection;
 use tower_max_connection_age::connector::default_builder;
-use tower_max_connection_age::{ErrorKind, Http2Connector, MaxConnectionAgeLayer};
+use tower_max_connection_age::{
+    AgedConnection, ErrorKind, Http2Connection, Http2Connector, MaxConnectionAgeLayer,
+};
 
 type Body = Full<Bytes>;
 
@@ -44,6 +46,32 @@ fn uri() -> http::Uri {
     "http://pod.test:80".parse().unwrap()
 }
 
+/// A connection through the age layer, which counts requests in flight (so
+/// the connection is busy while one is) and sorts a keepalive failure as
+/// `KeepAlive`, to a [`holding_server`] behind a [`PingTap`].
+async fn connect(
+    while_idle: bool,
+) -> (
+    AgedConnection<Http2Connection<Body>>,
+    PingTap,
+    tokio::task::JoinHandle<()>,
+) {
+    let (connector, mut accepted) = memory::connector();
+    let connector = Http2Connector::<_, Body>::new(connector, default_builder())
+        .keep_alive_interval(INTERVAL)
+        .keep_alive_timeout(TIMEOUT)
+        .keep_alive_while_idle(while_idle);
+    let mut make = MaxConnectionAgeLayer::new(Duration::from_secs(3600)).layer(connector);
+    let connecting = tokio::spawn(make.call(uri()));
+    let (server_end, tap) = PingTap::new(accepted.recv().await.unwrap());
+    let server = holding_server(server_end);
+    let connection = connecting.await.unwrap().unwrap();
+    // The connector's own PING, sent with the preface: connected means the
+    // server answered it.
+    assert_eq!(tap.pings(), 1, "the connector's own PING");
+    (connection, tap, server)
+}
+
 fn assert_at(started: Instant, expected: Duration, what: &str) {
     let elapsed = started.elapsed();
     assert!(
@@ -55,20 +83,7 @@ fn assert_at(started: Instant, expected: Duration, what: &str) {
 #[tokio::test(start_paused = true)]
 async fn a_busy_connection_pings_every_interval_and_an_unanswered_ping_closes_it_at_the_timeout() {
     let started = Instant::now();
-    let (connector, mut accepted) = memory::connector();
-    let connector = Http2Connector::<_, Body>::new(connector, default_builder())
-        .keep_alive_interval(INTERVAL)
-        .keep_alive_timeout(TIMEOUT);
-    // The age layer counts requests in flight (so the connection is busy
-    // while one is) and sorts the failure as `KeepAlive`.
-    let mut make = MaxConnectionAgeLayer::new(Duration::from_secs(3600)).layer(connector);
-    let connecting = tokio::spawn(make.call(uri()));
-    let (server_end, tap) = PingTap::new(accepted.recv().await.unwrap());
-    let server = holding_server(server_end);
-    let mut connection = connecting.await.unwrap().unwrap();
-    // The connector's own PING, sent with the preface: connected means the
-    // server answered it.
-    assert_eq!(tap.pings(), 1);
+    let (mut connection, tap, server) = connect(false).await;
     let request = Request::get("http://pod.test/held")
         .body(Body::default())
         .unwrap();
@@ -103,17 +118,7 @@ async fn a_busy_connection_pings_every_interval_and_an_unanswered_ping_closes_it
 async fn an_idle_connection_pings_only_with_keep_alive_while_idle() {
     for while_idle in [false, true] {
         let started = Instant::now();
-        let (connector, mut accepted) = memory::connector();
-        let connector = Http2Connector::<_, Body>::new(connector, default_builder())
-            .keep_alive_interval(INTERVAL)
-            .keep_alive_timeout(TIMEOUT)
-            .keep_alive_while_idle(while_idle);
-        let mut make = MaxConnectionAgeLayer::new(Duration::from_secs(3600)).layer(connector);
-        let connecting = tokio::spawn(make.call(uri()));
-        let (server_end, tap) = PingTap::new(accepted.recv().await.unwrap());
-        let server = holding_server(server_end);
-        let connection = connecting.await.unwrap().unwrap();
-        assert_eq!(tap.pings(), 1, "the connector's own PING");
+        let (connection, tap, server) = connect(while_idle).await;
 
         // Idle (the age layer knows no request is in flight) for six
         // intervals.

@@ -5,6 +5,8 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
+use crate::outcome::Wire;
+
 /// A boxed error, as tower and hyper pass them around.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -89,6 +91,8 @@ struct Inner {
     kind: ErrorKind,
     message: Option<Cow<'static, str>>,
     source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    /// What the wire said in `source`, read once when it was set.
+    wire: Option<Wire>,
     /// The gRPC status this error maps to, made when first asked for:
     /// tonic finds it as the first `source()` (see the `grpc` module).
     #[cfg(feature = "tonic")]
@@ -108,6 +112,7 @@ impl Error {
                 kind,
                 message: None,
                 source: None,
+                wire: None,
                 #[cfg(feature = "tonic")]
                 status: std::sync::OnceLock::new(),
                 request: None,
@@ -139,9 +144,10 @@ impl Error {
             .map(|e| e as &(dyn std::error::Error + 'static))
     }
 
-    #[cfg(feature = "tonic")]
-    pub(crate) fn cause_arc(&self) -> Option<Arc<dyn std::error::Error + Send + Sync>> {
-        self.inner.source.clone()
+    /// What the wire said in the cause: the HTTP/2 code, a remote
+    /// `GOAWAY`, a broken connection.
+    pub(crate) fn wire(&self) -> Option<Wire> {
+        self.inner.wire
     }
 
     /// Puts `context` (the target URI, ...) in front of the message, so
@@ -158,7 +164,9 @@ impl Error {
 
     /// Sets the error's cause, its `source()` (an h2 or I/O error, ...).
     pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
-        self.inner.source = Some(Arc::from(source.into()));
+        let source: Arc<dyn std::error::Error + Send + Sync> = Arc::from(source.into());
+        self.inner.wire = Wire::of(&*source);
+        self.inner.source = Some(source);
         self.changed();
         self
     }
@@ -341,11 +349,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         #[cfg(feature = "tonic")]
-        if let Some(status) = self
-            .inner
-            .status
-            .get_or_init(|| crate::grpc::status_of(self))
-        {
+        if let Some(status) = self.inner.status.get_or_init(|| self.grpc_status()) {
             return Some(status);
         }
         self.cause()
@@ -380,24 +384,63 @@ pub(crate) fn from_box(err: BoxError, kind: ErrorKind) -> Error {
     }
 }
 
-/// The h2 error behind `err`, if any (errors wrap them; reach them via `source()`).
-pub(crate) fn find_h2<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a h2::Error> {
-    let mut cur = Some(err);
-    while let Some(e) = cur {
-        if let Some(h2) = e.downcast_ref::<h2::Error>() {
-            return Some(h2);
+#[cfg(feature = "tonic")]
+impl Error {
+    /// The gRPC status this error maps to (the `grpc` module's table), with
+    /// its cause as the status's source.
+    pub(crate) fn grpc_status(&self) -> Option<tonic::Status> {
+        use tonic::Code;
+        let code = match self.kind() {
+            ErrorKind::NoReadyEndpoint
+            | ErrorKind::Connect
+            | ErrorKind::Resolve
+            | ErrorKind::Draining
+            | ErrorKind::Refused
+            | ErrorKind::ForceClosed
+            | ErrorKind::KeepAlive => Code::Unavailable,
+            ErrorKind::Timeout => Code::Cancelled,
+            ErrorKind::Request => self.wire().and_then(grpc_code)?,
+            ErrorKind::Config => return None,
+            #[allow(unreachable_patterns)]
+            _ => return None,
+        };
+        let mut status = tonic::Status::new(code, self.to_string());
+        if let Some(cause) = &self.inner.source {
+            status.set_source(cause.clone());
         }
-        cur = e.source();
+        Some(status)
     }
-    None
 }
 
-/// The server sent `GOAWAY` and this stream was above its last-stream-id, or
-/// was opened after it (h2 reports both as a remote go-away on the stream).
-pub(crate) fn is_remote_go_away(err: &Error) -> bool {
-    err.cause()
-        .and_then(find_h2)
-        .is_some_and(|e| e.is_go_away() && e.is_remote())
+/// A request that failed on the wire: by the HTTP/2 error code that ended
+/// it, `UNAVAILABLE` when the connection broke.
+#[cfg(feature = "tonic")]
+fn grpc_code(wire: Wire) -> Option<tonic::Code> {
+    match wire.reason {
+        Some(reason) => Some(code_of(reason)),
+        None => wire.io.then_some(tonic::Code::Unavailable),
+    }
+}
+
+#[cfg(feature = "tonic")]
+/// gRPC's mapping of HTTP/2 error codes (PROTOCOL-HTTP2.md, "Errors"),
+/// as tonic's.
+fn code_of(reason: h2::Reason) -> tonic::Code {
+    use tonic::Code;
+    match reason {
+        h2::Reason::REFUSED_STREAM => Code::Unavailable,
+        h2::Reason::CANCEL => Code::Cancelled,
+        h2::Reason::ENHANCE_YOUR_CALM => Code::ResourceExhausted,
+        h2::Reason::INADEQUATE_SECURITY => Code::PermissionDenied,
+        h2::Reason::NO_ERROR
+        | h2::Reason::PROTOCOL_ERROR
+        | h2::Reason::INTERNAL_ERROR
+        | h2::Reason::FLOW_CONTROL_ERROR
+        | h2::Reason::SETTINGS_TIMEOUT
+        | h2::Reason::COMPRESSION_ERROR
+        | h2::Reason::CONNECT_ERROR => Code::Internal,
+        _ => Code::Unknown,
+    }
 }
 
 #[cfg(test)]

@@ -31,79 +31,15 @@
 //! walk the chain (as you would anyway) rather than read only the first
 //! source.
 
-use tonic::{Code, Status};
+use tonic::Status;
 
-use crate::error::{Error, ErrorKind};
-
-/// The status `error` maps to (see the module's table), with `error`'s
-/// cause as its source.
-pub(crate) fn status_of(error: &Error) -> Option<Status> {
-    let code = match error.kind() {
-        ErrorKind::NoReadyEndpoint
-        | ErrorKind::Connect
-        | ErrorKind::Resolve
-        | ErrorKind::Draining
-        | ErrorKind::Refused
-        | ErrorKind::ForceClosed
-        | ErrorKind::KeepAlive => Code::Unavailable,
-        ErrorKind::Timeout => Code::Cancelled,
-        ErrorKind::Request => request_code(error)?,
-        ErrorKind::Config => return None,
-        #[allow(unreachable_patterns)]
-        _ => return None,
-    };
-    let mut status = Status::new(code, error.to_string());
-    if let Some(cause) = error.cause_arc() {
-        status.set_source(cause);
-    }
-    Some(status)
-}
-
-/// A request that failed on the wire: by the HTTP/2 error code that ended
-/// it, `UNAVAILABLE` when the connection broke.
-fn request_code(error: &Error) -> Option<Code> {
-    let cause = error.cause()?;
-    if let Some(h2) = crate::error::find_h2(cause) {
-        return match h2.reason() {
-            Some(reason) => Some(code_of(reason)),
-            None if h2.is_io() => Some(Code::Unavailable),
-            None => None,
-        };
-    }
-    let mut cur = Some(cause);
-    while let Some(e) = cur {
-        if e.is::<std::io::Error>() {
-            return Some(Code::Unavailable);
-        }
-        cur = e.source();
-    }
-    None
-}
-
-/// gRPC's mapping of HTTP/2 error codes (PROTOCOL-HTTP2.md, "Errors"),
-/// as tonic's.
-fn code_of(reason: h2::Reason) -> Code {
-    match reason {
-        h2::Reason::REFUSED_STREAM => Code::Unavailable,
-        h2::Reason::CANCEL => Code::Cancelled,
-        h2::Reason::ENHANCE_YOUR_CALM => Code::ResourceExhausted,
-        h2::Reason::INADEQUATE_SECURITY => Code::PermissionDenied,
-        h2::Reason::NO_ERROR
-        | h2::Reason::PROTOCOL_ERROR
-        | h2::Reason::INTERNAL_ERROR
-        | h2::Reason::FLOW_CONTROL_ERROR
-        | h2::Reason::SETTINGS_TIMEOUT
-        | h2::Reason::COMPRESSION_ERROR
-        | h2::Reason::CONNECT_ERROR => Code::Internal,
-        _ => Code::Unknown,
-    }
-}
+use crate::error::Error;
 
 /// For a handler that returns this crate's errors as statuses itself: the
 /// mapped status, or `UNKNOWN` with the error as its source.
 impl From<Error> for Status {
     fn from(error: Error) -> Status {
-        match status_of(&error) {
+        match error.grpc_status() {
             Some(status) => status,
             None => {
                 let mut status = Status::unknown(error.to_string());
@@ -117,6 +53,8 @@ impl From<Error> for Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
+    use tonic::Code;
 
     #[test]
     fn every_kind_that_means_unavailable_maps_to_it() {

@@ -99,6 +99,7 @@ pub mod error;
 pub mod grpc;
 pub mod load;
 pub mod metrics;
+mod outcome;
 pub mod replay;
 pub mod resolve;
 pub mod server;

@@ -101,8 +101,6 @@
 
 use http::Uri;
 
-use crate::age::DrainReason;
-
 /// Names a metric: [`PREFIX`] and Envoy's name.
 macro_rules! name {
     ($name:literal) => {
@@ -527,13 +525,13 @@ impl Connection {
         }
     }
 
-    /// Its supervisor is done: it stopped serving for `reason` with
+    /// Its supervisor is done: it stopped serving, `graceful`ly (aged,
+    /// replaced, told to go away) or because its transport closed, with
     /// `in_flight` requests left (none once it drained).
-    pub(crate) fn closed(&mut self, reason: Option<DrainReason>, in_flight: usize) {
+    pub(crate) fn closed(&mut self, graceful: bool, in_flight: usize) {
         #[cfg(feature = "metrics")]
         {
             self.closed = true;
-            let graceful = reason.is_some_and(|r| r != DrainReason::Closed);
             if in_flight == 0 && graceful && !self.forced {
                 self.endpoint.count(UPSTREAM_CX_DRAINED);
             }
@@ -545,7 +543,7 @@ impl Connection {
             self.endpoint.count(UPSTREAM_CX_DESTROY);
         }
         #[cfg(not(feature = "metrics"))]
-        let _ = (reason, in_flight);
+        let _ = (graceful, in_flight);
     }
 }
 

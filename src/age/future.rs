@@ -1,4 +1,4 @@
-//! Futures of [`AgedConnection`](super::AgedConnection) and [`MaxConnectionAge`](super::MaxConnectionAge).
+//! [`ResponseFuture`]: the response future of [`AgedConnection`](super::AgedConnection).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,6 +10,7 @@ use pin_project_lite::pin_project;
 use super::body::ResponseBody;
 use super::state::{DrainReason, InFlight};
 use crate::error::{self, BoxError, Error, ErrorKind};
+use crate::outcome::blames_pings;
 
 pin_project! {
     /// The response future of an [`AgedConnection`](super::AgedConnection).
@@ -84,7 +85,8 @@ where
 pub(crate) fn classify(mut err: Error, in_flight: &mut InFlight) -> Error {
     let state = in_flight.state().clone();
     let state = &state;
-    if error::is_remote_go_away(&err) {
+    let wire = err.wire().unwrap_or_default();
+    if wire.remote_go_away {
         state.start_draining(DrainReason::GoAway);
     } else if err.is_draining() {
         state.start_draining(DrainReason::Closed);
@@ -92,14 +94,7 @@ pub(crate) fn classify(mut err: Error, in_flight: &mut InFlight) -> Error {
     // grpc-go answers pings it finds too frequent with
     // GOAWAY(ENHANCE_YOUR_CALM, "too_many_pings"): on a connection that sent
     // keepalive pings, that code blames the pings, not the request.
-    if err.is_blamed()
-        && state.handle.pinged()
-        && err
-            .cause()
-            .and_then(error::find_h2)
-            .and_then(h2::Error::reason)
-            == Some(h2::Reason::ENHANCE_YOUR_CALM)
-    {
+    if err.is_blamed() && blames_pings(wire.reason, state.handle.pinged()) {
         err.clear_blame();
     }
     if err.is_unprocessed() {
@@ -113,63 +108,4 @@ pub(crate) fn classify(mut err: Error, in_flight: &mut InFlight) -> Error {
         }
     }
     err
-}
-
-pin_project! {
-    /// The future of [`MaxConnectionAge`](super::MaxConnectionAge): the inner
-    /// connect, then the connection wrapped with its deadline.
-    pub struct MakeFuture<F> {
-        #[pin]
-        kind: MakeKind<F>,
-    }
-}
-
-pin_project! {
-    #[project = MakeKindProj]
-    enum MakeKind<F> {
-        Connecting { #[pin] future: F, wrap: Option<super::layer::Wrap> },
-        Failed { error: Option<Error> },
-    }
-}
-
-impl<F> MakeFuture<F> {
-    pub(crate) fn connecting(future: F, wrap: super::layer::Wrap) -> Self {
-        MakeFuture {
-            kind: MakeKind::Connecting {
-                future,
-                wrap: Some(wrap),
-            },
-        }
-    }
-
-    pub(crate) fn failed(error: Error) -> Self {
-        MakeFuture {
-            kind: MakeKind::Failed { error: Some(error) },
-        }
-    }
-}
-
-impl<F, S, E> Future for MakeFuture<F>
-where
-    F: Future<Output = Result<S, E>>,
-    S: super::AgeableConnection,
-    E: Into<BoxError>,
-{
-    type Output = Result<super::AgedConnection<S>, Error>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            MakeKindProj::Failed { error } => Poll::Ready(Err(error
-                .take()
-                .expect("MakeFuture polled after completion"))),
-            MakeKindProj::Connecting { future, wrap } => {
-                let result = ready!(future.poll(cx));
-                let wrap = wrap.take().expect("MakeFuture polled after completion");
-                Poll::Ready(match result {
-                    Ok(service) => Ok(wrap.wrap(service)),
-                    Err(e) => Err(error::from_box(e.into(), ErrorKind::Connect)),
-                })
-            }
-        }
-    }
 }

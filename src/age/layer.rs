@@ -4,18 +4,15 @@ use std::fmt;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::future::MakeFuture;
-use super::state::ConnectionState;
-use super::{AgeableConnection, AgedConnection, supervise};
+use super::config::AgeConfig;
+use super::make::{MakeFuture, Wrap};
+use super::service::AgedConnection;
+use crate::connector::AgeableConnection;
 use crate::error::{self, BoxError, Error, ErrorKind};
 use crate::load::LoadKind;
-
-/// The default [`drain_timeout`](MaxConnectionAgeLayer::drain_timeout): 30 s.
-pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Gives every connection a `MakeService` makes a maximum age.
 ///
@@ -50,60 +47,6 @@ pub struct MaxConnectionAgeLayer {
     config: AgeConfig,
 }
 
-#[derive(Debug, Clone)]
-pub(crate) struct AgeConfig {
-    /// `None`: connections never age (the client without a max age).
-    pub(crate) max_age: Option<Duration>,
-    pub(crate) jitter: Option<Duration>,
-    pub(crate) drain_timeout: Duration,
-    pub(crate) load: LoadKind,
-}
-
-impl AgeConfig {
-    pub(crate) fn new(max_age: Option<Duration>) -> Self {
-        AgeConfig {
-            max_age,
-            jitter: None,
-            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
-            load: LoadKind::default(),
-        }
-    }
-
-    /// The jitter in force: the one set, or 10% of the age.
-    pub(crate) fn jitter(&self) -> Duration {
-        self.jitter
-            .unwrap_or_else(|| self.max_age.map_or(Duration::ZERO, |age| age / 10))
-    }
-
-    pub(crate) fn validate(&self) -> Result<(), Error> {
-        if self.max_age.is_some_and(|age| age.is_zero()) {
-            return Err(Error::config(
-                "max_connection_age must be greater than zero",
-            ));
-        }
-        if self.drain_timeout.is_zero() {
-            return Err(Error::config(
-                "drain_timeout must be greater than zero (use a small value to close promptly)",
-            ));
-        }
-        Ok(())
-    }
-
-    /// A fresh deadline: `max_age + U(0, jitter)`, never shorter than the age.
-    /// Each is taken as at most about 30 years (`crate::time::LONGEST`), so
-    /// `Duration::MAX` means "never" and cannot overflow.
-    pub(crate) fn deadline(&self, now: Instant) -> Option<Instant> {
-        let max_age = crate::time::saturate(self.max_age?);
-        let jitter = crate::time::saturate(self.jitter());
-        let extra = if jitter.is_zero() {
-            Duration::ZERO
-        } else {
-            jitter.mul_f64(rand::random::<f64>())
-        };
-        Some(now + max_age + extra)
-    }
-}
-
 impl MaxConnectionAgeLayer {
     /// Connections live `max_age` (plus jitter). A zero age is rejected with an
     /// [`ErrorKind::Config`] error when the first connection is made.
@@ -128,7 +71,7 @@ impl MaxConnectionAgeLayer {
 
     /// How long a draining connection may keep running in-flight requests
     /// before it is closed by force and they fail with
-    /// [`ErrorKind::ForceClosed`]. Default: [`DEFAULT_DRAIN_TIMEOUT`] (30 s).
+    /// [`ErrorKind::ForceClosed`]. Default: [`DEFAULT_DRAIN_TIMEOUT`](super::DEFAULT_DRAIN_TIMEOUT) (30 s).
     pub fn drain_timeout(mut self, drain_timeout: Duration) -> Self {
         self.config.drain_timeout = drain_timeout;
         self
@@ -205,40 +148,7 @@ where
                 "connections must be made inside a Tokio runtime",
             ));
         }
-        let wrap = Wrap {
-            endpoint: target.to_string(),
-            config: self.config.clone(),
-        };
+        let wrap = Wrap::new(target.to_string(), self.config.clone());
         MakeFuture::connecting(self.inner.call(target), wrap)
-    }
-}
-
-/// What the make future needs to wrap the connection once it is made.
-pub(crate) struct Wrap {
-    endpoint: String,
-    config: AgeConfig,
-}
-
-impl Wrap {
-    pub(crate) fn wrap<S: AgeableConnection>(self, service: S) -> AgedConnection<S> {
-        let now = Instant::now();
-        let deadline = self.config.deadline(now);
-        let state = ConnectionState::new(
-            self.endpoint,
-            deadline,
-            self.config.drain_timeout,
-            service.handle(),
-            self.config.load,
-        );
-        tracing::debug!(
-            endpoint = %state.endpoint,
-            max_age_ms = deadline.map(|d| (d - now).as_millis() as u64),
-            "connection opened"
-        );
-        state
-            .handle
-            .set_busy_probe(std::sync::Arc::downgrade(&state));
-        tokio::spawn(supervise(state.clone()));
-        AgedConnection::new(service, state)
     }
 }

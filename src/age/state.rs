@@ -12,15 +12,17 @@ use tokio::time::Instant;
 /// The clock of load measurements (see `ConnectionState::born_std`).
 pub(crate) type LoadInstant = std::time::Instant;
 
-use super::handle::ConnectionHandle;
 pub(crate) use super::waiters::{Turn, Waiters};
+use crate::connector::ConnectionHandle;
 use crate::load::{Load, LoadKind};
 
+/// The phase, in the low two bits of [`ConnectionState::phase`]; the drain
+/// reason sits above them, so one load reads both.
 const SERVING: u8 = 0;
-const IN_FLIGHT_MASK: u64 = 0xFFFF_FFFF;
-const STARTED_ONE: u64 = 1 << 32;
 const DRAINING: u8 = 1;
 const CLOSED: u8 = 2;
+const PHASE_MASK: u8 = 0b11;
+const REASON_SHIFT: u32 = 2;
 
 /// Why a connection stopped taking new requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,11 +74,10 @@ pub(crate) struct ConnectionState {
     pub(crate) deadline: Option<Instant>,
     pub(crate) drain_timeout: Duration,
     pub(crate) handle: ConnectionHandle,
+    /// `SERVING`, `DRAINING` or `CLOSED`, with the [`DrainReason`] above
+    /// the phase bits once it is not serving: one atomic, so no reader sees
+    /// a phase without its reason.
     phase: AtomicU8,
-    reason: AtomicU8,
-    /// Requests in flight (low 32 bits) and requests ever started (high 32
-    /// bits, wrapping): one atomic add per request keeps both.
-    counts: AtomicU64,
     /// Wakes the supervisor: the phase changed, or the last request finished.
     wake: Notify,
     observer: OnceLock<Observer>,
@@ -112,8 +113,6 @@ impl ConnectionState {
             drain_timeout,
             handle,
             phase: AtomicU8::new(SERVING),
-            reason: AtomicU8::new(0),
-            counts: AtomicU64::new(0),
             wake: Notify::new(),
             observer: OnceLock::new(),
             waiters: OnceLock::new(),
@@ -136,20 +135,21 @@ impl ConnectionState {
     }
 
     pub(crate) fn drain_reason(&self) -> Option<DrainReason> {
-        (!self.is_serving()).then(|| DrainReason::from_u8(self.reason.load(Ordering::Acquire)))
+        let phase = self.phase.load(Ordering::Acquire);
+        (phase != SERVING).then(|| DrainReason::from_u8(phase >> REASON_SHIFT))
     }
 
     /// Requests in flight; `SeqCst`, so that it is ordered with
     /// [`Waiters::count`] (see there).
     #[inline]
     pub(crate) fn in_flight(&self) -> usize {
-        (self.counts.load(Ordering::SeqCst) & IN_FLIGHT_MASK) as usize
+        self.handle.in_flight()
     }
 
     /// Requests started so far, wrapping at 2^32: equal at two moments means
     /// (almost surely) none started in between.
     pub(crate) fn started(&self) -> u32 {
-        (self.counts.load(Ordering::Acquire) >> 32) as u32
+        self.handle.started()
     }
 
     /// Attaches the rotation manager. A managed connection keeps serving past
@@ -174,14 +174,14 @@ impl ConnectionState {
 
     /// Stops taking new requests. Returns false when it already had.
     pub(crate) fn start_draining(&self, reason: DrainReason) -> bool {
+        let draining = DRAINING | (reason as u8) << REASON_SHIFT;
         if self
             .phase
-            .compare_exchange(SERVING, DRAINING, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(SERVING, draining, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
             return false;
         }
-        self.reason.store(reason as u8, Ordering::Release);
         tracing::debug!(
             endpoint = %self.endpoint,
             age_ms = self.age().as_millis() as u64,
@@ -232,16 +232,21 @@ impl ConnectionState {
 
     pub(crate) fn mark_closed(&self) {
         self.start_draining(DrainReason::Closed);
-        self.phase.store(CLOSED, Ordering::Release);
+        // Keeps the reason it drained for.
+        let _ = self
+            .phase
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |phase| {
+                Some(phase & !PHASE_MASK | CLOSED)
+            });
     }
 
     /// Counts a request in flight until the returned guard is dropped.
     #[inline]
     pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
-        let before = self.counts.fetch_add(STARTED_ONE | 1, Ordering::AcqRel);
+        let before = self.handle.begin_stream();
         let start_ns = if self.load.samples_rtt() {
             let now = self.nanos_since_born(LoadInstant::now());
-            if before & IN_FLIGHT_MASK == 0 {
+            if before == 0 {
                 self.quiet_since_ns.store(now, Ordering::Relaxed);
             }
             now
@@ -368,8 +373,7 @@ impl Drop for InFlight {
             self.record_unanswered();
         }
         let state = &*self.state;
-        if state.counts.fetch_sub(1, Ordering::SeqCst) & IN_FLIGHT_MASK == 1 && !state.is_serving()
-        {
+        if state.handle.end_stream() == 1 && !state.is_serving() {
             state.wake.notify_one();
         }
         // The slot this frees goes to the first request in line.

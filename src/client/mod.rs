@@ -1,7 +1,6 @@
 //! [`Client`]: aged connections, discovery, balancing and replay, composed.
 
 mod builder;
-mod connection;
 mod deadline;
 mod future;
 
@@ -22,8 +21,8 @@ use tokio::time::Instant;
 use tower::discover::Change;
 use tower_service::Service;
 
+pub use crate::connector::SharedConnection;
 pub use builder::{ClientBuilder, DEFAULT_READY_TIMEOUT};
-pub use connection::SharedConnection;
 
 use crate::age::state::{InFlight, LoadInstant, Turn, Waiters};
 use crate::age::{AgedConnection, ResponseBody};

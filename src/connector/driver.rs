@@ -16,7 +16,8 @@ use hyper::rt::{Read, Write};
 use hyper_util::rt::TokioIo;
 use tokio::time::{Instant, Sleep};
 
-use crate::age::ConnectionHandle;
+use super::handle::ConnectionHandle;
+use crate::outcome::{ConnectionEnd, blames_pings};
 
 /// What the driver learns and the connection's handles read, without
 /// taking h2's lock on the request path.
@@ -283,11 +284,9 @@ where
             // the connection's error and registers no waker.
             let mut noop = Context::from_waker(Waker::noop());
             if let Poll::Ready(Err(e)) = watch.poll_ready(&mut noop) {
-                if e.is_go_away() && e.is_remote() {
-                    let reason = e.reason().unwrap_or(h2::Reason::NO_ERROR);
+                if let ConnectionEnd::GoAway(reason) = ConnectionEnd::of(&e) {
                     tracing::debug!(?reason, "server sent GOAWAY");
-                    if reason == h2::Reason::ENHANCE_YOUR_CALM
-                        && this.handle.pinged()
+                    if blames_pings(Some(reason), this.handle.pinged())
                         && let Some(keep_alive) = &this.keep_alive
                     {
                         keep_alive.backoff.double(keep_alive.interval);

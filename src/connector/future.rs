@@ -9,10 +9,10 @@ use http::request::Parts;
 use http::{Request, Response};
 use http_body::Body;
 
-use super::Verdict;
 use super::body::Http2Body;
 use super::pipe::Pipe;
 use crate::error::{BoxError, Error, ErrorKind};
+use crate::outcome::{Stage, Verdict, classify};
 
 /// Waits for the response headers in the caller's task, writing the request
 /// body meanwhile. (hyper hands each request to its dispatch task, which
@@ -50,11 +50,11 @@ impl<B> ResponseFuture<B> {
 }
 
 /// A failed stream as this crate's error: `Refused` when the server
-/// provably did not process it (see [`classify`](super::classify)), and
+/// provably did not process it (see [`classify`]), and
 /// marked blamed (not to be replayed) when the server's `GOAWAY` blamed the
 /// client.
 pub(crate) fn stream_error(e: h2::Error) -> Error {
-    sorted(super::classify(&e, super::Stage::Stream), e)
+    sorted(classify(&e, Stage::Stream), e)
 }
 
 /// A failed stream's [`Verdict`] as this crate's error, with `source` (the

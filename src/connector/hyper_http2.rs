@@ -16,10 +16,11 @@ use hyper_util::client::legacy::connect::{Connection as TransportInfo, HttpConne
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
-use super::{ClosableIo, Stage, Verdict, alpn_refused, classify, future::sorted};
-use crate::age::{AgeableConnection, ConnectionHandle};
-use crate::client::SharedConnection;
+use super::handle::{AgeableConnection, ConnectionHandle};
+use super::shared::SharedConnection;
+use super::{ClosableIo, alpn_refused, future::sorted};
 use crate::error::{self, BoxError, Error, ErrorKind};
+use crate::outcome::{Stage, classify_wrapped};
 
 /// One request's response on a [`HyperConnection`]. (hyper's
 /// `try_send_request` returns an unnameable future, hence the box.)
@@ -144,13 +145,12 @@ where
 }
 
 /// A failed request as this crate's error, from the `h2::Error` inside
-/// hyper's (sorted by [`classify`], the one place h2's errors are sorted).
+/// hyper's (sorted in `outcome`, the one place h2's errors are read).
 /// hyper reports a stream that could not be opened and one that failed
 /// later the same way, so both are sorted as streams: only a remote
 /// `REFUSED_STREAM` or `GOAWAY` says "unprocessed", which holds for both.
 fn stream_failure(e: hyper::Error, head: Request<()>) -> Error {
-    let verdict =
-        error::find_h2(&e).map_or(Verdict::MaybeProcessed, |h2| classify(h2, Stage::Stream));
+    let verdict = classify_wrapped(&e, Stage::Stream);
     let error = sorted(verdict, e);
     match error.kind() {
         ErrorKind::Refused => error.with_request(head),

@@ -9,7 +9,7 @@ use std::task::{Context, Poll, Waker};
 use futures_util::task::AtomicWaker;
 use hyper::rt::{Read, ReadBufCursor, Write};
 
-use crate::age::{ClosedOnDrop, ConnectionHandle};
+use super::handle::{ClosedOnDrop, ConnectionHandle};
 
 /// The switch shared by a [`ClosableIo`] and its handle's force-close.
 #[derive(Default)]

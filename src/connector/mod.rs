@@ -21,12 +21,13 @@
 //! (the service's) instead of the address, and offers ALPN `h2` alone.
 
 mod body;
-mod classify;
 mod driver;
 mod future;
+mod handle;
 mod hyper_http2;
 mod io;
 mod pipe;
+mod shared;
 #[cfg(feature = "rustls")]
 mod tls;
 
@@ -49,19 +50,20 @@ use hyper_util::rt::TokioIo;
 use tower_service::Service;
 
 pub use body::Http2Body;
-pub(crate) use classify::{Stage, Verdict, classify};
 pub(crate) use driver::KeepAliveConfig;
 use driver::PingBackoff;
 pub use future::ResponseFuture;
+pub use handle::{AgeableConnection, ClosedOnDrop, ConnectionHandle};
 pub use hyper_http2::{HyperConnection, HyperConnector, HyperResponseFuture};
 pub use io::ClosableIo;
+pub use shared::SharedConnection;
 #[cfg(feature = "rustls")]
 pub(crate) use tls::server_name_of;
 #[cfg(feature = "rustls")]
 pub use tls::{RustlsConnector, RustlsStream};
 
-use crate::age::{AgeableConnection, ConnectionHandle};
 use crate::error::{self, BoxError, Error, ErrorKind};
+use crate::outcome::{ConnectionEnd, Stage, Verdict, classify};
 use driver::{Driver, Signals};
 use pipe::Pipe;
 
@@ -374,17 +376,19 @@ where
             Err(e) => e,
         },
     };
-    let message = if ended.is_io() {
+    let message = match ConnectionEnd::of(&ended) {
         // An HTTP/1.1-only server closes on the preface, with a RST when
         // our SETTINGS and PING were still unread: the same as a clean close.
-        CLOSED_BEFORE_SETTINGS
-    } else if ended.is_remote() {
-        "the server refused the HTTP/2 connection"
-    } else {
+        ConnectionEnd::Io => CLOSED_BEFORE_SETTINGS,
+        ConnectionEnd::GoAway(_) | ConnectionEnd::Remote => {
+            "the server refused the HTTP/2 connection"
+        }
         // h2 could not parse what came back: not HTTP/2 frames. An HTTP/1.x
         // server answering the preface looks like this.
-        "the server does not speak HTTP/2 (prior knowledge): its answer is not HTTP/2 frames, \
-         as an HTTP/1.1-only server answers"
+        ConnectionEnd::Local => {
+            "the server does not speak HTTP/2 (prior knowledge): its answer is not HTTP/2 frames, \
+             as an HTTP/1.1-only server answers"
+        }
     };
     Err(NoAnswer {
         message,
@@ -509,7 +513,7 @@ impl<B> AgeableConnection for Http2Connection<B> {
     }
 }
 
-impl<B> crate::client::SharedConnection<B> for Http2Connection<B>
+impl<B> SharedConnection<B> for Http2Connection<B>
 where
     B: Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<BoxError>,

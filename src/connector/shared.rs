@@ -1,15 +1,15 @@
-//! [`SharedConnection`]: what [`Client`](super::Client) needs from a
+//! [`SharedConnection`]: what [`Client`](crate::Client) needs from a
 //! connection.
 
 use std::future::Future;
 
 use http::{Request, Response};
 
-use crate::age::AgeableConnection;
+use super::handle::AgeableConnection;
 use crate::error::Error;
 
 /// A connection that many callers send on at once, through a shared
-/// reference: what [`Client`](super::Client) picks from.
+/// reference: what [`Client`](crate::Client) picks from.
 ///
 /// A tower `Service` takes `&mut self` and wants `poll_ready` before each
 /// `call`; `Client` keeps its connections in one shared list and opens each
@@ -24,7 +24,7 @@ use crate::error::Error;
 /// [`HyperConnection`](crate::connector::HyperConnection) (hyper's own
 /// HTTP/2 `SendRequest`). Implement it for a connection of your own to build
 /// a `Client` over it with
-/// [`ClientBuilder::build_with`](super::ClientBuilder::build_with); report
+/// [`ClientBuilder::build_with`](crate::client::ClientBuilder::build_with); report
 /// an unsent request with [`Error::unsent`] and a provably unprocessed one
 /// with [`Error::refused`], so `Client` replays them.
 ///
@@ -33,8 +33,8 @@ use crate::error::Error;
 ///
 /// ```
 /// use http::{Request, Response};
-/// use tower_max_connection_age::age::{AgeableConnection, ConnectionHandle};
-/// use tower_max_connection_age::client::SharedConnection;
+/// use tower_max_connection_age::connector::{AgeableConnection, ConnectionHandle};
+/// use tower_max_connection_age::connector::SharedConnection;
 /// use tower_max_connection_age::connector::{Http2Body, ResponseFuture};
 /// use tower_max_connection_age::{Error, Http2Connection};
 ///

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
@@ -31,7 +31,7 @@ pub trait AgeableConnection {
 /// [`force_close`](Self::force_close).
 ///
 /// ```
-/// use tower_max_connection_age::age::ConnectionHandle;
+/// use tower_max_connection_age::connector::ConnectionHandle;
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let handle = ConnectionHandle::new(|| println!("closing the socket"));
@@ -49,6 +49,9 @@ pub struct ConnectionHandle {
 
 type CloseFn = Box<dyn FnOnce() + Send>;
 
+const IN_FLIGHT_MASK: u64 = 0xFFFF_FFFF;
+const STARTED_ONE: u64 = 1 << 32;
+
 struct Inner {
     closed: AtomicBool,
     forced: AtomicBool,
@@ -60,10 +63,14 @@ struct Inner {
     /// `GOAWAY(ENHANCE_YOUR_CALM)` may be about them (grpc-go's
     /// "too_many_pings"), not about a request.
     pinged: AtomicBool,
-    /// The age layer's view of the connection, to tell whether requests
-    /// are in flight (the keepalive pings only then, unless told to while
-    /// idle).
-    busy: OnceLock<Weak<super::state::ConnectionState>>,
+    /// Requests in flight (low 32 bits) and requests ever started (high 32
+    /// bits, wrapping), counted by whoever tracks requests until their
+    /// bodies end (the age layer): one atomic add per request keeps both.
+    /// The connection task reads it to tell whether requests are in flight
+    /// (keepalive pings only then, unless told to while idle).
+    streams: AtomicU64,
+    /// Someone counts `streams`: until then the connection counts as busy.
+    counted: AtomicBool,
     notify: Notify,
     close: Mutex<Option<CloseFn>>,
 }
@@ -78,7 +85,8 @@ impl ConnectionHandle {
                 go_away: AtomicU64::new(0),
                 keep_alive_timed_out: AtomicBool::new(false),
                 pinged: AtomicBool::new(false),
-                busy: OnceLock::new(),
+                streams: AtomicU64::new(0),
+                counted: AtomicBool::new(false),
                 notify: Notify::new(),
                 close: Mutex::new(Some(Box::new(close))),
             }),
@@ -149,27 +157,55 @@ impl ConnectionHandle {
         self.inner.pinged.load(Ordering::Acquire)
     }
 
-    pub(crate) fn set_busy_probe(&self, state: Weak<super::state::ConnectionState>) {
-        let _ = self.inner.busy.set(state);
+    /// From now on the caller counts this connection's requests with
+    /// [`begin_stream`](Self::begin_stream) and
+    /// [`end_stream`](Self::end_stream).
+    pub(crate) fn count_streams(&self) {
+        self.inner.counted.store(true, Ordering::Release);
     }
 
-    /// Whether requests are in flight, as far as the age layer knows (true
-    /// when no age layer watches this connection).
+    /// Counts one more request in flight and started; gives the number
+    /// in flight before it.
+    #[inline]
+    pub(crate) fn begin_stream(&self) -> usize {
+        (self
+            .inner
+            .streams
+            .fetch_add(STARTED_ONE | 1, Ordering::AcqRel)
+            & IN_FLIGHT_MASK) as usize
+    }
+
+    /// Counts one request fewer in flight; gives the number in flight
+    /// before it. `SeqCst`, so that it is ordered with the waiters' count
+    /// a finishing request reads next.
+    #[inline]
+    pub(crate) fn end_stream(&self) -> usize {
+        (self.inner.streams.fetch_sub(1, Ordering::SeqCst) & IN_FLIGHT_MASK) as usize
+    }
+
+    /// Requests in flight; `SeqCst`, so that it is ordered with the
+    /// waiters' count.
+    #[inline]
+    pub(crate) fn in_flight(&self) -> usize {
+        (self.inner.streams.load(Ordering::SeqCst) & IN_FLIGHT_MASK) as usize
+    }
+
+    /// Requests started so far, wrapping at 2^32: equal at two moments means
+    /// (almost surely) none started in between.
+    pub(crate) fn started(&self) -> u32 {
+        (self.inner.streams.load(Ordering::Acquire) >> 32) as u32
+    }
+
+    /// Whether requests are in flight (true while nobody counts them).
     pub(crate) fn is_busy(&self) -> bool {
-        self.inner
-            .busy
-            .get()
-            .is_none_or(|state| state.upgrade().is_some_and(|s| s.in_flight() > 0))
+        !self.inner.counted.load(Ordering::Acquire) || self.in_flight() > 0
     }
 
-    /// Whether more than one request is in flight, as far as the age layer
-    /// knows (true when no age layer watches this connection): only then
-    /// can the connection task gather several streams into one write.
+    /// Whether more than one request is in flight (true while nobody counts
+    /// them): only then can the connection task gather several streams
+    /// into one write.
     pub(crate) fn is_shared(&self) -> bool {
-        self.inner
-            .busy
-            .get()
-            .is_none_or(|state| state.upgrade().is_some_and(|s| s.in_flight() > 1))
+        !self.inner.counted.load(Ordering::Acquire) || self.in_flight() > 1
     }
 
     /// A guard that calls [`set_closed`](Self::set_closed) when dropped: hold it

@@ -1,0 +1,65 @@
+//! [`AgeConfig`]: a connection's age, jitter, drain timeout and load kind.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::error::Error;
+use crate::load::LoadKind;
+
+/// The default [`drain_timeout`](MaxConnectionAgeLayer::drain_timeout): 30 s.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub(crate) struct AgeConfig {
+    /// `None`: connections never age (the client without a max age).
+    pub(crate) max_age: Option<Duration>,
+    pub(crate) jitter: Option<Duration>,
+    pub(crate) drain_timeout: Duration,
+    pub(crate) load: LoadKind,
+}
+
+impl AgeConfig {
+    pub(crate) fn new(max_age: Option<Duration>) -> Self {
+        AgeConfig {
+            max_age,
+            jitter: None,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            load: LoadKind::default(),
+        }
+    }
+
+    /// The jitter in force: the one set, or 10% of the age.
+    pub(crate) fn jitter(&self) -> Duration {
+        self.jitter
+            .unwrap_or_else(|| self.max_age.map_or(Duration::ZERO, |age| age / 10))
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        if self.max_age.is_some_and(|age| age.is_zero()) {
+            return Err(Error::config(
+                "max_connection_age must be greater than zero",
+            ));
+        }
+        if self.drain_timeout.is_zero() {
+            return Err(Error::config(
+                "drain_timeout must be greater than zero (use a small value to close promptly)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// A fresh deadline: `max_age + U(0, jitter)`, never shorter than the age.
+    /// Each is taken as at most about 30 years (`crate::time::LONGEST`), so
+    /// `Duration::MAX` means "never" and cannot overflow.
+    pub(crate) fn deadline(&self, now: Instant) -> Option<Instant> {
+        let max_age = crate::time::saturate(self.max_age?);
+        let jitter = crate::time::saturate(self.jitter());
+        let extra = if jitter.is_zero() {
+            Duration::ZERO
+        } else {
+            jitter.mul_f64(rand::random::<f64>())
+        };
+        Some(now + max_age + extra)
+    }
+}

@@ -74,3 +74,112 @@ pub(super) async fn supervise(state: Arc<ConnectionState>) {
     metrics.closed(graceful, state.in_flight());
     state.mark_closed();
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::connector::ConnectionHandle;
+    use crate::load::LoadKind;
+
+    /// A state whose force-close is counted, with a 10 s drain timeout.
+    fn state(deadline: Option<Duration>) -> (Arc<ConnectionState>, Arc<AtomicUsize>) {
+        let forced = Arc::new(AtomicUsize::new(0));
+        let f = forced.clone();
+        let handle = ConnectionHandle::new(move || {
+            f.fetch_add(1, Ordering::SeqCst);
+        });
+        handle.count_streams();
+        let state = ConnectionState::new(
+            "http://10.0.0.1:80".into(),
+            deadline.map(|d| Instant::now() + d),
+            Duration::from_secs(10),
+            handle,
+            LoadKind::default(),
+        );
+        (state, forced)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unmanaged_connection_drains_at_its_deadline_and_ends_once_idle() {
+        let (state, forced) = state(Some(Duration::from_secs(60)));
+        let task = tokio::spawn(supervise(state.clone()));
+        tokio::time::sleep(Duration::from_secs(59)).await;
+        assert!(state.is_serving());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(state.drain_reason(), Some(DrainReason::Aged));
+        task.await.unwrap();
+        assert_eq!(
+            forced.load(Ordering::SeqCst),
+            0,
+            "nothing in flight: no force"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_managed_connection_keeps_serving_past_its_deadline_and_says_so() {
+        let (state, _) = state(Some(Duration::from_secs(60)));
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let h = heard.clone();
+        state.observe(move |event| h.lock().unwrap().push(event));
+        let task = tokio::spawn(supervise(state.clone()));
+        tokio::time::sleep(Duration::from_secs(3_600)).await;
+        assert!(
+            state.is_serving(),
+            "make-before-break: it waits for its replacement"
+        );
+        assert_eq!(*heard.lock().unwrap(), [Event::Deadline], "once");
+        state.start_draining(DrainReason::Replaced);
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_waits_for_requests_then_forces_the_close_at_the_drain_timeout() {
+        let (state, forced) = state(None);
+        let task = tokio::spawn(supervise(state.clone()));
+        let request = state.begin();
+        let started = Instant::now();
+        state.start_draining(DrainReason::Replaced);
+        task.await.unwrap();
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(10),
+            "the drain timeout"
+        );
+        assert_eq!(forced.load(Ordering::SeqCst), 1);
+        assert!(state.handle.was_forced());
+        drop(request);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_ends_when_its_last_request_does() {
+        let (state, forced) = state(None);
+        let task = tokio::spawn(supervise(state.clone()));
+        let request = state.begin();
+        state.start_draining(DrainReason::Replaced);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(!task.is_finished());
+        drop(request);
+        let ended = Instant::now();
+        task.await.unwrap();
+        assert_eq!(ended.elapsed(), Duration::ZERO);
+        assert_eq!(forced.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_goaway_drains_and_a_closed_transport_ends_it() {
+        let (state, _) = state(None);
+        let task = tokio::spawn(supervise(state.clone()));
+        let request = state.begin();
+        state.handle.set_going_away(h2::Reason::NO_ERROR);
+        tokio::task::yield_now().await;
+        assert_eq!(state.drain_reason(), Some(DrainReason::GoAway));
+        state.handle.set_closed();
+        task.await.unwrap();
+        assert_eq!(state.drain_reason(), Some(DrainReason::GoAway));
+        drop(request);
+    }
+}

@@ -143,3 +143,113 @@ impl Waiters {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Wake;
+
+    use super::*;
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Joins and registers a waker that counts.
+    fn waiting(waiters: &Waiters) -> (Arc<Turn>, Arc<Count>) {
+        let turn = waiters.join();
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        assert!(
+            turn.poll_admitted(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        (turn, count)
+    }
+
+    fn admitted(turns: &[&Arc<Turn>]) -> Vec<bool> {
+        turns.iter().map(|t| t.is_admitted()).collect()
+    }
+
+    #[test]
+    fn a_freed_slot_admits_the_first_in_line_and_wakes_only_it() {
+        let waiters = Waiters::default();
+        let (a, wa) = waiting(&waiters);
+        let (b, wb) = waiting(&waiters);
+        assert_eq!(waiters.count.load(Ordering::SeqCst), 2);
+        waiters.admit_one();
+        assert_eq!(admitted(&[&a, &b]), [true, false]);
+        assert_eq!(
+            (wa.0.load(Ordering::SeqCst), wb.0.load(Ordering::SeqCst)),
+            (1, 0)
+        );
+        waiters.admit_one();
+        assert_eq!(admitted(&[&a, &b]), [true, true]);
+        assert_eq!(wb.0.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_waiter_that_lost_the_race_keeps_its_place() {
+        let waiters = Waiters::default();
+        let (a, _) = waiting(&waiters);
+        let (b, _) = waiting(&waiters);
+        waiters.admit_one();
+        // `a` found the slot taken: it gives the admission back, and the
+        // next slot goes to it again, not to `b`.
+        waiters.refused(&a);
+        assert_eq!(admitted(&[&a, &b]), [false, false]);
+        waiters.admit_one();
+        assert_eq!(admitted(&[&a, &b]), [true, false]);
+    }
+
+    #[test]
+    fn leaving_with_an_admission_says_so_and_leaving_without_does_not() {
+        let waiters = Waiters::default();
+        let (a, _) = waiting(&waiters);
+        let (b, _) = waiting(&waiters);
+        waiters.admit_one();
+        assert!(waiters.leave(&a), "held an admission, to pass on");
+        assert!(!waiters.leave(&b));
+        assert_eq!(waiters.count.load(Ordering::SeqCst), 0);
+        // Leaving twice (sent, then dropped) changes nothing.
+        assert!(!waiters.leave(&a));
+        assert_eq!(waiters.count.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn admit_up_to_counts_admissions_already_out() {
+        let waiters = Waiters::default();
+        let turns: Vec<_> = (0..4).map(|_| waiting(&waiters).0).collect();
+        waiters.admit_up_to(2);
+        waiters.admit_up_to(2);
+        let all: Vec<_> = turns.iter().collect();
+        assert_eq!(
+            admitted(&all),
+            [true, true, false, false],
+            "two free slots, two admitted"
+        );
+        waiters.admit_up_to(3);
+        assert_eq!(admitted(&all), [true, true, true, false]);
+        waiters.admit_up_to(usize::MAX);
+        assert_eq!(admitted(&all), [true; 4]);
+    }
+
+    #[test]
+    fn an_admission_between_the_look_and_the_registration_is_not_lost() {
+        let waiters = Waiters::default();
+        let turn = waiters.join();
+        waiters.admit_one();
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count);
+        assert!(
+            turn.poll_admitted(&mut Context::from_waker(&waker))
+                .is_ready()
+        );
+    }
+}

@@ -3,6 +3,7 @@
 mod builder;
 mod deadline;
 mod future;
+mod pick;
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -16,7 +17,6 @@ use futures_util::StreamExt;
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri};
 use http_body::Body;
-use rand::Rng;
 use tokio::time::Instant;
 use tower::discover::Change;
 use tower_service::Service;
@@ -24,7 +24,7 @@ use tower_service::Service;
 pub use crate::connector::SharedConnection;
 pub use builder::{ClientBuilder, DEFAULT_READY_TIMEOUT};
 
-use crate::age::state::{InFlight, LoadInstant, Turn, Waiters};
+use crate::age::state::{InFlight, Turn, Waiters};
 use crate::age::{AgedConnection, ResponseBody};
 use crate::connector::Http2Connection;
 use crate::discover::{AbortOnDrop, Demand, DiscoverStatus, EndpointKey, RotatingDiscover};
@@ -32,6 +32,7 @@ use crate::error::{BoxError, Error, ErrorKind};
 use crate::replay::{ReplayBody, ReplayConfig, Replayer};
 
 pub use future::ResponseFuture;
+use pick::{Candidate, pick};
 
 /// An HTTP/2 client whose connections age out and rotate make-before-break,
 /// balanced by power-of-two-choices over their load, replaying the requests
@@ -244,100 +245,6 @@ impl<B, C> Client<B, C> {
     }
 }
 
-/// Identifies a connection across picks (its state's address).
-fn id_of<C>(connection: &AgedConnection<C>) -> usize {
-    Arc::as_ptr(connection.state()) as usize
-}
-
-/// Whether `c` takes a request now: serving, its transport open, and below
-/// its server's stream limit (`SETTINGS_MAX_CONCURRENT_STREAMS`), so that
-/// no request is queued inside h2 while another connection has room.
-#[inline]
-fn takes_requests<B, C: SharedConnection<B>>(c: &AgedConnection<C>) -> bool {
-    c.is_serving()
-        && c.inner().is_open()
-        && c.state().in_flight() < c.inner().max_concurrent_streams()
-}
-
-/// Power of two choices: two distinct random connections, the one with the
-/// lower load wins; connections that take no request now (see
-/// [`takes_requests`]) are skipped, and so is `avoid` (the connection that
-/// just refused the request) unless it is the only one that takes it.
-fn pick<B, C: SharedConnection<B>>(
-    connections: &[(EndpointKey, AgedConnection<C>)],
-    avoid: usize,
-) -> Option<&AgedConnection<C>> {
-    let serving = |c: &AgedConnection<C>| {
-        takes_requests::<B, C>(c) && !c.state().is_ejected() && id_of(c) != avoid
-    };
-    let n = connections.len();
-    let (a, b) = match n {
-        0 => return None,
-        1 => (0, 0),
-        _ => {
-            let mut rng = rand::rng();
-            let a = rng.random_range(0..n);
-            let b = rng.random_range(0..n - 1);
-            (a, if b >= a { b + 1 } else { b })
-        }
-    };
-    let (ca, cb) = (&connections[a].1, &connections[b].1);
-    match (serving(ca), serving(cb)) {
-        (true, true) if a != b => {
-            let now = LoadInstant::now();
-            let (won, lost) = if cb.state().cost(now) < ca.state().cost(now) {
-                (cb, ca)
-            } else {
-                (ca, cb)
-            };
-            Some(slow_start(won, lost, now))
-        }
-        (true, _) => Some(ca),
-        (false, true) => Some(cb),
-        (false, false) => pick_any::<B, C>(connections, avoid),
-    }
-}
-
-/// The winner of a pick, unless it is an endpoint in its slow-start window:
-/// then it keeps only its weight's share of the wins, the rest going to the
-/// other candidate. (A new connection costs nothing, so without this a new
-/// pod wins every pick it is part of: 0.41 of all requests right after
-/// joining a set of four, in the measurement.)
-#[inline]
-fn slow_start<'a, C>(
-    won: &'a AgedConnection<C>,
-    lost: &'a AgedConnection<C>,
-    now: LoadInstant,
-) -> &'a AgedConnection<C> {
-    let weight = won.state().weight(now);
-    if weight < 1.0 && rand::rng().random::<f64>() >= weight {
-        lost
-    } else {
-        won
-    }
-}
-
-/// When neither random pick takes the request: the first connection that
-/// does, else `avoid` if it does, else an ejected one (ejection never makes
-/// an outage). Out of line: rare.
-#[cold]
-#[inline(never)]
-fn pick_any<B, C: SharedConnection<B>>(
-    connections: &[(EndpointKey, AgedConnection<C>)],
-    avoid: usize,
-) -> Option<&AgedConnection<C>> {
-    let candidates = || {
-        connections
-            .iter()
-            .map(|(_, c)| c)
-            .filter(|c| takes_requests::<B, C>(c))
-    };
-    candidates()
-        .find(|c| !c.state().is_ejected() && id_of(c) != avoid)
-        .or_else(|| candidates().find(|c| !c.state().is_ejected()))
-        .or_else(|| candidates().next())
-}
-
 /// Counts the request in flight on `connection` and opens its stream.
 #[allow(clippy::type_complexity)]
 fn start<B, C: SharedConnection<B>>(
@@ -362,11 +269,12 @@ where
         avoid: usize,
     ) -> Result<(usize, ResponseFuture<B, C>), Request<ReplayBody<B>>> {
         let connections = self.read();
-        let Some(connection) = pick::<ReplayBody<B>, C>(&connections, avoid) else {
+        let Some(connection) = pick::<ReplayBody<B>, _, _>(&connections, avoid, &mut rand::rng())
+        else {
             return Err(request);
         };
         let (in_flight, sent) = start(connection, request);
-        let id = id_of(connection);
+        let id = Candidate::<ReplayBody<B>>::id(connection);
         // A refusal is sorted (and may drain the connection) without the lock.
         drop(connections);
         Ok((id, ResponseFuture::sent(sent, in_flight, None, None)))
@@ -429,7 +337,7 @@ where
     fn free_slots(&self) -> usize {
         self.read()
             .iter()
-            .filter(|(_, c)| takes_requests::<ReplayBody<B>, C>(c))
+            .filter(|(_, c)| Candidate::<ReplayBody<B>>::takes_requests(c))
             .fold(0usize, |free, (_, c)| {
                 free.saturating_add(
                     c.inner()
@@ -639,12 +547,14 @@ where
         let connections = self.read();
         // Requests already waiting for room go first.
         let queued = self.shared.waiters.count.load(Ordering::SeqCst) > 0;
-        if let Some(connection) = pick::<ReplayBody<B>, C>(&connections, 0).filter(|_| !queued) {
+        if let Some(connection) =
+            pick::<ReplayBody<B>, _, _>(&connections, 0, &mut rand::rng()).filter(|_| !queued)
+        {
             let (in_flight, sent) = start(connection, request);
             let retry = future::Retry {
                 client: self.clone(),
                 replayer,
-                used: id_of(connection),
+                used: Candidate::<ReplayBody<B>>::id(connection),
             };
             drop(connections);
             return ResponseFuture::sent(sent, in_flight, Some(retry), deadline);

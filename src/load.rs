@@ -3,6 +3,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+/// The clock of load measurements. The load is measured per request, so it
+/// uses `std`'s clock: tokio's `Instant::now` takes a lock whenever tokio's
+/// `test-util` feature is on anywhere in the build.
+pub(crate) type LoadInstant = std::time::Instant;
+
 /// How a connection's load is measured for power-of-two-choices.
 ///
 /// Both count a request as pending until its response *body* has ended (or

@@ -7,6 +7,7 @@
 //! waits for in-flight requests, and closes the transport by force after the
 //! drain timeout.
 
+mod balance;
 mod body;
 mod config;
 mod future;
@@ -26,5 +27,6 @@ pub use make::MakeFuture;
 pub use service::AgedConnection;
 pub use state::DrainReason;
 
+pub(crate) use balance::{EndpointHealth, SlowStart};
 pub(crate) use config::AgeConfig;
 pub(crate) use future::classify;

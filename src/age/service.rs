@@ -145,6 +145,6 @@ impl<S> tower::load::Load for AgedConnection<S> {
     type Metric = f64;
 
     fn load(&self) -> f64 {
-        self.state.cost(super::state::LoadInstant::now())
+        self.state.cost(crate::load::LoadInstant::now())
     }
 }

@@ -2,19 +2,17 @@
 //! requests, its supervisor task and whoever manages its rotation.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// The clock of load measurements (see `ConnectionState::born_std`).
-pub(crate) type LoadInstant = std::time::Instant;
-
+use super::balance::{EndpointHealth, SlowStart};
 pub(crate) use super::waiters::{Turn, Waiters};
 use crate::connector::ConnectionHandle;
-use crate::load::{Load, LoadKind};
+use crate::load::{Load, LoadInstant, LoadKind};
 
 /// The phase, in the low two bits of [`ConnectionState::phase`]; the drain
 /// reason sits above them, so one load reads both.
@@ -385,78 +383,6 @@ impl Drop for InFlight {
     }
 }
 
-/// One endpoint's transport failures in a row, shared by its connections
-/// and the discovery worker; the worker hears when they reach the
-/// threshold, and decides on ejection.
-pub(crate) struct EndpointHealth {
-    consecutive: AtomicU32,
-    threshold: u32,
-    endpoint: http::Uri,
-    report: tokio::sync::mpsc::UnboundedSender<http::Uri>,
-}
-
-impl EndpointHealth {
-    pub(crate) fn new(
-        endpoint: http::Uri,
-        threshold: u32,
-        report: tokio::sync::mpsc::UnboundedSender<http::Uri>,
-    ) -> Arc<Self> {
-        Arc::new(EndpointHealth {
-            consecutive: AtomicU32::new(0),
-            threshold,
-            endpoint,
-            report,
-        })
-    }
-
-    /// A response came: the run of failures is over. (A read, and a write
-    /// only when there was a run, so healthy traffic dirties no cache line.)
-    #[inline]
-    pub(crate) fn success(&self) {
-        if self.consecutive.load(Ordering::Relaxed) != 0 {
-            self.consecutive.store(0, Ordering::Relaxed);
-        }
-    }
-
-    pub(crate) fn failure(&self) {
-        if self
-            .consecutive
-            .fetch_add(1, Ordering::Relaxed)
-            .wrapping_add(1)
-            == self.threshold
-        {
-            let _ = self.report.send(self.endpoint.clone());
-        }
-    }
-
-    pub(crate) fn reset(&self) {
-        self.consecutive.store(0, Ordering::Relaxed);
-    }
-}
-
-/// Envoy's `slow_start_config`, linear: an endpoint that joined at `joined`
-/// takes `max(elapsed / window, MIN_WEIGHT)` of its normal share until the
-/// window has passed.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct SlowStart {
-    pub(crate) joined: LoadInstant,
-    pub(crate) window: Duration,
-}
-
-impl SlowStart {
-    /// The least share a new endpoint takes (Envoy's `min_weight_percent`
-    /// default, 10%), so it is never starved of the requests that warm it.
-    const MIN_WEIGHT: f64 = 0.1;
-
-    fn weight(&self, now: LoadInstant) -> f64 {
-        let elapsed = now.saturating_duration_since(self.joined);
-        if elapsed >= self.window {
-            return 1.0;
-        }
-        (elapsed.as_secs_f64() / self.window.as_secs_f64()).max(Self::MIN_WEIGHT)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
@@ -556,43 +482,5 @@ mod tests {
         let h = heard.clone();
         state.observe(move |event| h.lock().unwrap().push(event));
         assert_eq!(*heard.lock().unwrap(), [Event::Lost]);
-    }
-
-    #[test]
-    fn endpoint_health_reports_once_at_the_threshold_and_a_response_resets_the_run() {
-        let (report, mut reports) = tokio::sync::mpsc::unbounded_channel();
-        let health = EndpointHealth::new("http://10.0.0.1".parse().unwrap(), 3, report);
-        health.failure();
-        health.failure();
-        health.success();
-        health.failure();
-        health.failure();
-        assert!(reports.try_recv().is_err(), "a response broke the run");
-        health.failure();
-        assert!(reports.try_recv().is_ok(), "three in a row");
-        health.failure();
-        assert!(reports.try_recv().is_err(), "reported once per run");
-        health.reset();
-        for _ in 0..3 {
-            health.failure();
-        }
-        assert!(reports.try_recv().is_ok());
-    }
-
-    #[test]
-    fn slow_start_ramps_linearly_from_its_floor_to_one() {
-        let joined = LoadInstant::now();
-        let slow = SlowStart {
-            joined,
-            window: Duration::from_secs(100),
-        };
-        assert_eq!(slow.weight(joined), SlowStart::MIN_WEIGHT);
-        assert_eq!(
-            slow.weight(joined + Duration::from_secs(5)),
-            SlowStart::MIN_WEIGHT
-        );
-        assert!((slow.weight(joined + Duration::from_secs(50)) - 0.5).abs() < 1e-9);
-        assert_eq!(slow.weight(joined + Duration::from_secs(100)), 1.0);
-        assert_eq!(slow.weight(joined + Duration::from_secs(500)), 1.0);
     }
 }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use rand::Rng;
 
 use crate::age::AgedConnection;
-use crate::age::state::LoadInstant;
 use crate::connector::SharedConnection;
+use crate::load::LoadInstant;
 
 /// What the pick reads of a connection.
 pub(crate) trait Candidate<B> {

@@ -21,9 +21,11 @@
 //! (the service's) instead of the address, and offers ALPN `h2` alone.
 
 mod body;
+mod connection;
 mod driver;
 mod future;
 mod handle;
+mod head;
 mod hyper_http2;
 mod io;
 mod pipe;
@@ -35,14 +37,12 @@ use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::task::{Context, Poll, Waker};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONNECTION, HeaderName, TE};
-use http::{HeaderMap, Method, Request, Uri};
+use http::Uri;
 use http_body::Body;
 use hyper::rt::{Read, Write};
 use hyper_util::client::legacy::connect::{Connection as TransportInfo, HttpConnector};
@@ -50,6 +50,7 @@ use hyper_util::rt::TokioIo;
 use tower_service::Service;
 
 pub use body::Http2Body;
+pub use connection::Http2Connection;
 pub(crate) use driver::KeepAliveConfig;
 use driver::PingBackoff;
 pub use future::ResponseFuture;
@@ -63,9 +64,8 @@ pub(crate) use tls::server_name_of;
 pub use tls::{RustlsConnector, RustlsStream};
 
 use crate::error::{self, BoxError, Error, ErrorKind};
-use crate::outcome::{ConnectionEnd, Stage, Verdict, classify};
+use crate::outcome::ConnectionEnd;
 use driver::{Driver, Signals};
-use pipe::Pipe;
 
 /// The default [`connect_timeout`](Http2Connector::connect_timeout): 10 s.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -237,7 +237,7 @@ impl<C: fmt::Debug, B> fmt::Debug for Http2Connector<C, B> {
     }
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send>>;
+pub(super) type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send>>;
 
 impl<C, B> Service<Uri> for Http2Connector<C, B>
 where
@@ -396,147 +396,6 @@ where
     })
 }
 
-/// One HTTP/2 connection as a tower `Service`, on h2's `SendRequest`.
-///
-/// A request the connection could not take (it was closing, or the server
-/// had sent `GOAWAY`) comes back unsent inside an [`ErrorKind::Draining`]
-/// error. Errors say whether the server provably did not process the
-/// request ([`ErrorKind::Refused`]: `REFUSED_STREAM`, or above a `GOAWAY`'s
-/// last-stream-id) or may have ([`ErrorKind::Request`]).
-///
-/// Clones share the connection; once the last clone is dropped, h2 closes
-/// the connection gracefully as soon as its last stream ends.
-pub struct Http2Connection<B> {
-    inner: Arc<Inner>,
-    _body: PhantomData<fn(B)>,
-}
-
-struct Inner {
-    send: h2::client::SendRequest<Bytes>,
-    /// Senders for [`send`](Http2Connection::send) through `&self`, one per
-    /// thread slot.
-    senders: Box<[Sender]>,
-    handle: ConnectionHandle,
-    signals: Arc<Signals>,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.signals.release();
-    }
-}
-
-/// A clone of the connection's sender, alone on its cache line(s).
-///
-/// h2's `send_request` needs `&mut SendRequest`, and a `Client` shares its
-/// connections between callers. Cloning and dropping h2's sender for every
-/// request takes h2's connection lock twice and touches reference counts
-/// that every thread shares. So each thread uses "its" slot: a `try_lock`
-/// that never waits, and finds the slot busy only when there are more
-/// threads than slots and two of them race (the guard is held just while
-/// h2 opens the stream). A busy slot falls back to a clone. The slots live
-/// and die with the connection, so they never keep a replaced connection
-/// open.
-#[repr(align(128))]
-struct Sender(Mutex<h2::client::SendRequest<Bytes>>);
-
-/// The slot this thread uses, in every connection.
-fn slot_of_this_thread() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed);
-    }
-    SLOT.with(|slot| *slot)
-}
-
-/// Slots per connection: the available parallelism, at most 16.
-fn slots() -> usize {
-    static SLOTS: OnceLock<usize> = OnceLock::new();
-    *SLOTS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(16)))
-}
-
-impl<B> Http2Connection<B> {
-    fn new(
-        send: h2::client::SendRequest<Bytes>,
-        handle: ConnectionHandle,
-        signals: Arc<Signals>,
-    ) -> Self {
-        let senders = (0..slots())
-            .map(|_| Sender(Mutex::new(send.clone())))
-            .collect();
-        Http2Connection {
-            inner: Arc::new(Inner {
-                send,
-                senders,
-                handle,
-                signals,
-            }),
-            _body: PhantomData,
-        }
-    }
-
-    /// True until the transport has closed.
-    pub fn is_open(&self) -> bool {
-        !self.inner.handle.is_closed()
-    }
-
-    /// How many streams the server lets this connection have open at once
-    /// (its `SETTINGS_MAX_CONCURRENT_STREAMS`; `usize::MAX` when it sets no
-    /// limit).
-    #[inline]
-    pub fn max_concurrent_streams(&self) -> usize {
-        self.inner.signals.max_streams()
-    }
-}
-
-impl<B> Clone for Http2Connection<B> {
-    fn clone(&self) -> Self {
-        Http2Connection {
-            inner: self.inner.clone(),
-            _body: PhantomData,
-        }
-    }
-}
-
-impl<B> fmt::Debug for Http2Connection<B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Http2Connection")
-            .field("handle", &self.inner.handle)
-            .field("max_concurrent_streams", &self.max_concurrent_streams())
-            .finish()
-    }
-}
-
-impl<B> AgeableConnection for Http2Connection<B> {
-    fn handle(&self) -> ConnectionHandle {
-        self.inner.handle.clone()
-    }
-}
-
-impl<B> SharedConnection<B> for Http2Connection<B>
-where
-    B: Body<Data = Bytes> + Unpin + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    type Body = Http2Body;
-    type Future = ResponseFuture<B>;
-
-    #[inline]
-    fn send(&self, request: Request<B>) -> Result<ResponseFuture<B>, Error> {
-        Http2Connection::send(self, request)
-    }
-
-    #[inline]
-    fn is_open(&self) -> bool {
-        Http2Connection::is_open(self)
-    }
-
-    #[inline]
-    fn max_concurrent_streams(&self) -> usize {
-        Http2Connection::max_concurrent_streams(self)
-    }
-}
-
 /// Why a transport to an `https` target cannot carry HTTP/2: TLS did not
 /// choose `h2` by ALPN. (Sending the preface anyway would reach an
 /// HTTP/1.1 server as garbage.)
@@ -546,196 +405,4 @@ pub(crate) fn alpn_refused(target: &Uri, io: &impl TransportInfo) -> Option<&'st
             "TLS did not negotiate HTTP/2 (ALPN `h2`): the server offers only HTTP/1.1, \
              or the TLS connector does not ask for `h2`",
         )
-}
-
-/// Headers that mean something only on an HTTP/1 connection; HTTP/2 forbids
-/// them (RFC 9113 §8.2.2), so they are dropped as hyper does.
-const CONNECTION_HEADERS: [HeaderName; 4] = [
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    http::header::TRANSFER_ENCODING,
-    http::header::UPGRADE,
-];
-
-/// The head h2 sends: a copy of the request's, without connection-specific
-/// headers, with `content-length` where hyper sets it, and with the
-/// extended-CONNECT `:protocol` (RFC 8441) taken from h2's or hyper's
-/// `Protocol` extension (h2 reads no other extension). The caller keeps the
-/// original, so a request h2 does not take can be given back whole.
-fn h2_head(parts: &http::request::Parts, body_len: Option<u64>) -> Request<()> {
-    let mut head = Request::new(());
-    *head.method_mut() = parts.method.clone();
-    *head.uri_mut() = parts.uri.clone();
-    *head.version_mut() = parts.version;
-    let headers = head.headers_mut();
-    *headers = parts.headers.clone();
-    if !headers.is_empty() {
-        strip_connection_headers(headers);
-    }
-    if let Some(len) = body_len
-        && (len != 0 || has_payload_semantics(&parts.method))
-        && !headers.contains_key(http::header::CONTENT_LENGTH)
-    {
-        headers.insert(http::header::CONTENT_LENGTH, len.into());
-    }
-    if !parts.extensions.is_empty() {
-        copy_protocol(&parts.extensions, head.extensions_mut());
-    }
-    head
-}
-
-#[cold]
-fn copy_protocol(from: &http::Extensions, to: &mut http::Extensions) {
-    if let Some(protocol) = from.get::<h2::ext::Protocol>() {
-        to.insert(protocol.clone());
-    } else if let Some(protocol) = from.get::<hyper::ext::Protocol>() {
-        to.insert(h2::ext::Protocol::from(protocol.as_str()));
-    }
-}
-
-fn strip_connection_headers(headers: &mut HeaderMap) {
-    for name in &CONNECTION_HEADERS {
-        headers.remove(name);
-    }
-    if headers.get(TE).is_some_and(|te| te != "trailers") {
-        headers.remove(TE);
-    }
-    if let Some(connection) = headers.remove(CONNECTION)
-        && let Ok(names) = connection.to_str()
-    {
-        for name in names.split(',') {
-            headers.remove(name.trim());
-        }
-    }
-}
-
-/// As hyper: an empty body gets `content-length: 0` unless the method
-/// defines no meaning for a body.
-fn has_payload_semantics(method: &Method) -> bool {
-    !matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::DELETE | Method::CONNECT
-    )
-}
-
-impl<B> Http2Connection<B>
-where
-    B: Body<Data = Bytes> + Unpin + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    /// Opens the request's stream through `&self`, on this thread's sender
-    /// slot (or on a clone of the sender when the slot is busy), so callers
-    /// can share the connection. A request h2 did not take comes back in a
-    /// [`ErrorKind::Draining`] error.
-    #[allow(clippy::result_large_err)]
-    pub(crate) fn send(&self, request: Request<B>) -> Result<ResponseFuture<B>, Error> {
-        let (parts, body) = request.into_parts();
-        // A CONNECT stream is a tunnel: it stays open whatever the body.
-        let connect = parts.method == Method::CONNECT;
-        let ended = body.is_end_stream();
-        if connect && declares_a_body(&parts.headers) {
-            return Err(invalid_connect(&parts));
-        }
-        let end = ended && !connect;
-        let head = h2_head(&parts, body.size_hint().exact());
-        let inner = &*self.inner;
-        let slot = &inner.senders[slot_of_this_thread() % inner.senders.len()];
-        let sent = match slot.0.try_lock() {
-            Ok(mut send) => {
-                let sent = send.send_request(head, end);
-                // h2 wants a sender ready (`poll_ready`) before its next
-                // `send_request`. It is checked right after this one, so a
-                // stream that this sender left queued behind the server's
-                // stream limit is not kept alive by the slot: the caller
-                // alone holds it, and dropping it cancels it.
-                if sent.is_ok()
-                    && send
-                        .poll_ready(&mut Context::from_waker(Waker::noop()))
-                        .is_pending()
-                {
-                    *send = inner.send.clone();
-                }
-                sent
-            }
-            // A fresh clone has no queued stream of its own, so it is ready
-            // unless the connection failed, which `send_request` reports.
-            Err(_) => inner.send.clone().send_request(head, end),
-        };
-        match sent {
-            Ok((response, stream)) => Ok(ResponseFuture::new(
-                response,
-                (!ended).then(|| Pipe::new(body, stream)),
-                parts,
-            )),
-            Err(e) => Err(self.not_sent(e, Request::from_parts(parts, body))),
-        }
-    }
-
-    /// h2 opened no stream. A user error (a malformed request) fails as it
-    /// is, unless the connection itself can open no more streams (h2 reports
-    /// running out of stream ids that way too); otherwise the connection
-    /// failed or the server sent `GOAWAY`: nothing was sent, and the
-    /// request comes back as `Draining`.
-    #[cold]
-    #[inline(never)]
-    fn not_sent(&self, e: h2::Error, request: Request<B>) -> Error {
-        let usable = || {
-            let mut fresh = self.inner.send.clone();
-            matches!(
-                fresh.poll_ready(&mut Context::from_waker(Waker::noop())),
-                Poll::Ready(Ok(()))
-            )
-        };
-        match classify(&e, Stage::Open) {
-            Verdict::BadRequest if usable() => Error::new(ErrorKind::Request)
-                .with_message("h2 did not take the request (not valid HTTP/2)")
-                .with_source(e),
-            _ => Error::new(ErrorKind::Draining)
-                .with_message("the connection takes no more streams")
-                .with_source(e)
-                .with_request(request),
-        }
-    }
-}
-
-/// A `content-length` other than 0.
-fn declares_a_body(headers: &HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_LENGTH)
-        .is_some_and(|len| len.as_bytes() != b"0")
-}
-
-#[cold]
-fn invalid_connect(parts: &http::request::Parts) -> Error {
-    Error::new(ErrorKind::Request).with_message(format!(
-        "CONNECT {} with a request body: a CONNECT request carries none (hyper refuses it too)",
-        parts.uri
-    ))
-}
-
-impl<B> Service<Request<B>> for Http2Connection<B>
-where
-    B: Body<Data = Bytes> + Unpin + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    type Response = http::Response<Http2Body>;
-    type Error = Error;
-    type Future = BoxFuture<http::Response<Http2Body>>;
-
-    /// Ready while the connection can open streams; fails once the server
-    /// sent `GOAWAY` or the transport closed, so tower's balancer drops it.
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        if self.inner.handle.go_away_reason().is_some() || self.inner.handle.is_closed() {
-            return Poll::Ready(Err(Error::new(ErrorKind::Draining)
-                .with_message("the connection takes no more streams")));
-        }
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        match self.send(request) {
-            Ok(response) => Box::pin(response),
-            Err(e) => Box::pin(std::future::ready(Err(e))),
-        }
-    }
 }

@@ -20,8 +20,10 @@ use super::outlier::OutlierDetection;
 use super::resolution::Schedule;
 use super::{DiscoverStatus, EndpointKey};
 use crate::age::AgedConnection;
-use crate::age::state::{ConnectionState, EndpointHealth, Event, LoadInstant, SlowStart};
+use crate::age::state::{ConnectionState, Event};
+use crate::age::{EndpointHealth, SlowStart};
 use crate::error::{self, BoxError, Error, ErrorKind};
+use crate::load::LoadInstant;
 use crate::resolve::Resolution;
 
 type Changes<S> = mpsc::UnboundedSender<Change<EndpointKey, AgedConnection<S>>>;

@@ -10,18 +10,41 @@
 //!
 //! # Module map
 //!
+//! The modules stand in layers, and every arrow points down: a module uses
+//! only those below it (`../shared/tools/module-cycles` checks there is no
+//! cycle, between modules or between the files of one). Each layer answers
+//! one question, so a change to how connections are made, how long they
+//! live, or how requests are spread lands in one layer.
+//!
+//! ```text
+//! client, replay, server          what a caller or a server uses
+//!   discover, resolve             which endpoints exist, which connections to hold
+//!     age                         how long a connection lives (deadline, drain,
+//!                                 force-close) and what the pick weighs (load,
+//!                                 health, slow start, the wait line)
+//!       connector                 the transport: h2's and hyper's connections, their
+//!                                 task, the handle that reports GOAWAY and closes
+//!                                 by force, and the in-flight count it reads
+//!         error, outcome, load,   at the bottom: the error type, the one place h2's
+//!         metrics, time           errors are read, the load model, metric names
+//! ```
+//!
+//! `grpc` (feature `tonic`) documents the gRPC codes and converts errors
+//! into `tonic::Status`; the table itself sits beside `Error::source`.
+//!
 //! | module | what it is |
 //! |---|---|
 //! | [`age`] | [`MaxConnectionAgeLayer`]: wraps any connection `MakeService` so each connection is an [`AgedConnection`] with a deadline (age + jitter), a drain, and a force-close after `drain_timeout`. It also tracks the connection's load until each response *body* ends. |
-//! | [`connector`] | [`Http2Connector`]: turns a hyper-util connector (`HttpConnector`, TLS, ...) and an `h2::client::Builder` into connection services on h2's `SendRequest`, made only once the server answered (its `SETTINGS`, a `PING`), sending from the caller's task (no hyper dispatch task in between), handing unsent requests back and telling which failed streams the server never processed (`classify`, the one place h2's errors are sorted). Its connection task publishes the server's stream limit, reports its `GOAWAY`, and runs the HTTP/2 keepalive (a `PING` unanswered in time closes the connection: `ErrorKind::KeepAlive`). [`HyperConnector`](connector::HyperConnector) makes hyper's own HTTP/2 client connections ageable instead, and [`ClosableIo`](connector::ClosableIo) gives any transport a force-close. |
+//! | [`connector`] | [`Http2Connector`]: turns a hyper-util connector (`HttpConnector`, TLS, ...) and an `h2::client::Builder` into connection services on h2's `SendRequest`, made only once the server answered (its `SETTINGS`, a `PING`), sending from the caller's task (no hyper dispatch task in between), handing unsent requests back and telling which failed streams the server never processed. Its connection task publishes the server's stream limit, reports its `GOAWAY`, and runs the HTTP/2 keepalive (a `PING` unanswered in time closes the connection: `ErrorKind::KeepAlive`). [`HyperConnector`](connector::HyperConnector) makes hyper's own HTTP/2 client connections ageable instead, and [`ClosableIo`](connector::ClosableIo) gives any transport a force-close. [`ConnectionHandle`](connector::ConnectionHandle) and [`SharedConnection`](connector::SharedConnection) are what the layers above need of a connection (also re-exported from `age` and `client`). |
 //! | `connector::RustlsConnector` (feature `rustls`) | TLS on rustls for pods dialed by IP address: SNI and the certificate check use a configured server name (the service's; [`ClientBuilder::tls`](client::ClientBuilder) sets it from the `uri`) instead of the address, ALPN is `h2` alone, and its stream tells [`Http2Connector`] that ALPN chose `h2`. |
 //! | [`discover`] | [`RotatingDiscover`]: a `tower::discover::Discover` over a fixed set of endpoints or a host name it re-resolves (periodically or at the TTL, at rotations, on losses), that opens `connections_per_endpoint` each, replaces aged connections make-before-break and closed ones with backoff, and drains those of endpoints that left. It never yields `Err` and never ends. |
 //! | [`replay`] | [`ReplayLayer`]: replays requests that came back unsent, and those the server provably never processed (`REFUSED_STREAM`, above `GOAWAY`'s last-stream-id). Nothing else. |
-//! | [`client`] | [`Client`]: all of it composed, with a lock-free power-of-two-choices pick in the caller's task, over [`Http2Connection`]s or any [`SharedConnection`](client::SharedConnection) (`ClientBuilder::build_with`); a request's deadline is the earlier of the client's `timeout` and its `grpc-timeout`. |
+//! | [`client`] | [`Client`]: all of it composed, with a lock-free power-of-two-choices pick in the caller's task (a plain function with its RNG injected), over [`Http2Connection`]s or any [`SharedConnection`](client::SharedConnection) (`ClientBuilder::build_with`); a request's deadline is the earlier of the client's `timeout` and its `grpc-timeout`. |
 //! | [`resolve`] | [`Resolve`](resolve::Resolve): any hyper-util resolver (`Service<Name>`) whose answer may carry a TTL; [`StaticResolver`](resolve::StaticResolver), and `HickoryResolver` (feature `hickory`) which reports the records' TTL. |
 //! | [`server`] | [`server::Server`]: serves any tower HTTP service (axum, tonic `Routes`, hyper) over HTTP/1.1 and h2c with a maximum connection age (±10% jitter), an optional grace, an idle limit and graceful shutdown; on age HTTP/2 gets the two-phase `GOAWAY`, HTTP/1.1 `Connection: close`. |
-//! | [`error`] | [`Error`] and [`ErrorKind`]. |
-//! | `grpc` | (feature `tonic`) the gRPC status each error maps to, put first in its `source()` chain so that tonic's `Status::from_error` finds it. |
+//! | [`error`] | [`Error`] and [`ErrorKind`]; with feature `tonic`, the gRPC status each error maps to, put first in its `source()` chain so that tonic's `Status::from_error` finds it. |
+//! | `outcome` | How a request or connection ended on the wire: the one place h2's errors are read (a verdict for replay, what the wire said for the age layer and the gRPC codes). |
+//! | `grpc` | (feature `tonic`) the table of gRPC codes, and `From<Error> for tonic::Status`. |
 //! | [`metrics`] | The metric names (Envoy's cluster statistics where one exists: `upstream_cx_total`, `upstream_cx_max_duration_reached`, `upstream_rq_retry`, `membership_total`, ...) and their table; recorded through the `metrics` facade with the cargo feature `metrics`, from where each event is decided, never per request. |
 //!
 //! # The path of a request through [`Client`]

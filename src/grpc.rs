@@ -8,7 +8,7 @@
 //! [`Client`](crate::Client) sees the codes that retry policies and
 //! `tonic::Code` matches expect, as with tonic's own `Channel`:
 //!
-//! | [`ErrorKind`] | gRPC code | why |
+//! | [`ErrorKind`](crate::ErrorKind) | gRPC code | why |
 //! |---|---|---|
 //! | `NoReadyEndpoint`, `Connect`, `Resolve` | `UNAVAILABLE` | no connection could take the call (gRPC: "most likely a transient condition") |
 //! | `Draining`, `Refused` | `UNAVAILABLE` | the server did not process the call: safe to retry |

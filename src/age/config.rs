@@ -7,7 +7,7 @@ use tokio::time::Instant;
 use crate::error::Error;
 use crate::load::LoadKind;
 
-/// The default [`drain_timeout`](MaxConnectionAgeLayer::drain_timeout): 30 s.
+/// The default [`drain_timeout`](crate::MaxConnectionAgeLayer::drain_timeout): 30 s.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]

@@ -120,6 +120,7 @@ pub mod discover;
 pub mod error;
 #[cfg(feature = "tonic")]
 pub mod grpc;
+mod jitter;
 pub mod load;
 pub mod metrics;
 mod outcome;

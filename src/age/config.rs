@@ -31,8 +31,10 @@ impl AgeConfig {
 
     /// The jitter in force: the one set, or 10% of the age.
     pub(crate) fn jitter(&self) -> Duration {
-        self.jitter
-            .unwrap_or_else(|| self.max_age.map_or(Duration::ZERO, |age| age / 10))
+        self.jitter.unwrap_or_else(|| {
+            self.max_age
+                .map_or(Duration::ZERO, crate::jitter::default_jitter)
+        })
     }
 
     pub(crate) fn validate(&self) -> Result<(), Error> {
@@ -49,17 +51,13 @@ impl AgeConfig {
         Ok(())
     }
 
-    /// A fresh deadline: `max_age + U(0, jitter)`, never shorter than the age.
+    /// A fresh deadline: `max_age + U(0, jitter)`, never shorter than the age
+    /// (see [`crate::jitter`] for why the client's spread is above the age).
     /// Each is taken as at most about 30 years (`crate::time::LONGEST`), so
     /// `Duration::MAX` means "never" and cannot overflow.
     pub(crate) fn deadline(&self, now: Instant) -> Option<Instant> {
         let max_age = crate::time::saturate(self.max_age?);
         let jitter = crate::time::saturate(self.jitter());
-        let extra = if jitter.is_zero() {
-            Duration::ZERO
-        } else {
-            jitter.mul_f64(rand::random::<f64>())
-        };
-        Some(now + max_age + extra)
+        Some(now + crate::jitter::above(max_age, jitter, &mut rand::rng()))
     }
 }

@@ -63,7 +63,10 @@ impl MaxConnectionAgeLayer {
     /// The most added to each connection's age, uniformly at random, so that
     /// connections opened together do not all rotate together.
     ///
-    /// Default: 10% of `max_age`, as gRPC does. `Duration::ZERO` turns it off.
+    /// Only added, never taken off, so `max_age` is the least a connection
+    /// lives (the server side spreads both ways, as grpc-go's
+    /// `MaxConnectionAge`). Default: 10% of `max_age`, as gRPC.
+    /// `Duration::ZERO` turns it off.
     pub fn jitter(mut self, jitter: Duration) -> Self {
         self.config.jitter = Some(jitter);
         self

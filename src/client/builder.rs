@@ -1,6 +1,5 @@
 //! [`ClientBuilder`].
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -8,19 +7,17 @@ use http::Uri;
 use http_body::Body;
 use hyper::rt::{Read, Write};
 use hyper_util::client::legacy::connect::{Connection as TransportInfo, HttpConnector};
-use tower_layer::Layer;
 use tower_service::Service;
 
-use super::{Client, Shared, SharedConnection, drive};
-use crate::age::{AgeConfig, MaxConnectionAgeLayer};
+use super::options::Options;
+use super::{Client, SharedConnection};
+use crate::age::AgeConfig;
 use crate::connector::{Http2Connector, KeepAliveConfig, default_builder};
-use crate::discover::{
-    AbortOnDrop, BoxResolver, RotatingDiscover, RotatingDiscoverBuilder, validate_endpoint,
-};
+use crate::discover::{BoxResolver, RotatingDiscover, RotatingDiscoverBuilder, validate_endpoint};
 use crate::error::{BoxError, Error};
 use crate::load::LoadKind;
 use crate::replay::{ReplayBody, ReplayConfig};
-use crate::resolve::{GaiResolver, Resolve};
+use crate::resolve::Resolve;
 
 /// The default [`ready_timeout`](ClientBuilder::ready_timeout): 10 s.
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,16 +34,16 @@ pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// [`ErrorKind::Config`](crate::ErrorKind::Config) error that names them.
 #[derive(Debug, Clone)]
 pub struct ClientBuilder<C = HttpConnector> {
-    connector: C,
+    pub(super) connector: C,
     http2: h2::client::Builder,
     keep_alive: KeepAliveConfig,
-    discover: RotatingDiscoverBuilder,
+    pub(super) discover: RotatingDiscoverBuilder,
     age: AgeConfig,
     replay: ReplayConfig,
     ready_timeout: Duration,
     timeout: Option<Duration>,
-    origin: Option<Uri>,
-    uri: Option<Uri>,
+    pub(super) origin: Option<Uri>,
+    pub(super) uri: Option<Uri>,
     resolver: Option<BoxResolver>,
     /// Settings of the crate's own connector that were changed, which
     /// [`build_with`](Self::build_with) (bringing its own) cannot honour.
@@ -160,8 +157,10 @@ impl<C> ClientBuilder<C> {
         self
     }
 
-    /// The most added to each connection's age, at random. Default: 10% of
-    /// `max_connection_age`; `Duration::ZERO` turns it off.
+    /// The most added to each connection's age, uniformly at random: only
+    /// added, so `max_connection_age` is the least a connection lives (the
+    /// server side spreads both ways, as grpc-go). Default: 10% of
+    /// `max_connection_age`, as gRPC; `Duration::ZERO` turns it off.
     pub fn max_connection_age_jitter(mut self, jitter: Duration) -> Self {
         self.age.jitter = Some(jitter);
         self
@@ -367,14 +366,7 @@ impl<C> ClientBuilder<C> {
         B::Error: Into<BoxError>,
     {
         self.give_tls_the_service_name()?;
-        if self.keep_alive.interval.is_some_and(|i| i.is_zero())
-            || self.keep_alive.timeout.is_zero()
-        {
-            return Err(Error::config(
-                "keep_alive_interval and keep_alive_timeout must be greater than zero \
-                 (keep_alive_interval(None) turns keepalive off)",
-            ));
-        }
+        self.keep_alive.validate()?;
         if std::any::TypeId::of::<C>() == std::any::TypeId::of::<HttpConnector>()
             && self.uses_https()
         {
@@ -453,78 +445,8 @@ impl<C> ClientBuilder<C> {
     }
 }
 
-/// The settings every client has, whatever makes its connections.
-struct Options {
-    discover: RotatingDiscoverBuilder,
-    age: AgeConfig,
-    replay: ReplayConfig,
-    ready_timeout: Duration,
-    timeout: Option<Duration>,
-    origin: Option<Uri>,
-    uri: Option<Uri>,
-    resolver: Option<BoxResolver>,
-}
-
-impl Options {
-    fn build<B, M>(self, make: M) -> Result<Client<B, M::Response>, Error>
-    where
-        M: Service<Uri> + Send + 'static,
-        M::Response: SharedConnection<ReplayBody<B>>,
-        M::Error: Into<BoxError>,
-        M::Future: Send + 'static,
-    {
-        let discover = match self.uri {
-            Some(uri) => {
-                let resolver = self
-                    .resolver
-                    .unwrap_or_else(|| BoxResolver::new(GaiResolver::new()));
-                self.discover.resolve_boxed(uri, resolver)
-            }
-            None => self.discover,
-        };
-        self.age.validate()?;
-        discover.validate()?;
-        if self.ready_timeout.is_zero() {
-            return Err(Error::config("ready_timeout must be greater than zero"));
-        }
-        if self.timeout.is_some_and(|t| t.is_zero()) {
-            return Err(Error::config(
-                "timeout must be greater than zero (leave it unset for no timeout)",
-            ));
-        }
-        let origin = match self.origin {
-            Some(origin) => origin,
-            None => discover
-                .first_endpoint()
-                .cloned()
-                .ok_or_else(|| Error::config("no endpoints given"))?,
-        };
-        validate_endpoint(&origin)?;
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| Error::config("a Client must be built inside a Tokio runtime"))?;
-        let make = MaxConnectionAgeLayer::from_config(self.age).layer(make);
-        let discover = discover.build(make)?;
-        let status = discover.status();
-        let shared = Arc::new(Shared::new(
-            self.ready_timeout,
-            self.timeout,
-            self.replay,
-            origin,
-            status,
-            discover.demand(),
-        ));
-        // Spawned once `shared` exists, so the first change always finds it.
-        let driver = runtime.spawn(drive(Arc::downgrade(&shared), discover));
-        let _ = shared.driver.set(AbortOnDrop(driver.abort_handle()));
-        Ok(Client {
-            shared,
-            _body: std::marker::PhantomData,
-        })
-    }
-}
-
-// TLS (feature `rustls`): `tls(..)`, and the hook `build` calls first to give
-// the connector it made the service's name (a no-op without the feature).
+// The hook `build` calls first to give the connector `tls(..)` made the
+// service's name (a no-op without the feature `rustls`).
 #[cfg(not(feature = "rustls"))]
 impl<C> ClientBuilder<C> {
     fn give_tls_the_service_name(&mut self) -> Result<(), Error> {
@@ -534,60 +456,6 @@ impl<C> ClientBuilder<C> {
 
 #[cfg(feature = "rustls")]
 impl<C> ClientBuilder<C> {
-    /// TLS on rustls with `config` to every endpoint, verified against the
-    /// service's name although pods are dialed by IP address, as grpc-go
-    /// does: SNI and the certificate check use the host of
-    /// [`uri`](Self::uri) (`my-svc.ns.svc` in
-    /// `https://my-svc.ns.svc:443`), or else of [`origin`](Self::origin),
-    /// or else each endpoint's own host. Endpoints and `uri` must be
-    /// `https://`.
-    ///
-    /// Replaces the connector with a
-    /// [`RustlsConnector`](crate::connector::RustlsConnector) over
-    /// `HttpConnector` (`TCP_NODELAY`) that offers ALPN `h2` alone (it
-    /// replaces the config's `alpn_protocols`). Everything else is your
-    /// config: roots, client certificates, protocol versions and the
-    /// crypto provider. For another transport, or another name, give
-    /// `connector(RustlsConnector::with_connector(..).server_name(..))`
-    /// instead.
-    ///
-    /// A host that is no valid TLS server name fails
-    /// [`build`](Self::build) with an
-    /// [`ErrorKind::Config`](crate::ErrorKind::Config) error; a failed
-    /// handshake is a connect error (retried with backoff), whose source is
-    /// rustls' error (see [`Client::discover_status`] for the last ones).
-    ///
-    /// ```
-    /// use std::sync::Arc;
-    /// use tower_max_connection_age::Client;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let provider = Arc::new(rustls::crypto::ring::default_provider());
-    /// # let roots = rustls::RootCertStore::empty();
-    /// let config = rustls::ClientConfig::builder_with_provider(provider)
-    ///     .with_safe_default_protocol_versions()?
-    ///     .with_root_certificates(roots)
-    ///     .with_no_client_auth();
-    /// // Each pod is dialed at its IP address; each certificate is checked
-    /// // for greeter.demo.svc.cluster.local.
-    /// let client = Client::builder()
-    ///     .uri("https://greeter.demo.svc.cluster.local:50051".parse()?)
-    ///     .tls(Arc::new(config))
-    ///     .build::<http_body_util::Full<bytes::Bytes>>()?;
-    /// # drop(client);
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn tls(
-        self,
-        config: Arc<rustls::ClientConfig>,
-    ) -> ClientBuilder<crate::connector::RustlsConnector> {
-        let mut connector = crate::connector::RustlsConnector::new(config);
-        connector.takes_service_name = true;
-        self.connector(connector)
-    }
-
     /// When the connector is the one [`tls`](Self::tls) made: checks the
     /// schemes and sets its server name to the host of `uri`, else of
     /// `origin` (without either, each endpoint's host is used).

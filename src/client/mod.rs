@@ -3,36 +3,40 @@
 mod builder;
 mod deadline;
 mod future;
+mod options;
 mod pick;
+mod shared;
+#[cfg(feature = "rustls")]
+mod tls;
+mod waiting;
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock, Weak};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
-use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri};
 use http_body::Body;
 use tokio::time::Instant;
-use tower::discover::Change;
 use tower_service::Service;
 
 pub use crate::connector::SharedConnection;
 pub use builder::{ClientBuilder, DEFAULT_READY_TIMEOUT};
 
-use crate::age::state::{InFlight, Turn, Waiters};
+use crate::age::state::InFlight;
 use crate::age::{AgedConnection, ResponseBody};
 use crate::connector::Http2Connection;
-use crate::discover::{AbortOnDrop, Demand, DiscoverStatus, EndpointKey, RotatingDiscover};
+use crate::discover::{DiscoverStatus, EndpointKey};
 use crate::error::{BoxError, Error, ErrorKind};
-use crate::replay::{ReplayBody, ReplayConfig, Replayer};
+use crate::replay::{ReplayBody, Replayer};
 
 pub use future::ResponseFuture;
 use pick::{Candidate, pick};
+pub use shared::Stats;
+use shared::{Shared, drive};
+use waiting::Waiting;
 
 /// An HTTP/2 client whose connections age out and rotate make-before-break,
 /// balanced by power-of-two-choices over their load, replaying the requests
@@ -86,116 +90,6 @@ impl<B, C> fmt::Debug for Client<B, C> {
             .field("connections", &self.connection_count())
             .field("stats", &self.stats())
             .finish()
-    }
-}
-
-/// Counters of what a [`Client`] did, for health endpoints, tests and logs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Stats {
-    /// Connections opened and put into service.
-    pub opened: u64,
-    /// Connections that replaced a live one of the same slot (rotations).
-    pub rotated: u64,
-    /// Connections removed because they closed or their endpoint left.
-    pub removed: u64,
-    /// Requests sent again after coming back unsent or refused.
-    pub replayed: u64,
-    /// Requests that found no serving connection and had to wait for one.
-    pub waited: u64,
-}
-
-struct Shared<C> {
-    connections: RwLock<Vec<(EndpointKey, AgedConnection<C>)>>,
-    /// Requests waiting for a connection with room: woken one at a time,
-    /// oldest first, as requests end, and all at once when a connection
-    /// comes.
-    waiters: Arc<Waiters>,
-    ready_timeout: Duration,
-    /// Every request's deadline (`ClientBuilder::timeout`).
-    timeout: Option<Duration>,
-    replay: ReplayConfig,
-    origin: (Scheme, Authority),
-    status: DiscoverStatus,
-    /// Tells discovery when every connection is full.
-    demand: Arc<Demand>,
-    opened: AtomicU64,
-    rotated: AtomicU64,
-    removed: AtomicU64,
-    replayed: AtomicU64,
-    waited: AtomicU64,
-    /// Aborts the driver task when the last client goes.
-    driver: OnceLock<AbortOnDrop>,
-}
-
-impl<C> Shared<C> {
-    fn new(
-        ready_timeout: Duration,
-        timeout: Option<Duration>,
-        replay: ReplayConfig,
-        origin: Uri,
-        status: DiscoverStatus,
-        demand: Arc<Demand>,
-    ) -> Self {
-        let parts = origin.into_parts();
-        Shared {
-            connections: RwLock::new(Vec::new()),
-            waiters: Arc::default(),
-            ready_timeout,
-            timeout,
-            replay,
-            origin: (
-                parts.scheme.unwrap_or(Scheme::HTTP),
-                parts.authority.expect("validated: endpoint has a host"),
-            ),
-            status,
-            demand,
-            opened: AtomicU64::new(0),
-            rotated: AtomicU64::new(0),
-            removed: AtomicU64::new(0),
-            replayed: AtomicU64::new(0),
-            waited: AtomicU64::new(0),
-            driver: OnceLock::new(),
-        }
-    }
-
-    fn apply(&self, change: Change<EndpointKey, AgedConnection<C>>) {
-        let mut connections = self.connections.write().unwrap_or_else(|p| p.into_inner());
-        match change {
-            Change::Insert(key, connection) => {
-                self.opened.fetch_add(1, Ordering::Relaxed);
-                connection.state().set_waiters(self.waiters.clone());
-                match connections.iter_mut().find(|(k, _)| *k == key) {
-                    // Dropping the old one starts its drain.
-                    Some(slot) => {
-                        self.rotated.fetch_add(1, Ordering::Relaxed);
-                        slot.1 = connection;
-                    }
-                    None => connections.push((key, connection)),
-                }
-                drop(connections);
-                // Everyone in line looks; those who find no room keep
-                // their place.
-                self.waiters.admit_up_to(usize::MAX);
-            }
-            Change::Remove(key) => {
-                let before = connections.len();
-                connections.retain(|(k, _)| *k != key);
-                let removed = before - connections.len();
-                self.removed.fetch_add(removed as u64, Ordering::Relaxed);
-            }
-        }
-    }
-}
-
-/// Moves the discover's changes into the shared connection list, for as long
-/// as a `Client` exists.
-async fn drive<C>(shared: Weak<Shared<C>>, mut discover: RotatingDiscover<C>) {
-    while let Some(Ok(change)) = discover.next().await {
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
-        shared.apply(change);
     }
 }
 
@@ -459,39 +353,6 @@ where
                     };
                 }
             }
-        }
-    }
-}
-
-/// A request's place among the [`Waiters`] for as long as it waits, however
-/// its wait ends: sent, or timed out or dropped by its caller, which passes
-/// an admission it held on to the next in line.
-struct Waiting<'a> {
-    waiters: &'a Waiters,
-    turn: Arc<Turn>,
-    sent: bool,
-}
-
-impl<'a> Waiting<'a> {
-    fn new(waiters: &'a Waiters) -> Self {
-        Waiting {
-            waiters,
-            turn: waiters.join(),
-            sent: false,
-        }
-    }
-
-    /// Leaves the line having used the slot (its admission with it).
-    fn sent(mut self) {
-        self.sent = true;
-        self.waiters.leave(&self.turn);
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        if !self.sent && self.waiters.leave(&self.turn) {
-            self.waiters.admit_one();
         }
     }
 }

@@ -99,6 +99,20 @@ impl Default for KeepAliveConfig {
     }
 }
 
+impl KeepAliveConfig {
+    /// A zero interval or timeout would ping without pause or close every
+    /// connection at once: a configuration error, never a silent default.
+    pub(crate) fn validate(&self) -> Result<(), crate::error::Error> {
+        if self.interval.is_some_and(|i| i.is_zero()) || self.timeout.is_zero() {
+            return Err(crate::error::Error::config(
+                "keep_alive_interval and keep_alive_timeout must be greater than zero \
+                 (keep_alive_interval(None) turns keepalive off)",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The keepalive interval in force for every connection of one connector,
 /// in nanoseconds: the configured one, doubled each time a server answers
 /// our pings with `GOAWAY(ENHANCE_YOUR_CALM)` (grpc-go's "too_many_pings";

@@ -265,11 +265,8 @@ where
         let builder = self.builder.clone();
         let keep_alive = self.keep_alive;
         let ping_backoff = self.ping_backoff.clone();
-        if keep_alive.interval.is_some_and(|i| i.is_zero()) || keep_alive.timeout.is_zero() {
-            return Box::pin(std::future::ready(Err(Error::config(
-                "keep_alive_interval and keep_alive_timeout must be greater than zero \
-                 (keep_alive_interval(None) turns keepalive off)",
-            ))));
+        if let Err(error) = keep_alive.validate() {
+            return Box::pin(std::future::ready(Err(error)));
         }
         // Fixed now, so that it never ends after a caller's timeout started
         // at the same moment (see `RotatingDiscover`'s connect timeout).

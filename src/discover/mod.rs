@@ -11,8 +11,13 @@
 //! (that would kill tower's `Balance`) and never ends while it is alive.
 
 mod backoff;
+mod ejection;
+mod endpoints;
+mod extra;
 mod outlier;
 mod resolution;
+mod slot;
+mod slots;
 mod status;
 mod worker;
 
@@ -33,6 +38,7 @@ use crate::age::AgedConnection;
 use crate::error::{BoxError, Error};
 use crate::resolve::Resolve;
 use backoff::Backoff;
+pub(crate) use extra::Demand;
 pub use outlier::OutlierDetection;
 pub(crate) use resolution::BoxResolver;
 pub use resolution::{
@@ -40,7 +46,6 @@ pub use resolution::{
 };
 use resolution::{DnsTarget, ResolveConfig, Schedule};
 pub use status::{ConnectErrors, DiscoverStatus};
-pub(crate) use worker::Demand;
 use worker::{Settings, Worker};
 
 /// Default [`connect_timeout`](RotatingDiscoverBuilder::connect_timeout): 10 s,

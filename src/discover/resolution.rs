@@ -10,7 +10,9 @@ use http::Uri;
 use http::uri::Scheme;
 use tokio::time::{Instant, Sleep};
 
-use crate::error::{Error, ErrorKind};
+use super::DiscoverStatus;
+use super::endpoints::{Diff, Endpoints};
+use crate::error::{self, Error, ErrorKind};
 use crate::resolve::{Name, Resolution, Resolve};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -221,5 +223,63 @@ impl Schedule {
         let delay = jittered(exp);
         self.arm(Instant::now() + delay);
         delay
+    }
+
+    /// Takes a resolution's answer: what it changes in `endpoints` (for
+    /// the caller to apply), or nothing when it failed or came back empty
+    /// (the last known endpoints stay, unless `empty_clears`). Schedules
+    /// the next resolution and records how this one went in `status`.
+    pub(super) fn answered(
+        &mut self,
+        result: Result<Resolution, Error>,
+        endpoints: &mut Endpoints,
+        status: &DiscoverStatus,
+    ) -> Option<Diff> {
+        status.resolved();
+        match result {
+            Ok(answer) if !answer.is_empty() || self.config.empty_clears => {
+                let ttl = answer.ttl();
+                let next = self.succeeded(ttl);
+                let target = &self.target;
+                let diff = endpoints.diff(answer.addrs().iter().map(|addr| target.endpoint(*addr)));
+                tracing::debug!(
+                    host = %target.host,
+                    added = diff.added.len(),
+                    removed = diff.removed.len(),
+                    unchanged = endpoints.len() - diff.removed.len(),
+                    ttl_s = ttl.map(|t| t.as_secs()),
+                    next_in_ms = next.as_millis() as u64,
+                    "resolved endpoints"
+                );
+                status.set_error(None);
+                Some(diff)
+            }
+            Ok(_) => {
+                let delay = self.failed();
+                let host = &self.target.host;
+                tracing::warn!(
+                    host = %host,
+                    kept = endpoints.len(),
+                    retry_in_ms = delay.as_millis() as u64,
+                    "empty DNS answer, keeping the last known endpoints"
+                );
+                status.set_error(Some(format!("resolving {host} gave no address")));
+                None
+            }
+            Err(e) => {
+                let delay = self.failed();
+                let host = &self.target.host;
+                tracing::warn!(
+                    host = %host,
+                    error = %error::chain(&e),
+                    kept = endpoints.len(),
+                    retry_in_ms = delay.as_millis() as u64,
+                    "resolving failed, keeping the last known endpoints"
+                );
+                let detail = e.cause().map(|s| format!(": {s}")).unwrap_or_default();
+                status.set_error(Some(format!("{e}{detail}")));
+                None
+            }
+        }
     }
 }

@@ -35,7 +35,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 
-use super::deadline::deadline;
+use crate::time::deadline;
 use tower::ServiceExt;
 use tower::util::Oneshot;
 
@@ -167,7 +167,7 @@ impl Activity {
         loop {
             let state = *rx.borrow_and_update();
             if state.in_flight == 0 {
-                // No deadline (an idle limit of centuries): only a change
+                // No deadline (an idle limit of decades): only a change
                 // can matter, and none makes the connection idle sooner.
                 let Some(deadline) = deadline(state.idle_since, idle) else {
                     let _ = rx.changed().await;

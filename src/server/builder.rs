@@ -6,8 +6,8 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 
 use super::Server;
-use super::jitter::default_jitter;
 use crate::Error;
+use crate::jitter::default_jitter;
 
 /// The settings every connection task reads.
 #[derive(Debug, Clone)]
@@ -33,7 +33,7 @@ pub const DEFAULT_HTTP1_DRAIN_WINDOW: Duration = Duration::from_millis(500);
 /// enforcement: a server built with no settings never closes a connection on
 /// its own. Invalid settings are reported by [`build`](Builder::build) as an
 /// [`ErrorKind::Config`](crate::ErrorKind::Config) error; no setter panics.
-/// Any duration longer than a century, `Duration::MAX` included, means
+/// Any duration longer than about 30 years, `Duration::MAX` included, means
 /// "never" (adding it to a clock reading would overflow, so no deadline is
 /// made); no value of these settings makes a connection panic.
 ///
@@ -170,7 +170,7 @@ impl Builder {
     ///
     /// Default: [`DEFAULT_HTTP1_DRAIN_WINDOW`] (500 ms). `Duration::ZERO`
     /// closes idle HTTP/1.1 connections at once, as hyper does; anything
-    /// over a century (`Duration::MAX`) waits for the next request however
+    /// over about 30 years (`Duration::MAX`) waits for the next request however
     /// long it takes (or the grace, or the client closing).
     pub fn http1_drain_window(mut self, window: Duration) -> Self {
         self.http1_drain_window = window;

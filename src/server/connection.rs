@@ -36,10 +36,10 @@ use tokio::time::{Instant, timeout_at};
 
 use super::activity::{Activity, ObservedIo, Protocol, TrackedService};
 use super::builder::Config;
-use super::deadline::{deadline, sleep_until_or_never};
-use super::jitter::jittered_age;
 use super::linger::{LINGER, Reclaim, linger};
 use crate::BoxError;
+use crate::jitter;
+use crate::time::{deadline, sleep_until_or_never};
 
 /// Displays a peer address, or `unknown` for IO that has none.
 #[derive(Clone, Copy)]
@@ -123,7 +123,7 @@ async fn serve<IO, S, B>(
     let accepted = Instant::now();
     let max_age = config
         .age
-        .map(|age| jittered_age(age, config.jitter, &mut rand::rng()));
+        .map(|age| jitter::around(age, config.jitter, &mut rand::rng()));
     let activity = Activity::new();
     let io = ObservedIo::new(io, Arc::clone(&activity));
     let service = TrackedService::new(service, Arc::clone(&activity));

@@ -113,8 +113,6 @@ mod accept;
 mod activity;
 mod builder;
 mod connection;
-mod deadline;
-mod jitter;
 mod linger;
 
 use std::future::{Future, poll_fn};
@@ -133,9 +131,9 @@ use tracing::instrument::WithSubscriber;
 
 pub use builder::{Builder, DEFAULT_HTTP1_DRAIN_WINDOW};
 
+use crate::time::{deadline, sleep_until_or_never};
 use accept::{Accept, StreamAccept, TcpAccept, is_connection_error};
 use builder::Config;
-use deadline::{deadline, sleep_until_or_never};
 
 use crate::BoxError;
 
@@ -297,7 +295,7 @@ impl Server {
                         backoff_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
                         "accept failed; accepting again after a backoff"
                     );
-                    // A backoff of centuries (`Duration::MAX`) has no deadline:
+                    // A backoff of decades (`Duration::MAX`) has no deadline:
                     // the loop waits for the shutdown signal only.
                     let until = deadline(tokio::time::Instant::now(), backoff);
                     tokio::select! {

@@ -133,3 +133,147 @@ async fn an_idle_connection_pings_only_with_keep_alive_while_idle() {
         server.abort();
     }
 }
+
+/// An h2 server like [`holding_server`] that, when told, sends `GOAWAY`
+/// with the reason given: `NO_ERROR` as a graceful shutdown (two
+/// `GOAWAY`s), any other as grpc-go's "too_many_pings" does
+/// (`GOAWAY(ENHANCE_YOUR_CALM)`, then the connection closes).
+fn server_with_goaway(
+    server_end: tokio::io::DuplexStream,
+    mut goaway: tokio::sync::oneshot::Receiver<h2::Reason>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let Ok(mut connection) = h2::server::handshake(server_end).await else {
+            return;
+        };
+        let mut held = Vec::new();
+        let mut told = false;
+        loop {
+            tokio::select! {
+                stream = connection.accept() => match stream {
+                    Some(Ok(stream)) => held.push(stream),
+                    _ => return,
+                },
+                reason = &mut goaway, if !told => {
+                    told = true;
+                    match reason {
+                        Ok(h2::Reason::NO_ERROR) => connection.graceful_shutdown(),
+                        Ok(reason) => connection.abrupt_shutdown(reason),
+                        Err(_) => {}
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Connects through `make` to a [`server_with_goaway`] behind a [`PingTap`].
+async fn connect_told<M>(
+    make: &mut M,
+    accepted: &mut tokio::sync::mpsc::UnboundedReceiver<tokio::io::DuplexStream>,
+) -> (
+    AgedConnection<Http2Connection<Body>>,
+    PingTap,
+    tokio::sync::oneshot::Sender<h2::Reason>,
+)
+where
+    M: Service<http::Uri, Response = AgedConnection<Http2Connection<Body>>>,
+    M::Future: Send + 'static,
+    M::Error: std::fmt::Debug + Send + 'static,
+{
+    let connecting = tokio::spawn(make.call(uri()));
+    let (server_end, tap) = PingTap::new(accepted.recv().await.unwrap());
+    let (tell, told) = tokio::sync::oneshot::channel();
+    server_with_goaway(server_end, told);
+    (connecting.await.unwrap().unwrap(), tap, tell)
+}
+
+#[tokio::test(start_paused = true)]
+async fn goaway_enhance_your_calm_after_our_pings_doubles_the_interval_of_the_next_connection() {
+    let (connector, mut accepted) = memory::connector();
+    let connector = Http2Connector::<_, Body>::new(connector, default_builder())
+        .keep_alive_interval(INTERVAL)
+        .keep_alive_timeout(TIMEOUT)
+        .keep_alive_while_idle(true);
+    let mut make = MaxConnectionAgeLayer::new(Duration::from_secs(3600)).layer(connector);
+
+    let started = Instant::now();
+    let (first, tap, tell) = connect_told(&mut make, &mut accepted).await;
+    tap.until_pings(2).await;
+    assert_at(started, INTERVAL, "the first keepalive PING");
+    tell.send(h2::Reason::ENHANCE_YOUR_CALM).unwrap();
+    tokio::time::timeout(INTERVAL, first.get_ref().handle().going_away())
+        .await
+        .expect("the GOAWAY reaches the handle");
+    drop(first);
+
+    // The connector's next connection pings half as often.
+    let started = Instant::now();
+    let (second, tap, _tell) = connect_told(&mut make, &mut accepted).await;
+    tokio::time::timeout(INTERVAL * 3, tap.until_pings(2))
+        .await
+        .expect("keepalive goes on, less often");
+    assert_at(started, INTERVAL * 2, "the next connection's first PING");
+    tap.until_pings(3).await;
+    assert_at(started, INTERVAL * 4, "and its second");
+    drop(second);
+}
+
+#[tokio::test(start_paused = true)]
+async fn goaway_enhance_your_calm_without_our_pings_leaves_the_interval_alone() {
+    let (connector, mut accepted) = memory::connector();
+    let connector = Http2Connector::<_, Body>::new(connector, default_builder())
+        .keep_alive_interval(INTERVAL)
+        .keep_alive_timeout(TIMEOUT)
+        .keep_alive_while_idle(true);
+    let mut make = MaxConnectionAgeLayer::new(Duration::from_secs(3600)).layer(connector);
+
+    // Told before the first keepalive PING: the server is calming
+    // something else (a flood of streams), not our pings.
+    let (first, _tap, tell) = connect_told(&mut make, &mut accepted).await;
+    tell.send(h2::Reason::ENHANCE_YOUR_CALM).unwrap();
+    first.get_ref().handle().going_away().await;
+    drop(first);
+
+    let started = Instant::now();
+    let (_second, tap, _tell) = connect_told(&mut make, &mut accepted).await;
+    tap.until_pings(2).await;
+    assert_at(started, INTERVAL, "the next connection's first PING");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_whose_requests_end_stops_pinging() {
+    let started = Instant::now();
+    let (mut connection, tap, server) = connect(false).await;
+    let request = Request::get("http://pod.test/held")
+        .body(Body::default())
+        .unwrap();
+    let response = connection.ready().await.unwrap().call(request);
+    let response = tokio::spawn(response);
+    tap.until_pings(3).await;
+    assert_at(started, INTERVAL * 2, "two keepalive PINGs while busy");
+
+    // The caller gives up on its request: nothing is in flight any more.
+    response.abort();
+    let _ = response.await;
+    tokio::time::sleep(INTERVAL * 5).await;
+    assert_eq!(tap.pings(), 3, "no PING on an idle connection");
+    assert!(connection.get_ref().is_open());
+    server.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_graceful_goaway_reaches_the_handle_with_no_request_in_flight() {
+    let (connector, mut accepted) = memory::connector();
+    let connector = Http2Connector::<_, Body>::new(connector, default_builder());
+    let mut make = MaxConnectionAgeLayer::new(Duration::from_secs(3600)).layer(connector);
+    let (connection, _tap, tell) = connect_told(&mut make, &mut accepted).await;
+    assert_eq!(connection.get_ref().handle().go_away_reason(), None);
+    let started = Instant::now();
+    tell.send(h2::Reason::NO_ERROR).unwrap();
+    let reason = tokio::time::timeout(TICK, connection.get_ref().handle().going_away())
+        .await
+        .expect("reported when it arrives, not when a request finds out");
+    assert_eq!(reason, h2::Reason::NO_ERROR);
+    assert!(started.elapsed() < TICK);
+}

@@ -139,6 +139,16 @@ impl PingBackoff {
     }
 }
 
+/// Where one connection's keepalive stands (hyper's `proto/h2/ping.rs`
+/// keeps the same two states).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeepAliveState {
+    /// Waiting for the next `PING`'s time.
+    Scheduled,
+    /// A `PING` is out; the timer is its answer's deadline.
+    PingSent,
+}
+
 /// One connection's keepalive: a `PING` every `interval` while requests are
 /// in flight (or always, `while_idle`); no answer within `timeout` and the
 /// connection is closed by force, its in-flight requests failing with
@@ -148,13 +158,45 @@ struct KeepAlive {
     interval: Duration,
     backoff: Arc<PingBackoff>,
     ping: PingPong,
-    timer: Pin<Box<Sleep>>,
-    /// The timer was polled since its last reset, so it holds this task's
-    /// waker and wakes it when it fires: until then [`Sleep::is_elapsed`]
-    /// (one atomic load) tells whether it fired, and the driver's many
-    /// polls per request skip registering the same waker again.
+    state: KeepAliveState,
+    timer: Timer,
+}
+
+/// A timer polled from the driver's task: once polled it holds the task's
+/// waker and wakes it when it fires, so until then [`Sleep::is_elapsed`]
+/// (one atomic load) tells whether it fired, and the driver's many polls
+/// per request skip registering the same waker again. The driver is a task
+/// of its own (`tokio::spawn`), whose waker never changes, so the one the
+/// timer holds stays good.
+struct Timer {
+    sleep: Pin<Box<Sleep>>,
+    /// Polled since its last reset.
     armed: bool,
-    awaiting: bool,
+}
+
+impl Timer {
+    fn new(after: Duration) -> Self {
+        Timer {
+            sleep: Box::pin(tokio::time::sleep(after)),
+            armed: false,
+        }
+    }
+
+    fn poll_fired(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.armed && !self.sleep.is_elapsed() {
+            return false;
+        }
+        if self.sleep.as_mut().poll(cx).is_pending() {
+            self.armed = true;
+            return false;
+        }
+        true
+    }
+
+    fn reset(&mut self, after: Duration) {
+        self.sleep.as_mut().reset(Instant::now() + after);
+        self.armed = false;
+    }
 }
 
 impl KeepAlive {
@@ -165,9 +207,8 @@ impl KeepAlive {
             interval,
             backoff,
             ping,
-            timer: Box::pin(tokio::time::sleep(interval)),
-            armed: false,
-            awaiting: false,
+            state: KeepAliveState::Scheduled,
+            timer: Timer::new(interval),
         })
     }
 
@@ -180,53 +221,43 @@ impl KeepAlive {
         endpoint: &crate::metrics::Endpoint,
     ) -> bool {
         loop {
-            if self.awaiting {
+            if self.state == KeepAliveState::PingSent {
                 match self.ping.poll_pong(cx) {
                     Poll::Ready(Ok(_)) => {
-                        self.awaiting = false;
+                        self.state = KeepAliveState::Scheduled;
                         self.interval = self.backoff.interval(self.interval);
-                        self.reset(self.interval);
+                        self.timer.reset(self.interval);
                     }
                     Poll::Ready(Err(_)) => return false,
                     Poll::Pending => {}
                 }
             }
-            // The driver is a task of its own (`tokio::spawn`), whose waker
-            // never changes, so the one the timer holds stays good.
-            if self.armed && !self.timer.is_elapsed() {
+            if !self.timer.poll_fired(cx) {
                 return true;
             }
-            if self.timer.as_mut().poll(cx).is_pending() {
-                self.armed = true;
-                return true;
-            }
-            if self.awaiting {
-                tracing::warn!(
-                    timeout_ms = self.config.timeout.as_millis() as u64,
-                    "keepalive PING not answered, closing the connection as dead"
-                );
-                handle.set_keep_alive_timed_out();
-                endpoint.keep_alive_timed_out();
-                handle.force_close();
-                return false;
-            }
-            let next = if self.config.while_idle || handle.is_busy() {
-                if self.ping.send_ping(Ping::opaque()).is_err() {
+            match self.state {
+                KeepAliveState::PingSent => {
+                    tracing::warn!(
+                        timeout_ms = self.config.timeout.as_millis() as u64,
+                        "keepalive PING not answered, closing the connection as dead"
+                    );
+                    handle.set_keep_alive_timed_out();
+                    endpoint.keep_alive_timed_out();
+                    handle.force_close();
                     return false;
                 }
-                handle.set_pinged();
-                self.awaiting = true;
-                crate::time::saturate(self.config.timeout)
-            } else {
-                self.interval
-            };
-            self.reset(next);
+                KeepAliveState::Scheduled if self.config.while_idle || handle.is_busy() => {
+                    if self.ping.send_ping(Ping::opaque()).is_err() {
+                        return false;
+                    }
+                    handle.set_pinged();
+                    self.state = KeepAliveState::PingSent;
+                    self.timer.reset(crate::time::saturate(self.config.timeout));
+                }
+                // Idle: look again in an interval.
+                KeepAliveState::Scheduled => self.timer.reset(self.interval),
+            }
         }
-    }
-
-    fn reset(&mut self, after: Duration) {
-        self.timer.as_mut().reset(Instant::now() + after);
-        self.armed = false;
     }
 }
 

@@ -14,6 +14,7 @@ mod future;
 mod layer;
 mod make;
 mod service;
+mod settle;
 pub(crate) mod state;
 mod supervise;
 mod waiters;
@@ -29,4 +30,4 @@ pub use state::DrainReason;
 
 pub(crate) use balance::{EndpointHealth, SlowStart};
 pub(crate) use config::AgeConfig;
-pub(crate) use future::classify;
+pub(crate) use settle::{answered, classify};

@@ -11,7 +11,8 @@ use tower_service::Service;
 
 use super::body::ResponseBody;
 use super::future::ResponseFuture;
-use super::state::{ConnectionState, DrainReason};
+use super::state::{ConnectionState, DrainReason, InFlight};
+use crate::connector::SharedConnection;
 use crate::error::{self, BoxError, Error, ErrorKind};
 
 /// One connection with an age deadline, made by
@@ -138,6 +139,22 @@ where
         }
         let in_flight = self.state.begin();
         ResponseFuture::sent(self.inner.call(request), in_flight)
+    }
+}
+
+impl<C> AgedConnection<C> {
+    /// The send path of a connection shared by many callers (what
+    /// [`Client`](crate::Client) picked): counts the request in flight and
+    /// opens its stream, with no `&mut` and no `poll_ready` (the pick
+    /// checked that it serves and has room). The response is settled as
+    /// `call`'s is ([`answered`](super::answered), [`classify`](super::classify)).
+    #[inline]
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn send<B>(&self, request: Request<B>) -> (InFlight, Result<C::Future, Error>)
+    where
+        C: SharedConnection<B>,
+    {
+        (self.state.begin(), self.inner.send(request))
     }
 }
 

@@ -334,17 +334,17 @@ impl InFlight {
         );
     }
 
+    /// The request failed as provably unprocessed: not the endpoint's fault.
+    pub(crate) fn set_unprocessed(&mut self) {
+        self.unprocessed = true;
+    }
+
     /// The request ended with no response (its caller gave up, a timeout,
     /// the connection failed): the time it waited raises the RTT estimate if
     /// it is longer, so a connection that stops answering costs more the
     /// longer its requests wait, instead of looking cheaper as its estimate
     /// decays with no samples. (A quick failure never lowers it.) Out of
     /// line: most requests get a response.
-    /// The request failed as provably unprocessed: not the endpoint's fault.
-    pub(crate) fn set_unprocessed(&mut self) {
-        self.unprocessed = true;
-    }
-
     #[cold]
     #[inline(never)]
     fn record_unanswered(&self) {

@@ -146,7 +146,7 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Result<Response<ResponseBody<C::Body>>, Error>> {
         let this = self;
-        let (result, mut in_flight, retry) = match &mut this.state {
+        let (result, in_flight, retry) = match &mut this.state {
             State::Slow(slow) => return slow.as_mut().poll(cx),
             State::Failed(error) => {
                 return Poll::Ready(Err(error.take().expect("polled after completion")));
@@ -162,10 +162,7 @@ where
             ),
         };
         match result {
-            Ok(response) => {
-                in_flight.record_response();
-                Poll::Ready(Ok(response.map(|body| ResponseBody::new(body, in_flight))))
-            }
+            Ok(response) => Poll::Ready(Ok(crate::age::answered(response, in_flight))),
             Err(error) => match failed(error, in_flight, retry.take()) {
                 Ok(slow) => this.state.insert_slow(slow).as_mut().poll(cx),
                 Err(error) => Poll::Ready(Err(error)),

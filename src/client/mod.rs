@@ -25,7 +25,6 @@ use tower_service::Service;
 pub use crate::connector::SharedConnection;
 pub use builder::{ClientBuilder, DEFAULT_READY_TIMEOUT};
 
-use crate::age::state::InFlight;
 use crate::age::{AgedConnection, ResponseBody};
 use crate::connector::Http2Connection;
 use crate::discover::{DiscoverStatus, EndpointKey};
@@ -33,7 +32,7 @@ use crate::error::{BoxError, Error, ErrorKind};
 use crate::replay::{ReplayBody, Replayer};
 
 pub use future::ResponseFuture;
-use pick::{Candidate, pick};
+use pick::{Candidate, ThreadRngOnDemand, pick};
 pub use shared::Stats;
 use shared::{Shared, drive};
 use waiting::Waiting;
@@ -139,15 +138,6 @@ impl<B, C> Client<B, C> {
     }
 }
 
-/// Counts the request in flight on `connection` and opens its stream.
-#[allow(clippy::type_complexity)]
-fn start<B, C: SharedConnection<B>>(
-    connection: &AgedConnection<C>,
-    request: Request<B>,
-) -> (InFlight, Result<C::Future, Error>) {
-    (connection.state().begin(), connection.inner().send(request))
-}
-
 impl<B, C> Client<B, C>
 where
     B: Body<Data = Bytes> + Unpin + Send + 'static,
@@ -163,11 +153,12 @@ where
         avoid: usize,
     ) -> Result<(usize, ResponseFuture<B, C>), Request<ReplayBody<B>>> {
         let connections = self.read();
-        let Some(connection) = pick::<ReplayBody<B>, _, _>(&connections, avoid, &mut rand::rng())
+        let Some(connection) =
+            pick::<ReplayBody<B>, _, _>(&connections, avoid, &mut ThreadRngOnDemand::default())
         else {
             return Err(request);
         };
-        let (in_flight, sent) = start(connection, request);
+        let (in_flight, sent) = connection.send(request);
         let id = Candidate::<ReplayBody<B>>::id(connection);
         // A refusal is sorted (and may drain the connection) without the lock.
         drop(connections);
@@ -409,9 +400,10 @@ where
         // Requests already waiting for room go first.
         let queued = self.shared.waiters.count.load(Ordering::SeqCst) > 0;
         if let Some(connection) =
-            pick::<ReplayBody<B>, _, _>(&connections, 0, &mut rand::rng()).filter(|_| !queued)
+            pick::<ReplayBody<B>, _, _>(&connections, 0, &mut ThreadRngOnDemand::default())
+                .filter(|_| !queued)
         {
-            let (in_flight, sent) = start(connection, request);
+            let (in_flight, sent) = connection.send(request);
             let retry = future::Retry {
                 client: self.clone(),
                 replayer,

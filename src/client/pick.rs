@@ -113,6 +113,32 @@ fn slow_start<'a, B, T: Candidate<B>>(
     }
 }
 
+/// The thread's RNG, fetched on the first draw: a pick over one connection
+/// draws nothing, and so takes no handle on it (a reference count up and
+/// down on every request otherwise).
+#[derive(Default)]
+pub(crate) struct ThreadRngOnDemand(Option<rand::rngs::ThreadRng>);
+
+impl ThreadRngOnDemand {
+    fn rng(&mut self) -> &mut rand::rngs::ThreadRng {
+        self.0.get_or_insert_with(rand::rng)
+    }
+}
+
+impl rand::RngCore for ThreadRngOnDemand {
+    fn next_u32(&mut self) -> u32 {
+        self.rng().next_u32()
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.rng().next_u64()
+    }
+
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        self.rng().fill_bytes(dest)
+    }
+}
+
 /// When neither random pick takes the request: the first connection that
 /// does, else `avoid` if it does, else an ejected one (ejection never makes
 /// an outage). Out of line: rare.
@@ -188,6 +214,32 @@ mod tests {
             won[c.id] += 1;
         }
         won
+    }
+
+    /// An RNG that must not be drawn from.
+    struct NoDraws;
+
+    impl rand::RngCore for NoDraws {
+        fn next_u32(&mut self) -> u32 {
+            panic!("drew from the RNG")
+        }
+        fn next_u64(&mut self) -> u64 {
+            panic!("drew from the RNG")
+        }
+        fn fill_bytes(&mut self, _: &mut [u8]) {
+            panic!("drew from the RNG")
+        }
+    }
+
+    #[test]
+    fn one_connection_is_picked_without_drawing_and_the_thread_rng_is_fetched_on_demand() {
+        let one = [fake(0, 0.0)];
+        assert_eq!(pick::<(), _, _>(&one, 0, &mut NoDraws).unwrap().id, 0);
+        let mut on_demand = ThreadRngOnDemand::default();
+        pick::<(), _, _>(&one, 0, &mut on_demand);
+        assert!(on_demand.0.is_none(), "no handle taken for one connection");
+        pick::<(), _, _>(&[fake(0, 0.0), fake(1, 0.0)], 0, &mut on_demand);
+        assert!(on_demand.0.is_some());
     }
 
     #[test]

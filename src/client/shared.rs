@@ -16,7 +16,7 @@ use crate::age::state::Waiters;
 use crate::discover::{AbortOnDrop, Demand, DiscoverStatus, EndpointKey, RotatingDiscover};
 use crate::replay::ReplayConfig;
 
-/// Counters of what a [`Client`] did, for health endpoints, tests and logs.
+/// Counters of what a [`Client`](super::Client) did, for health endpoints, tests and logs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {

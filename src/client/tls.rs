@@ -26,7 +26,7 @@ impl<C> ClientBuilder<C> {
     /// [`build`](Self::build) with an
     /// [`ErrorKind::Config`](crate::ErrorKind::Config) error; a failed
     /// handshake is a connect error (retried with backoff), whose source is
-X
+    /// rustls' error (see [`Client::discover_status`](super::Client::discover_status) for the last ones).
     ///
     /// ```
     /// use std::sync::Arc;

@@ -116,6 +116,7 @@
 #![deny(missing_docs)]
 
 pub mod age;
+pub mod classify;
 pub mod client;
 pub mod connector;
 pub mod discover;

@@ -13,6 +13,13 @@ use crate::load::LoadInstant;
 pub(crate) struct EndpointHealth {
     consecutive: AtomicU32,
     threshold: u32,
+    /// Counts every request's end for the failure percentage (only when it
+    /// is on: two atomic adds per request otherwise spared).
+    counting: bool,
+    /// Requests that ended (answered or failed) since the last interval.
+    ended: AtomicU32,
+    /// Of those, the failed ones.
+    failed: AtomicU32,
     endpoint: http::Uri,
     report: tokio::sync::mpsc::UnboundedSender<http::Uri>,
 }
@@ -21,11 +28,15 @@ impl EndpointHealth {
     pub(crate) fn new(
         endpoint: http::Uri,
         threshold: u32,
+        counting: bool,
         report: tokio::sync::mpsc::UnboundedSender<http::Uri>,
     ) -> Arc<Self> {
         Arc::new(EndpointHealth {
             consecutive: AtomicU32::new(0),
             threshold,
+            counting,
+            ended: AtomicU32::new(0),
+            failed: AtomicU32::new(0),
             endpoint,
             report,
         })
@@ -35,12 +46,19 @@ impl EndpointHealth {
     /// only when there was a run, so healthy traffic dirties no cache line.)
     #[inline]
     pub(crate) fn success(&self) {
+        if self.counting {
+            self.ended.fetch_add(1, Ordering::Relaxed);
+        }
         if self.consecutive.load(Ordering::Relaxed) != 0 {
             self.consecutive.store(0, Ordering::Relaxed);
         }
     }
 
     pub(crate) fn failure(&self) {
+        if self.counting {
+            self.ended.fetch_add(1, Ordering::Relaxed);
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
         if self
             .consecutive
             .fetch_add(1, Ordering::Relaxed)
@@ -49,6 +67,27 @@ impl EndpointHealth {
         {
             let _ = self.report.send(self.endpoint.clone());
         }
+    }
+
+    /// A response was judged: a failed one continues the run, any other
+    /// ends it.
+    #[inline]
+    pub(crate) fn response(&self, failed: bool) {
+        if failed {
+            self.failure();
+        } else {
+            self.success();
+        }
+    }
+
+    /// The requests that ended, and of those the failed ones, since the
+    /// last call; the counts start over.
+    pub(crate) fn take_interval(&self) -> (u32, u32) {
+        // Failed first: a request counted in between is at worst a failure
+        // without its request, never the other way round within one call.
+        let failed = self.failed.swap(0, Ordering::Relaxed);
+        let ended = self.ended.swap(0, Ordering::Relaxed);
+        (ended.max(failed), failed)
     }
 
     pub(crate) fn reset(&self) {
@@ -86,7 +125,7 @@ mod tests {
     #[test]
     fn endpoint_health_reports_once_at_the_threshold_and_a_response_resets_the_run() {
         let (report, mut reports) = tokio::sync::mpsc::unbounded_channel();
-        let health = EndpointHealth::new("http://10.0.0.1".parse().unwrap(), 3, report);
+        let health = EndpointHealth::new("http://10.0.0.1".parse().unwrap(), 3, false, report);
         health.failure();
         health.failure();
         health.success();

@@ -20,8 +20,14 @@ pin_project! {
 }
 
 impl<B: Body> ResponseBody<B> {
-    pub(crate) fn new(inner: B, in_flight: InFlight) -> Self {
-        let in_flight = (!has_ended(&inner)).then_some(in_flight);
+    pub(crate) fn new(inner: B, mut in_flight: InFlight) -> Self {
+        let in_flight = if has_ended(&inner) {
+            // No trailers can come now.
+            in_flight.record_trailers(None);
+            None
+        } else {
+            Some(in_flight)
+        };
         ResponseBody { inner, in_flight }
     }
 
@@ -63,10 +69,24 @@ impl<B: Body> Body for ResponseBody<B> {
         // is dropped. Not asked after every frame: on an HTTP/2 body that
         // takes h2's connection lock once more per response, and a reader
         // that stops after the last frame drops the body anyway.
+        // A gRPC response is judged by its trailers (read in place, no
+        // allocation); one that ends or fails without them by their absence.
         let this = self.project();
         let frame = this.inner.poll_frame(cx);
-        if let Poll::Ready(None | Some(Err(_))) = &frame {
-            *this.in_flight = None;
+        match &frame {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref()
+                    && let Some(in_flight) = this.in_flight
+                {
+                    in_flight.record_trailers(Some(trailers));
+                }
+            }
+            Poll::Ready(None | Some(Err(_))) => {
+                if let Some(mut in_flight) = this.in_flight.take() {
+                    in_flight.record_trailers(None);
+                }
+            }
+            Poll::Pending => {}
         }
         frame
     }

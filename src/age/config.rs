@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::classify::ResponseClassifier;
 use crate::error::Error;
-use crate::load::LoadKind;
+use crate::load::{LoadKind, Penalty};
 
 /// The default [`drain_timeout`](crate::MaxConnectionAgeLayer::drain_timeout): 30 s.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -16,7 +17,25 @@ pub(crate) struct AgeConfig {
     pub(crate) max_age: Option<Duration>,
     pub(crate) jitter: Option<Duration>,
     pub(crate) drain_timeout: Duration,
+    pub(crate) judging: Judging,
+}
+
+/// How a connection's requests are judged for the pick: the load model,
+/// what a failed response weighs in it, and what counts as failed.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Judging {
     pub(crate) load: LoadKind,
+    pub(crate) penalty: Penalty,
+    pub(crate) classifier: ResponseClassifier,
+}
+
+impl From<LoadKind> for Judging {
+    fn from(load: LoadKind) -> Self {
+        Judging {
+            load,
+            ..Judging::default()
+        }
+    }
 }
 
 impl AgeConfig {
@@ -25,7 +44,7 @@ impl AgeConfig {
             max_age,
             jitter: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
-            load: LoadKind::default(),
+            judging: Judging::default(),
         }
     }
 
@@ -41,6 +60,11 @@ impl AgeConfig {
         if self.max_age.is_some_and(|age| age.is_zero()) {
             return Err(Error::config(
                 "max_connection_age must be greater than zero",
+            ));
+        }
+        if self.judging.penalty.decay.is_zero() {
+            return Err(Error::config(
+                "failure_penalty_decay must be greater than zero",
             ));
         }
         if self.drain_timeout.is_zero() {

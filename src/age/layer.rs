@@ -83,7 +83,41 @@ impl MaxConnectionAgeLayer {
     /// How each connection measures its load for the balancer. Default:
     /// [`LoadKind::PeakEwma`] with a 10 s decay.
     pub fn load(mut self, load: LoadKind) -> Self {
-        self.config.load = load;
+        self.config.judging.load = load;
+        self
+    }
+
+    /// What a failed response adds to its connection's peak-EWMA RTT
+    /// (Linkerd's response penalty): the full penalty when every response
+    /// fails, half when half do (over
+    /// [`failure_penalty_decay`](Self::failure_penalty_decay)), fading once
+    /// they stop, so a pod that fails fast stops looking like the fastest one.
+    /// Default: [`DEFAULT_FAILURE_PENALTY`](crate::load::DEFAULT_FAILURE_PENALTY)
+    /// (1 s); `Duration::ZERO` turns it off. No effect with
+    /// [`LoadKind::PendingRequests`].
+    pub fn failure_penalty(mut self, penalty: Duration) -> Self {
+        self.config.judging.penalty.value = penalty;
+        self
+    }
+
+    /// How fast the [`failure_penalty`](Self::failure_penalty) follows a
+    /// change in the share of failed responses, and fades once the
+    /// connection gets no requests: a time constant, as the load's decay.
+    /// Short, so that a pod that starts failing is steered away within
+    /// milliseconds and one that recovers is tried again within seconds,
+    /// while one failure among many moves the cost by next to nothing.
+    /// Default:
+    /// [`DEFAULT_FAILURE_PENALTY_DECAY`](crate::load::DEFAULT_FAILURE_PENALTY_DECAY)
+    /// (1 s).
+    pub fn failure_penalty_decay(mut self, decay: Duration) -> Self {
+        self.config.judging.penalty.decay = decay;
+        self
+    }
+
+    /// What counts as a failed response (see [`crate::classify`]); default:
+    /// [`ResponseClassifier::new`](crate::classify::ResponseClassifier::new).
+    pub fn response_classifier(mut self, classifier: crate::classify::ResponseClassifier) -> Self {
+        self.config.judging.classifier = classifier;
         self
     }
 }

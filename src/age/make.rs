@@ -93,7 +93,7 @@ impl Wrap {
             deadline,
             self.config.drain_timeout,
             service.handle(),
-            self.config.load,
+            self.config.judging,
         );
         tracing::debug!(
             endpoint = %state.endpoint,

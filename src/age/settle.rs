@@ -12,14 +12,15 @@ use super::state::{DrainReason, InFlight};
 use crate::error::{Error, ErrorKind};
 use crate::outcome::blames_pings;
 
-/// The response came: its time is a load sample, the endpoint's run of
-/// failures is over, and the request stays in flight until its body ends.
+/// The response came: its time is a load sample, what it says about the pod
+/// (see [`crate::classify`]) goes to the load and outlier detection, and the
+/// request stays in flight until its body ends.
 #[inline]
 pub(crate) fn answered<B: http_body::Body>(
     response: Response<B>,
     mut in_flight: InFlight,
 ) -> Response<ResponseBody<B>> {
-    in_flight.record_response();
+    in_flight.record_response(response.status(), response.headers());
     response.map(|body| ResponseBody::new(body, in_flight))
 }
 

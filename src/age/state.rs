@@ -10,9 +10,11 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::balance::{EndpointHealth, SlowStart};
+use super::config::Judging;
 pub(crate) use super::waiters::{Turn, Waiters};
+use crate::classify::{ResponseClass, ResponseClassifier};
 use crate::connector::ConnectionHandle;
-use crate::load::{Load, LoadInstant, LoadKind};
+use crate::load::{Load, LoadInstant};
 
 /// The phase, in the low two bits of [`ConnectionState::phase`]; the drain
 /// reason sits above them, so one load reads both.
@@ -87,6 +89,8 @@ pub(crate) struct ConnectionState {
     /// Out of the pick: its endpoint is ejected as an outlier.
     ejected: AtomicBool,
     load: Load,
+    /// What a response says about the pod (see [`crate::classify`]).
+    classifier: ResponseClassifier,
     /// Nanoseconds since `born` of the last RTT sample.
     stamp_ns: AtomicU64,
     /// Nanoseconds since `born` of the last response, or of the moment the
@@ -101,8 +105,9 @@ impl ConnectionState {
         deadline: Option<Instant>,
         drain_timeout: Duration,
         handle: ConnectionHandle,
-        load: LoadKind,
+        judging: impl Into<Judging>,
     ) -> Arc<Self> {
+        let judging = judging.into();
         Arc::new(ConnectionState {
             endpoint,
             born: Instant::now(),
@@ -117,7 +122,8 @@ impl ConnectionState {
             slow_start: OnceLock::new(),
             health: OnceLock::new(),
             ejected: AtomicBool::new(false),
-            load: Load::new(load),
+            load: Load::new(judging.load, judging.penalty),
+            classifier: judging.classifier,
             stamp_ns: AtomicU64::new(0),
             quiet_since_ns: AtomicU64::new(0),
         })
@@ -256,6 +262,7 @@ impl ConnectionState {
             start_ns,
             responded: false,
             unprocessed: false,
+            awaiting_trailers: false,
         }
     }
 
@@ -265,7 +272,7 @@ impl ConnectionState {
         let now = self.nanos_since_born(now);
         let since = now.saturating_sub(self.stamp_ns.load(Ordering::Relaxed));
         let quiet = now.saturating_sub(self.quiet_since_ns.load(Ordering::Relaxed));
-        self.load.cost(self.in_flight(), since, quiet)
+        self.load.cost(self.in_flight(), since, quiet, now)
     }
 
     /// In `u64` arithmetic: `Duration::as_nanos` is a `u128`, whose
@@ -300,14 +307,19 @@ impl fmt::Debug for ConnectionState {
 /// (or the request fails), so that draining waits for it and the load sees it.
 pub(crate) struct InFlight {
     state: Arc<ConnectionState>,
-    /// When the request was sent, in nanoseconds since the connection was
-    /// born (0 when the load needs no RTT).
+    /// In nanoseconds since the connection was born (0 when the load needs
+    /// no clock): until the response head, when the request was sent; from
+    /// then on, when the connection's previous response came, for a
+    /// response judged by its trailers (the time since then weighs it).
     start_ns: u64,
     /// Its response headers came: `record_response` took the sample.
     responded: bool,
     /// It failed as provably unprocessed (the server said no): no failure
     /// of the connection's.
     unprocessed: bool,
+    /// A gRPC response whose status comes in its trailers: it is judged
+    /// when they come (or the body ends without them).
+    awaiting_trailers: bool,
 }
 
 impl InFlight {
@@ -315,23 +327,57 @@ impl InFlight {
         &self.state
     }
 
-    /// Records the time to response headers as an RTT sample.
-    pub(crate) fn record_response(&mut self) {
+    /// Records the response's head: the time to it as an RTT sample, and
+    /// what it says about the pod (a gRPC response with a body says it in
+    /// its trailers, [`record_trailers`](Self::record_trailers)).
+    #[inline]
+    pub(crate) fn record_response(&mut self, status: http::StatusCode, headers: &http::HeaderMap) {
         self.responded = true;
         let state = &*self.state;
+        let mut clock = None;
+        if state.load.samples_rtt() {
+            let now = state.nanos_since_born(LoadInstant::now());
+            let prev = state.stamp_ns.swap(now, Ordering::Relaxed);
+            state.quiet_since_ns.store(now, Ordering::Relaxed);
+            state
+                .load
+                .record(now.saturating_sub(self.start_ns), now.saturating_sub(prev));
+            clock = Some((now, now.saturating_sub(prev)));
+        }
+        match state.classifier.classify_head(status, headers) {
+            Some(class) => self.judge(class, || clock.unwrap_or_default()),
+            None => {
+                self.awaiting_trailers = true;
+                if let Some((now, since_previous)) = clock {
+                    self.start_ns = now.saturating_sub(since_previous);
+                }
+            }
+        }
+    }
+
+    /// The body of a response awaiting its trailers brought them, or ended
+    /// without (`None`: gRPC's `UNKNOWN`).
+    pub(crate) fn record_trailers(&mut self, trailers: Option<&http::HeaderMap>) {
+        if std::mem::take(&mut self.awaiting_trailers) {
+            let class = self.state.classifier.classify_trailers(trailers);
+            let previous = self.start_ns;
+            self.judge(class, || {
+                let now = self.state.nanos_since_born(LoadInstant::now());
+                (now, now.saturating_sub(previous))
+            });
+        }
+    }
+
+    /// What the response said, told to outlier detection and the load.
+    /// `clock`: the time now and since the connection's previous response
+    /// (read only when the load needs them).
+    #[inline]
+    fn judge(&self, class: ResponseClass, clock: impl FnOnce() -> (u64, u64)) {
+        let state = &*self.state;
         if let Some(health) = state.health.get() {
-            health.success();
+            health.response(class.is_failure());
         }
-        if !state.load.samples_rtt() {
-            return;
-        }
-        let now_ns = state.nanos_since_born(LoadInstant::now());
-        let prev = state.stamp_ns.swap(now_ns, Ordering::Relaxed);
-        state.quiet_since_ns.store(now_ns, Ordering::Relaxed);
-        state.load.record(
-            now_ns.saturating_sub(self.start_ns),
-            now_ns.saturating_sub(prev),
-        );
+        state.load.record_class(class.is_penalized(), clock);
     }
 
     /// The request failed as provably unprocessed: not the endpoint's fault.
@@ -384,103 +430,4 @@ impl Drop for InFlight {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Mutex;
-
-    use super::*;
-
-    fn state(deadline: Option<Instant>) -> Arc<ConnectionState> {
-        let handle = ConnectionHandle::new(|| {});
-        handle.count_streams();
-        ConnectionState::new(
-            "http://10.0.0.1:80".into(),
-            deadline,
-            Duration::from_secs(5),
-            handle,
-            LoadKind::default(),
-        )
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_drain_reason_is_read_with_the_phase_and_kept_when_closed() {
-        for reason in [
-            DrainReason::Aged,
-            DrainReason::Replaced,
-            DrainReason::GoAway,
-            DrainReason::Closed,
-        ] {
-            let state = state(None);
-            assert_eq!(state.drain_reason(), None);
-            assert!(state.start_draining(reason));
-            assert!(
-                !state.start_draining(DrainReason::Closed),
-                "the first reason stays"
-            );
-            assert_eq!(state.drain_reason(), Some(reason));
-            state.mark_closed();
-            assert!(!state.is_serving());
-            assert_eq!(state.drain_reason(), Some(reason), "closing keeps it");
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn requests_are_counted_on_the_transport_handle_until_their_guard_drops() {
-        let state = state(None);
-        let first = state.begin();
-        let second = state.begin();
-        assert_eq!((state.in_flight(), state.handle.in_flight()), (2, 2));
-        assert!(state.handle.is_busy() && state.handle.is_shared());
-        let started = state.started();
-        drop(first);
-        assert!(state.handle.is_busy() && !state.handle.is_shared());
-        drop(second);
-        assert!(!state.handle.is_busy());
-        assert_eq!(state.in_flight(), 0);
-        assert_eq!(state.started(), started, "ending starts nothing");
-        let _third = state.begin();
-        assert_eq!(state.started(), started.wrapping_add(1));
-    }
-
-    #[test]
-    fn a_handle_nobody_counts_on_is_always_busy() {
-        let handle = ConnectionHandle::new(|| {});
-        assert!(handle.is_busy() && handle.is_shared());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_observer_hears_a_loss_and_a_graceful_goaway_but_not_a_replacement() {
-        let heard = Arc::new(Mutex::new(Vec::new()));
-        let observe = |state: &ConnectionState| {
-            let heard = heard.clone();
-            state.observe(move |event| heard.lock().unwrap().push(event));
-        };
-        let replaced = state(None);
-        observe(&replaced);
-        replaced.start_draining(DrainReason::Replaced);
-        let lost = state(None);
-        observe(&lost);
-        lost.start_draining(DrainReason::Closed);
-        let go_away = state(None);
-        observe(&go_away);
-        go_away.handle.set_going_away(h2::Reason::NO_ERROR);
-        go_away.start_draining(DrainReason::GoAway);
-        let calm = state(None);
-        observe(&calm);
-        calm.handle.set_going_away(h2::Reason::ENHANCE_YOUR_CALM);
-        calm.start_draining(DrainReason::GoAway);
-        assert_eq!(
-            *heard.lock().unwrap(),
-            [Event::Lost, Event::GoAway, Event::Lost]
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn an_observer_attached_late_still_hears_an_earlier_loss() {
-        let state = state(None);
-        state.start_draining(DrainReason::Closed);
-        let heard = Arc::new(Mutex::new(Vec::new()));
-        let h = heard.clone();
-        state.observe(move |event| h.lock().unwrap().push(event));
-        assert_eq!(*heard.lock().unwrap(), [Event::Lost]);
-    }
-}
+mod tests;

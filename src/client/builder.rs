@@ -2,27 +2,21 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::Uri;
-use http_body::Body;
-use hyper::rt::{Read, Write};
-use hyper_util::client::legacy::connect::{Connection as TransportInfo, HttpConnector};
-use tower_service::Service;
+use hyper_util::client::legacy::connect::HttpConnector;
 
-use super::options::Options;
-use super::{Client, SharedConnection};
 use crate::age::AgeConfig;
-use crate::connector::{Http2Connector, KeepAliveConfig, default_builder};
+use crate::connector::{KeepAliveConfig, default_builder};
 use crate::discover::{BoxResolver, RotatingDiscover, RotatingDiscoverBuilder, validate_endpoint};
-use crate::error::{BoxError, Error};
+use crate::error::Error;
 use crate::load::LoadKind;
-use crate::replay::{ReplayBody, ReplayConfig};
+use crate::replay::ReplayConfig;
 use crate::resolve::Resolve;
 
 /// The default [`ready_timeout`](ClientBuilder::ready_timeout): 10 s.
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Builds a [`Client`]; start with [`Client::builder`].
+/// Builds a [`Client`](super::Client); start with [`Client::builder`](super::Client::builder).
 ///
 /// Every duration setting takes any value up to `Duration::MAX`; longer than
 /// about 30 years counts as 30 years ("never", in practice), so no setting
@@ -35,19 +29,19 @@ pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct ClientBuilder<C = HttpConnector> {
     pub(super) connector: C,
-    http2: h2::client::Builder,
-    keep_alive: KeepAliveConfig,
+    pub(super) http2: h2::client::Builder,
+    pub(super) keep_alive: KeepAliveConfig,
     pub(super) discover: RotatingDiscoverBuilder,
-    age: AgeConfig,
-    replay: ReplayConfig,
-    ready_timeout: Duration,
-    timeout: Option<Duration>,
+    pub(super) age: AgeConfig,
+    pub(super) replay: ReplayConfig,
+    pub(super) ready_timeout: Duration,
+    pub(super) timeout: Option<Duration>,
     pub(super) origin: Option<Uri>,
     pub(super) uri: Option<Uri>,
-    resolver: Option<BoxResolver>,
+    pub(super) resolver: Option<BoxResolver>,
     /// Settings of the crate's own connector that were changed, which
     /// [`build_with`](Self::build_with) (bringing its own) cannot honour.
-    own_connector_settings: Vec<&'static str>,
+    pub(super) own_connector_settings: Vec<&'static str>,
 }
 
 impl ClientBuilder {
@@ -280,7 +274,46 @@ impl<C> ClientBuilder<C> {
 
     /// How connections measure load for the balancer. Default: peak-EWMA.
     pub fn load(mut self, load: LoadKind) -> Self {
-        self.age.load = load;
+        self.age.judging.load = load;
+        self
+    }
+
+    /// What a failed response (HTTP 5xx, gRPC `UNAVAILABLE`, ... see
+    /// [`crate::classify`]) adds to its connection's peak-EWMA RTT, as
+    /// Linkerd's response penalty: the full penalty when every response
+    /// fails, half when half do (over
+    /// [`failure_penalty_decay`](Self::failure_penalty_decay)), fading once
+    /// they stop. A pod that answers 503 at once then draws a trickle of
+    /// requests instead of most of them. Default:
+    /// [`DEFAULT_FAILURE_PENALTY`](crate::load::DEFAULT_FAILURE_PENALTY)
+    /// (1 s); `Duration::ZERO` turns it off. No effect with
+    /// [`LoadKind::PendingRequests`].
+    pub fn failure_penalty(mut self, penalty: Duration) -> Self {
+        self.age.judging.penalty.value = penalty;
+        self
+    }
+
+    /// How fast the [`failure_penalty`](Self::failure_penalty) follows a
+    /// change in the share of failed responses, and fades once the
+    /// connection gets no requests: a time constant, as the load's decay.
+    /// Short, so that a pod that starts failing is steered away within
+    /// milliseconds and one that recovers is tried again within seconds,
+    /// while one failure among many moves the cost by next to nothing.
+    /// Default:
+    /// [`DEFAULT_FAILURE_PENALTY_DECAY`](crate::load::DEFAULT_FAILURE_PENALTY_DECAY)
+    /// (1 s).
+    pub fn failure_penalty_decay(mut self, decay: Duration) -> Self {
+        self.age.judging.penalty.decay = decay;
+        self
+    }
+
+    /// What counts as a failed response, for the penalty and
+    /// [`outlier_detection`](Self::outlier_detection). Default:
+    /// [`ResponseClassifier::new`](crate::classify::ResponseClassifier::new)
+    /// (HTTP 5xx; gRPC `UNAVAILABLE`, `INTERNAL`, `UNKNOWN`, `DATA_LOSS`;
+    /// 429 and `RESOURCE_EXHAUSTED` penalized only).
+    pub fn response_classifier(mut self, classifier: crate::classify::ResponseClassifier) -> Self {
+        self.age.judging.classifier = classifier;
         self
     }
 
@@ -352,138 +385,5 @@ impl<C> ClientBuilder<C> {
             resolver: self.resolver,
             own_connector_settings: self.own_connector_settings,
         }
-    }
-
-    /// Checks the configuration and starts the client's background task.
-    /// Must be called inside a Tokio runtime.
-    pub fn build<B>(mut self) -> Result<Client<B>, Error>
-    where
-        C: Service<Uri> + Clone + Send + 'static,
-        C::Response: Read + Write + TransportInfo + Unpin + Send + 'static,
-        C::Error: Into<BoxError>,
-        C::Future: Send,
-        B: Body<Data = Bytes> + Unpin + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
-        self.give_tls_the_service_name()?;
-        self.keep_alive.validate()?;
-        if std::any::TypeId::of::<C>() == std::any::TypeId::of::<HttpConnector>()
-            && self.uses_https()
-        {
-            return Err(Error::config(
-                "an https:// endpoint needs a TLS connector: the default HttpConnector speaks \
-                 plain TCP only; use `tls(..)` (feature `rustls`), or give one with \
-                 `connector(..)` (for example hyper-rustls' HttpsConnector asking for ALPN h2)",
-            ));
-        }
-        let (options, connector, http2, keep_alive) = self.split();
-        let connector = Http2Connector::new(connector, http2)
-            .connect_timeout(options.discover.connect_timeout_setting())
-            .keep_alive_config(keep_alive);
-        options.build(connector)
-    }
-
-    /// The settings every client has, and those of the crate's own
-    /// connector.
-    fn split(self) -> (Options, C, h2::client::Builder, KeepAliveConfig) {
-        let options = Options {
-            discover: self.discover,
-            age: self.age,
-            replay: self.replay,
-            ready_timeout: self.ready_timeout,
-            timeout: self.timeout,
-            origin: self.origin,
-            uri: self.uri,
-            resolver: self.resolver,
-        };
-        (options, self.connector, self.http2, self.keep_alive)
-    }
-
-    /// Builds the client over connections that `make` makes (any
-    /// connection `MakeService` of [`SharedConnection`]s, such as
-    /// [`HyperConnector`](crate::connector::HyperConnector) for hyper's own
-    /// HTTP/2 client), with everything else as configured: ages, discovery,
-    /// the pick, replay. `make` is called with each endpoint's URI
-    /// (`scheme://ip:port`) and connects on its own terms, so the settings
-    /// of the crate's own connector ([`connector`](Self::connector),
-    /// [`http2`](Self::http2), the keepalive ones) are an
-    /// [`ErrorKind::Config`](crate::ErrorKind::Config) error here, not
-    /// silently ignored. Connects are still bounded by
-    /// [`connect_timeout`](Self::connect_timeout).
-    ///
-    /// `M` makes connections for `ReplayBody<B>` requests, so that requests
-    /// the server never processed can be sent again. See
-    /// [`HyperConnector`](crate::connector::HyperConnector) for an example.
-    pub fn build_with<B, M>(self, make: M) -> Result<Client<B, M::Response>, Error>
-    where
-        M: Service<Uri> + Send + 'static,
-        M::Response: SharedConnection<ReplayBody<B>>,
-        M::Error: Into<BoxError>,
-        M::Future: Send + 'static,
-        B: Body<Data = Bytes> + Unpin + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
-        if !self.own_connector_settings.is_empty() {
-            let mut names = self.own_connector_settings.clone();
-            names.sort_unstable();
-            names.dedup();
-            return Err(Error::config(format!(
-                "build_with uses the connections `make` makes; {} configure the crate's own \
-                 Http2Connector and would be ignored: set them on your connector instead",
-                names.join(", ")
-            )));
-        }
-        self.split().0.build(make)
-    }
-
-    fn uses_https(&self) -> bool {
-        self.discover.uses_https()
-            || self
-                .uri
-                .as_ref()
-                .is_some_and(|u| u.scheme() == Some(&http::uri::Scheme::HTTPS))
-    }
-}
-
-// The hook `build` calls first to give the connector `tls(..)` made the
-// service's name (a no-op without the feature `rustls`).
-#[cfg(not(feature = "rustls"))]
-impl<C> ClientBuilder<C> {
-    fn give_tls_the_service_name(&mut self) -> Result<(), Error> {
-        Ok(())
-    }
-}
-
-#[cfg(feature = "rustls")]
-impl<C> ClientBuilder<C> {
-    /// When the connector is the one [`tls`](Self::tls) made: checks the
-    /// schemes and sets its server name to the host of `uri`, else of
-    /// `origin` (without either, each endpoint's host is used).
-    fn give_tls_the_service_name(&mut self) -> Result<(), Error>
-    where
-        C: 'static,
-    {
-        let connector: &mut dyn std::any::Any = &mut self.connector;
-        let Some(tls) = connector.downcast_mut::<crate::connector::RustlsConnector>() else {
-            return Ok(());
-        };
-        if !tls.takes_service_name {
-            return Ok(());
-        }
-        let plain = |uri: &Uri| uri.scheme() != Some(&http::uri::Scheme::HTTPS);
-        if let Some(uri) = self.uri.as_ref().filter(|u| plain(u)) {
-            return Err(Error::config(format!(
-                "tls(..) needs an https:// uri, not `{uri}`"
-            )));
-        }
-        if let Some(endpoint) = self.discover.plain_http_endpoint() {
-            return Err(Error::config(format!(
-                "tls(..) needs https:// endpoints, not `{endpoint}`"
-            )));
-        }
-        if let Some(service) = self.uri.as_ref().or(self.origin.as_ref()) {
-            tls.set_server_name(crate::connector::server_name_of(service)?);
-        }
-        Ok(())
     }
 }

@@ -1,5 +1,6 @@
 //! [`Client`]: aged connections, discovery, balancing and replay, composed.
 
+mod build;
 mod builder;
 mod deadline;
 mod future;

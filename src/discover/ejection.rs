@@ -13,6 +13,19 @@ use tokio::time::Instant;
 use super::outlier::OutlierDetection;
 use crate::age::EndpointHealth;
 
+/// Why an endpoint was ejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EjectionReason {
+    /// Failures in a row: transport failures and failed responses
+    /// ([`OutlierDetection::consecutive_failures`](super::OutlierDetection::consecutive_failures);
+    /// Envoy's `consecutive_5xx`).
+    ConsecutiveFailures,
+    /// Its share of failed requests over an interval
+    /// ([`OutlierDetection::failure_percentage`](super::OutlierDetection::failure_percentage)).
+    FailurePercentage,
+}
+
 /// Where one endpoint stands.
 enum Standing {
     /// In the pick; `readmitted` is when it came back from its last
@@ -61,6 +74,7 @@ impl Ejections {
         let health = EndpointHealth::new(
             endpoint.clone(),
             self.detection.consecutive_failures,
+            self.detection.failure_percentage.is_some(),
             self.report.clone(),
         );
         self.endpoints.insert(
@@ -95,12 +109,40 @@ impl Ejections {
             .count()
     }
 
+    /// How often [`interval_over`](Self::interval_over) is due, when a
+    /// failure percentage is set.
+    pub(super) fn interval(&self) -> Option<Duration> {
+        self.detection
+            .failure_percentage
+            .map(|_| self.detection.interval)
+    }
+
+    /// An interval ended: the endpoints whose failure percentage over it
+    /// ejects them (each endpoint's counts start over).
+    pub(super) fn interval_over(&mut self) -> Vec<Uri> {
+        let detection = self.detection;
+        self.endpoints
+            .iter()
+            .filter_map(|(endpoint, outlier)| {
+                let (requests, failures) = outlier.health.take_interval();
+                detection
+                    .fails_percentage(requests, failures)
+                    .then(|| endpoint.clone())
+            })
+            .collect()
+    }
+
     /// The endpoint's failures reached the threshold (of `in_service`
     /// endpoints): eject it, unless as many as allowed are out already.
     /// Its count starts over either way.
     /// Says so in the log and the metrics; returns the ejection time when
     /// ejected.
-    pub(super) fn failing(&mut self, endpoint: &Uri, in_service: usize) -> Option<Duration> {
+    pub(super) fn failing(
+        &mut self,
+        endpoint: &Uri,
+        in_service: usize,
+        reason: EjectionReason,
+    ) -> Option<Duration> {
         match self.decide(endpoint, in_service) {
             Decision::Nothing => None,
             Decision::Overflow { ejected } => {
@@ -113,9 +155,10 @@ impl Ejections {
                 None
             }
             Decision::Eject { time, ejections } => {
-                crate::metrics::ejected(endpoint);
+                crate::metrics::ejected(endpoint, reason == EjectionReason::FailurePercentage);
                 tracing::warn!(
                     endpoint = %endpoint,
+                    ?reason,
                     ejections,
                     for_ms = time.as_millis() as u64,
                     "endpoint ejected as an outlier"

@@ -16,6 +16,7 @@ mod endpoints;
 mod extra;
 mod outlier;
 mod resolution;
+mod settings;
 mod slot;
 mod slots;
 mod status;
@@ -38,6 +39,7 @@ use crate::age::AgedConnection;
 use crate::error::{BoxError, Error};
 use crate::resolve::Resolve;
 use backoff::Backoff;
+pub use ejection::EjectionReason;
 pub(crate) use extra::Demand;
 pub use outlier::OutlierDetection;
 pub(crate) use resolution::BoxResolver;
@@ -45,8 +47,9 @@ pub use resolution::{
     DEFAULT_MIN_RESOLVE_INTERVAL, DEFAULT_RESOLVE_INTERVAL, DEFAULT_RESOLVE_TIMEOUT,
 };
 use resolution::{DnsTarget, ResolveConfig, Schedule};
+use settings::Settings;
 pub use status::{ConnectErrors, DiscoverStatus};
-use worker::{Settings, Worker};
+use worker::Worker;
 
 /// Default [`connect_timeout`](RotatingDiscoverBuilder::connect_timeout): 10 s,
 /// as [`Http2Connector`](crate::Http2Connector)'s.

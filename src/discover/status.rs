@@ -5,6 +5,8 @@ use std::sync::{Arc, Mutex};
 
 use http::Uri;
 
+use super::ejection::EjectionReason;
+
 /// A shared, cheap-to-clone view of a [`RotatingDiscover`](super::RotatingDiscover):
 /// its current endpoints and how resolving went.
 #[derive(Debug, Clone, Default)]
@@ -20,8 +22,8 @@ struct Inner {
     /// The last connect error of each connection slot that has not connected
     /// since, with its whole source chain.
     connect_errors: BTreeMap<String, String>,
-    /// Endpoints out of the pick as outliers.
-    ejected: Vec<Uri>,
+    /// Endpoints out of the pick as outliers, and why.
+    ejected: Vec<(Uri, EjectionReason)>,
 }
 
 impl DiscoverStatus {
@@ -73,14 +75,20 @@ impl DiscoverStatus {
 
     /// The endpoints outlier detection has taken out of the pick now.
     pub fn ejected(&self) -> Vec<Uri> {
+        self.lock().ejected.iter().map(|(e, _)| e.clone()).collect()
+    }
+
+    /// The endpoints outlier detection has taken out of the pick now, with
+    /// the reason for each.
+    pub fn ejections(&self) -> Vec<(Uri, EjectionReason)> {
         self.lock().ejected.clone()
     }
 
-    pub(crate) fn set_ejected(&self, endpoint: &Uri, ejected: bool) {
+    pub(crate) fn set_ejected(&self, endpoint: &Uri, reason: Option<EjectionReason>) {
         let mut inner = self.lock();
-        inner.ejected.retain(|e| e != endpoint);
-        if ejected {
-            inner.ejected.push(endpoint.clone());
+        inner.ejected.retain(|(e, _)| e != endpoint);
+        if let Some(reason) = reason {
+            inner.ejected.push((endpoint.clone(), reason));
         }
     }
 

@@ -13,12 +13,11 @@ use tower::ServiceExt;
 use tower::discover::Change;
 use tower_service::Service;
 
-use super::backoff::Backoff;
-use super::ejection::Ejections;
+use super::ejection::{EjectionReason, Ejections};
 use super::endpoints::Endpoints;
 use super::extra::{Demand, extra_key};
-use super::outlier::OutlierDetection;
 use super::resolution::Schedule;
+use super::settings::Settings;
 use super::slot::{Kind, Reconnect, Slot};
 use super::slots::Slots;
 use super::{DiscoverStatus, EndpointKey};
@@ -44,22 +43,6 @@ enum Step<S> {
     Readmit {
         endpoint: Uri,
     },
-}
-
-/// The worker's fixed settings.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Settings {
-    pub(crate) per_endpoint: usize,
-    /// New endpoints (found by a resolution after the first) take a growing
-    /// share of traffic over this window; zero turns it off.
-    pub(crate) slow_start: Duration,
-    pub(crate) outlier: Option<OutlierDetection>,
-    /// At least `per_endpoint`; above it, extras open on demand.
-    pub(crate) max_per_endpoint: usize,
-    /// An extra that started no request for this long is closed.
-    pub(crate) extra_idle: Duration,
-    pub(crate) backoff: Backoff,
-    pub(crate) connect_timeout: Duration,
 }
 
 pub(crate) struct Worker<M, S> {
@@ -147,7 +130,7 @@ where
         if let Some(ejections) = &mut self.ejections {
             ejections.remove(endpoint);
         }
-        self.status.set_ejected(endpoint, false);
+        self.status.set_ejected(endpoint, None);
         for key in self.slots.remove_endpoint(endpoint) {
             let _ = self.changes.send(Change::Remove(key));
         }
@@ -155,13 +138,13 @@ where
 
     /// The endpoint's failures reached the threshold: eject it, unless as
     /// many endpoints as allowed are out already.
-    fn on_failing(&mut self, endpoint: Uri) {
+    fn on_failing(&mut self, endpoint: Uri, reason: EjectionReason) {
         let in_service = self.endpoints.len();
         let Some(ejections) = &mut self.ejections else {
             return;
         };
-        if let Some(time) = ejections.failing(&endpoint, in_service) {
-            self.set_ejected(&endpoint, true);
+        if let Some(time) = ejections.failing(&endpoint, in_service, reason) {
+            self.set_ejected(&endpoint, Some(reason));
             self.pending.push(Box::pin(async move {
                 tokio::time::sleep(time).await;
                 Step::Readmit { endpoint }
@@ -175,13 +158,13 @@ where
             .as_mut()
             .is_some_and(|ejections| ejections.readmit(&endpoint))
         {
-            self.set_ejected(&endpoint, false);
+            self.set_ejected(&endpoint, None);
         }
     }
 
-    fn set_ejected(&self, endpoint: &Uri, ejected: bool) {
-        self.status.set_ejected(endpoint, ejected);
-        self.slots.set_ejected(endpoint, ejected);
+    fn set_ejected(&self, endpoint: &Uri, reason: Option<EjectionReason>) {
+        self.status.set_ejected(endpoint, reason);
+        self.slots.set_ejected(endpoint, reason.is_some());
     }
 
     fn remove_slot(&mut self, key: EndpointKey) {
@@ -227,6 +210,11 @@ where
         let demand = self.demand.clone();
         let mut idle_check = tokio::time::interval(self.settings.extra_idle);
         idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let interval = self.ejections.as_ref().and_then(Ejections::interval);
+        let failure_percentage = interval.is_some();
+        let mut failure_check = tokio::time::interval(interval.unwrap_or(Duration::MAX / 4));
+        failure_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        failure_check.reset();
         loop {
             let ejected = || self.ejections.as_ref().map_or(0, Ejections::ejected);
             self.membership.update(self.endpoints.len(), ejected);
@@ -252,7 +240,15 @@ where
                     Step::Resolved(result) => self.on_resolved(result).await,
                     Step::Readmit { endpoint } => self.on_readmit(endpoint),
                 },
-                Some(endpoint) = self.failing.recv() => self.on_failing(endpoint),
+                Some(endpoint) = self.failing.recv() => {
+                    self.on_failing(endpoint, EjectionReason::ConsecutiveFailures);
+                }
+                _ = failure_check.tick(), if failure_percentage => {
+                    let failing = self.ejections.as_mut().map(Ejections::interval_over);
+                    for endpoint in failing.into_iter().flatten() {
+                        self.on_failing(endpoint, EjectionReason::FailurePercentage);
+                    }
+                }
                 () = resolve_due => self.start_resolve(),
                 () = demand.notify.notified(), if extras_allowed => self.on_demand().await,
                 _ = idle_check.tick(), if has_extras => self.close_idle_extras(),

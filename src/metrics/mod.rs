@@ -43,6 +43,8 @@
 //! | `membership_healthy` | gauge | – | of those, the ones not ejected as outliers | `membership_healthy` |
 //! | `outlier_detection_ejections_active` | gauge | – | endpoints ejected as outliers now | `outlier_detection.ejections_active` |
 //! | `outlier_detection_ejections_enforced_total` | counter | `endpoint` | ejections of an endpoint as an outlier | `outlier_detection.ejections_enforced_total` |
+//! | `outlier_detection_ejections_enforced_consecutive_5xx` | counter | `endpoint` | of those, ejections for failures in a row (transport failures and failed responses, see `crate::classify`) | `outlier_detection.ejections_enforced_consecutive_5xx` |
+//! | `outlier_detection_ejections_enforced_failure_percentage` | counter | `endpoint` | of those, ejections for the share of failures in an interval | `outlier_detection.ejections_enforced_failure_percentage` |
 //! | `outlier_detection_ejections_overflow` | counter | `endpoint` | ejections not made because `max_ejection_percent` of the endpoints were out already | `outlier_detection.ejections_overflow` |
 //!
 //! # Where they come from
@@ -160,6 +162,14 @@ pub const OUTLIER_DETECTION_EJECTIONS_ACTIVE: &str = name!("outlier_detection_ej
 /// `outlier_detection.ejections_enforced_total`.
 pub const OUTLIER_DETECTION_EJECTIONS_ENFORCED_TOTAL: &str =
     name!("outlier_detection_ejections_enforced_total");
+/// Ejections for failures in a row (counter, `endpoint`). Envoy:
+/// `outlier_detection.ejections_enforced_consecutive_5xx`.
+pub const OUTLIER_DETECTION_EJECTIONS_ENFORCED_CONSECUTIVE_5XX: &str =
+    name!("outlier_detection_ejections_enforced_consecutive_5xx");
+/// Ejections for a failure percentage (counter, `endpoint`). Envoy:
+/// `outlier_detection.ejections_enforced_failure_percentage`.
+pub const OUTLIER_DETECTION_EJECTIONS_ENFORCED_FAILURE_PERCENTAGE: &str =
+    name!("outlier_detection_ejections_enforced_failure_percentage");
 /// Ejections not made for `max_ejection_percent` (counter, `endpoint`).
 /// Envoy: `outlier_detection.ejections_overflow`.
 pub const OUTLIER_DETECTION_EJECTIONS_OVERFLOW: &str =
@@ -267,6 +277,16 @@ const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
         OUTLIER_DETECTION_EJECTIONS_ENFORCED_TOTAL,
         Kind::Counter,
         "Ejections of an endpoint as an outlier",
+    ),
+    (
+        OUTLIER_DETECTION_EJECTIONS_ENFORCED_CONSECUTIVE_5XX,
+        Kind::Counter,
+        "Ejections of an endpoint for failures in a row",
+    ),
+    (
+        OUTLIER_DETECTION_EJECTIONS_ENFORCED_FAILURE_PERCENTAGE,
+        Kind::Counter,
+        "Ejections of an endpoint for its share of failures in an interval",
     ),
     (
         OUTLIER_DETECTION_EJECTIONS_OVERFLOW,

@@ -148,11 +148,19 @@ pub(crate) fn rotated(endpoint: &Uri) {
 }
 
 /// Outlier detection ejected the endpoint.
-pub(crate) fn ejected(endpoint: &Uri) {
+pub(crate) fn ejected(endpoint: &Uri, for_failure_percentage: bool) {
     #[cfg(feature = "metrics")]
-    Endpoint::of(endpoint).count(OUTLIER_DETECTION_EJECTIONS_ENFORCED_TOTAL);
+    {
+        let endpoint = Endpoint::of(endpoint);
+        endpoint.count(OUTLIER_DETECTION_EJECTIONS_ENFORCED_TOTAL);
+        endpoint.count(if for_failure_percentage {
+            OUTLIER_DETECTION_EJECTIONS_ENFORCED_FAILURE_PERCENTAGE
+        } else {
+            OUTLIER_DETECTION_EJECTIONS_ENFORCED_CONSECUTIVE_5XX
+        });
+    }
     #[cfg(not(feature = "metrics"))]
-    let _ = endpoint;
+    let _ = (endpoint, for_failure_percentage);
 }
 
 /// The endpoint was failing but not ejected: too many were out already.

@@ -57,6 +57,28 @@ pub enum Script {
     Hang,
 }
 
+/// How a backend answers every request, whatever its route: as a healthy
+/// pod, or as one that fails fast (its database gone, shedding load).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Failing {
+    /// Serves its routes.
+    No = 0,
+    /// HTTP 503 at once, empty body.
+    Http503 = 1,
+    /// As a gRPC server that cannot serve: HTTP 200, a trailers-only head
+    /// with `grpc-status: 14` (UNAVAILABLE), at once.
+    GrpcUnavailable = 2,
+    /// As a gRPC server failing inside a call: HTTP 200, one message, then
+    /// trailers with `grpc-status: 13` (INTERNAL), at once.
+    GrpcInternalInTrailers = 3,
+    /// Every other request gets HTTP 503 at once; the rest are served.
+    HalfHttp503 = 4,
+    /// What tonic answers for `Status::unavailable(..)` (its
+    /// `Status::into_http`), at once.
+    TonicUnavailable = 5,
+}
+
 /// What a backend saw.
 #[derive(Default)]
 pub struct Record {
@@ -72,6 +94,8 @@ pub struct Record {
     /// hung pod whose connections stay up and answer PINGs.
     hung: std::sync::atomic::AtomicBool,
     unhung: Notify,
+    /// A [`Failing`] mode.
+    failing: std::sync::atomic::AtomicU8,
 }
 
 impl Record {
@@ -99,6 +123,62 @@ impl Record {
     /// Every request id, in the order the requests arrived.
     pub fn arrivals(&self) -> Vec<String> {
         self.arrivals.lock().unwrap().clone()
+    }
+
+    /// Makes the backend fail (or serve again) as `mode` says.
+    pub fn fail(&self, mode: Failing) {
+        self.failing.store(mode as u8, Ordering::SeqCst);
+    }
+
+    /// The answer of a backend that fails this request, if it does.
+    fn failure(&self) -> Option<Response<http_body_util::combinators::BoxBody<Bytes, Infallible>>> {
+        let grpc = |builder: http::response::Builder| {
+            builder
+                .status(200)
+                .header("content-type", "application/grpc")
+        };
+        match self.failing.load(Ordering::SeqCst) {
+            1 => Some(
+                Response::builder()
+                    .status(503)
+                    .body(http_body_util::Empty::new().boxed())
+                    .unwrap(),
+            ),
+            2 => Some(
+                grpc(Response::builder())
+                    .header("grpc-status", "14")
+                    .header("grpc-message", "pod draining")
+                    .body(http_body_util::Empty::new().boxed())
+                    .unwrap(),
+            ),
+            3 => {
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", http::HeaderValue::from_static("13"));
+                let frames = futures_util::stream::iter([
+                    Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from_static(
+                        b"\0\0\0\0\0",
+                    ))),
+                    Ok(hyper::body::Frame::trailers(trailers)),
+                ]);
+                Some(
+                    grpc(Response::builder())
+                        .body(BodyExt::boxed(http_body_util::StreamBody::new(frames)))
+                        .unwrap(),
+                )
+            }
+            5 => Some(
+                tonic::Status::unavailable("pod draining")
+                    .into_http::<http_body_util::Empty<Bytes>>()
+                    .map(BodyExt::boxed),
+            ),
+            4 if self.requests.load(Ordering::SeqCst).is_multiple_of(2) => Some(
+                Response::builder()
+                    .status(503)
+                    .body(http_body_util::Empty::new().boxed())
+                    .unwrap(),
+            ),
+            _ => None,
+        }
     }
 
     /// Waits while the backend is hung.
@@ -195,6 +275,11 @@ impl Backend {
 
     pub fn requests(&self) -> usize {
         self.record.requests.load(Ordering::SeqCst)
+    }
+
+    /// Makes the backend fail every request (or serve again): see [`Failing`].
+    pub fn fail(&self, mode: Failing) {
+        self.record.fail(mode);
     }
 
     /// Hangs (or un-hangs) the backend: requests arrive and are counted but
@@ -311,6 +396,9 @@ async fn handle(
 ) -> Result<Response<http_body_util::combinators::BoxBody<Bytes, Infallible>>, Infallible> {
     record.request(request.headers());
     record.while_hung().await;
+    if let Some(failure) = record.failure() {
+        return Ok(failure);
+    }
     let path = request.uri().path().to_owned();
     let authority = request
         .uri()

@@ -150,3 +150,49 @@ async fn readmission_resets_the_failure_count_and_a_removed_endpoint_is_forgotte
     assert!(!ejections.readmit(&uri(1)));
     assert!(ejections.health(&uri(1)).is_none());
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_interval_ejects_the_endpoints_failing_often_enough_with_enough_requests() {
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let detection = OutlierDetection::new()
+        .failure_percentage(50)
+        .failure_percentage_minimum_requests(10)
+        .consecutive_failures(1000);
+    let mut ejections = Ejections::new(detection, tx);
+    assert_eq!(ejections.interval(), Some(Duration::from_secs(10)));
+    for n in 1..=3 {
+        ejections.add(uri(n));
+    }
+    let health = |n| ejections.health(&uri(n)).unwrap().clone();
+    // 1: half of 20 fail, at random; 2: a third of 30; 3: all of 5.
+    for i in 0..20 {
+        health(1).response(i % 2 == 0);
+    }
+    for i in 0..30 {
+        health(2).response(i % 3 == 0);
+    }
+    for _ in 0..5 {
+        health(3).failure();
+    }
+    assert_eq!(ejections.interval_over(), vec![uri(1)]);
+    assert_eq!(
+        ejections.interval_over(),
+        Vec::<Uri>::new(),
+        "the counts started over"
+    );
+    assert_eq!(
+        ejections.failing(&uri(1), 3, EjectionReason::FailurePercentage),
+        Some(BASE)
+    );
+    assert!(ejections.is_ejected(&uri(1)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_failure_percentage_nothing_is_counted_per_request() {
+    let (ejections, _reports) = ejections(1);
+    assert_eq!(ejections.interval(), None);
+    let health = ejections.health(&uri(1)).unwrap();
+    health.response(true);
+    health.response(false);
+    assert_eq!(health.take_interval(), (0, 0));
+}

@@ -143,6 +143,7 @@
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
+mod failing;
 mod process;
 mod serve;
 
@@ -246,12 +247,23 @@ struct Options {
     handler_ms: u64,
     /// `--response-bytes`, for `--process` and `--serve`.
     response_bytes: usize,
+    /// `--failing-pod`: three pods, one failing fast (module `failing`).
+    failing_pod: Option<failing::Form>,
+    /// `--seconds`, for `--failing-pod`: how long each row runs.
+    seconds: u64,
+    /// `--callers`, for `--failing-pod`.
+    callers: usize,
+    /// `--bind`, for `--serve`: the address to serve on.
+    bind: Option<SocketAddr>,
+    /// `--fail`, for `--serve`: answer every request at once with this failure.
+    fail: Option<failing::Form>,
 }
 
 const USAGE: &str = "usage: loadgen [--requests N] [--rounds R] [--body-bytes B] [--json] [--layers]
        loadgen --process [--concurrency N[,N..]] [--rate R] [--server-streams N] [--handler-ms M]
                [--response-bytes N] [--requests N] [--rounds R] [--body-bytes B] [--json]
-       loadgen --serve [--server-streams N] [--handler-ms M] [--response-bytes N]
+       loadgen --serve [--server-streams N] [--handler-ms M] [--response-bytes N] [--bind IP:PORT] [--fail http|grpc]
+       loadgen --failing-pod http|grpc [--seconds S] [--callers N]
   --requests N        timed requests per cell (default 20000)
   --rounds R          rounds, each runs every variant at every concurrency (default 9, at least 1)
   --body-bytes B      request body size; 0 sends GET, more sends POST (default 0)
@@ -265,7 +277,14 @@ const USAGE: &str = "usage: loadgen [--requests N] [--rounds R] [--body-bytes B]
   --server-streams N  with --process: the backend's SETTINGS_MAX_CONCURRENT_STREAMS (default hyper's, 200)
   --handler-ms M      with --process: the backend's handler sleeps M ms before answering (default 0)
   --response-bytes N  with --process: the size of the backend's response body (default 2)
-  --serve             the backend of --process: prints its port, exits when stdin closes";
+  --serve             the backend of --process: prints its port, exits when stdin closes
+  --bind IP:PORT      with --serve: serve there (default 127.0.0.1, a port the system picks)
+  --fail http|grpc    with --serve: answer every request at once with HTTP 503, or gRPC UNAVAILABLE
+  --failing-pod FORM  instead: three pods (backend processes on 127.0.0.1-3, one port), 127.0.0.1
+                      failing fast (http: 503; grpc: trailers-only grpc-status 14), the others
+                      answering in 2 ms; the failing pod's share of requests per client
+  --seconds S         with --failing-pod: how long each client runs (default 15)
+  --callers N         with --failing-pod: callers sending at once (default 16)";
 
 fn options() -> Options {
     let mut options = Options {
@@ -281,6 +300,11 @@ fn options() -> Options {
         server_streams: None,
         handler_ms: 0,
         response_bytes: 2,
+        failing_pod: None,
+        seconds: 15,
+        callers: 16,
+        bind: None,
+        fail: None,
     };
     // Options only `--process` (and `--serve`) take, so that no other mode
     // silently ignores them.
@@ -339,6 +363,16 @@ fn options() -> Options {
                 options.response_bytes = number(&arg, &value(&arg));
                 process_only.get_or_insert("--response-bytes");
             }
+            "--failing-pod" => options.failing_pod = Some(failing::Form::parse(&value(&arg))),
+            "--seconds" => options.seconds = number(&arg, &value(&arg)).max(1) as u64,
+            "--callers" => options.callers = number(&arg, &value(&arg)).max(1),
+            "--bind" => {
+                let v = value(&arg);
+                options.bind = Some(v.parse().unwrap_or_else(|_| {
+                    exit_usage(&format!("--bind needs an IP:PORT, not `{v}`"))
+                }));
+            }
+            "--fail" => options.fail = Some(failing::Form::parse(&value(&arg))),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -346,9 +380,17 @@ fn options() -> Options {
             other => exit_usage(&format!("unknown argument `{other}`")),
         }
     }
-    let modes = [options.layers, options.process, options.serve];
+    let modes = [
+        options.layers,
+        options.process,
+        options.serve,
+        options.failing_pod.is_some(),
+    ];
     if modes.iter().filter(|&&m| m).count() > 1 {
-        exit_usage("--layers, --process and --serve exclude each other");
+        exit_usage("--layers, --process, --serve and --failing-pod exclude each other");
+    }
+    if (options.bind.is_some() || options.fail.is_some()) && !options.serve {
+        exit_usage("--bind and --fail go with --serve");
     }
     if let Some(name) = process_only
         && !options.process
@@ -1046,6 +1088,10 @@ fn main() {
     }
     if options.process {
         process::main(&options);
+        return;
+    }
+    if let Some(form) = options.failing_pod {
+        runtime().block_on(failing::main(&options, form));
         return;
     }
     runtime().block_on(in_process(options));

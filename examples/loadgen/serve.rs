@@ -44,14 +44,21 @@ pub(crate) fn main(options: &Options) -> ! {
     let streams = options.server_streams;
     let delay = Duration::from_millis(options.handler_ms);
     let body = Bytes::from(vec![b'x'; options.response_bytes]);
-    crate::runtime().block_on(serve(streams, delay, body));
+    let bind = options
+        .bind
+        .unwrap_or(std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+    crate::runtime().block_on(serve(bind, streams, delay, body, options.fail));
     std::process::exit(0)
 }
 
-async fn serve(streams: Option<u32>, delay: Duration, body: Bytes) {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .await
-        .expect("bind the backend");
+async fn serve(
+    bind: std::net::SocketAddr,
+    streams: Option<u32>,
+    delay: Duration,
+    body: Bytes,
+    fail: Option<crate::failing::Form>,
+) {
+    let listener = TcpListener::bind(bind).await.expect("bind the backend");
     let port = listener.local_addr().expect("the backend's address").port();
     {
         let mut stdout = std::io::stdout().lock();
@@ -70,8 +77,15 @@ async fn serve(streams: Option<u32>, delay: Duration, body: Bytes) {
         let builder = builder.clone();
         let body = body.clone();
         tokio::spawn(async move {
-            let service =
-                hyper::service::service_fn(move |request| handle(request, delay, body.clone()));
+            let service = hyper::service::service_fn(move |request| {
+                let body = body.clone();
+                async move {
+                    match fail {
+                        Some(form) => Ok(form.answer()),
+                        None => handle(request, delay, body).await,
+                    }
+                }
+            });
             let _ = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .await;

@@ -25,9 +25,9 @@
 //!       connector                 the transport: h2's and hyper's connections, their
 //!                                 task, the handle that reports GOAWAY and closes
 //!                                 by force, and the in-flight count it reads
-//!         error, outcome, load,   at the bottom: the error type, the one place h2's
-//!         metrics, time, jitter   errors are read, the load model, metric names,
-//!                                 the one "never" and the one jitter
+//!         error, outcome,         at the bottom: the error type, the one place h2's
+//!         classify, load,         errors are read, what a response says, the load
+//!         metrics, time, jitter   model, metric names, the one "never" and jitter
 //! ```
 //!
 //! `grpc` (feature `tonic`) documents the gRPC codes and converts errors
@@ -44,6 +44,7 @@
 //! | [`client`] | [`Client`]: all of it composed, with a lock-free power-of-two-choices pick in the caller's task (a plain function with its RNG injected), over [`Http2Connection`]s or any [`SharedConnection`](client::SharedConnection) (`ClientBuilder::build_with`); a request's deadline is the earlier of the client's `timeout` and its `grpc-timeout`. |
 //! | [`resolve`] | [`Resolve`](resolve::Resolve): any hyper-util resolver (`Service<Name>`) whose answer may carry a TTL; [`StaticResolver`](resolve::StaticResolver), and `HickoryResolver` (feature `hickory`) which reports the records' TTL. |
 //! | [`server`] | [`server::Server`]: serves any tower HTTP service (axum, tonic `Routes`, hyper) over HTTP/1.1 and h2c with a maximum connection age (±10% jitter), an optional grace, an idle limit and graceful shutdown; on age HTTP/2 gets the two-phase `GOAWAY`, HTTP/1.1 `Connection: close`. |
+//! | [`classify`] | What a response says about the pod that sent it: [`ResponseClass`](classify::ResponseClass) from the HTTP status or the gRPC status (trailers-only head or trailers), by a [`ResponseClassifier`](classify::ResponseClassifier); read by the load's failure penalty and by outlier detection. At the bottom, beside `outcome`. |
 //! | [`error`] | [`Error`] and [`ErrorKind`]; with feature `tonic`, the gRPC status each error maps to, put first in its `source()` chain so that tonic's `Status::from_error` finds it. |
 //! | `outcome` | How a request or connection ended on the wire: the one place h2's errors are read (a verdict for replay, what the wire said for the age layer and the gRPC codes). |
 //! | `grpc` | (feature `tonic`) the table of gRPC codes, and `From<Error> for tonic::Status`. |

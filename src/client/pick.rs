@@ -90,7 +90,7 @@ pub(crate) fn pick<'a, B, K, T: Candidate<B>>(
         }
         (true, _) => Some(ca),
         (false, true) => Some(cb),
-        (false, false) => pick_any(connections, avoid),
+        (false, false) => pick_any(connections, avoid, rng),
     }
 }
 
@@ -140,21 +140,40 @@ impl rand::RngCore for ThreadRngOnDemand {
 }
 
 /// When neither random pick takes the request: the first connection that
-/// does, else `avoid` if it does, else an ejected one (ejection never makes
-/// an outage). Out of line: rare.
+/// does, else `avoid` if it does. When every connection that takes
+/// requests is ejected (one endpoint behind a virtual IP, or all of them
+/// failing), ejection must not make an outage, nor send everything to
+/// whichever connection comes first: the pick goes on among them as usual,
+/// by cost. Out of line: rare.
 #[cold]
 #[inline(never)]
-fn pick_any<B, K, T: Candidate<B>>(connections: &[(K, T)], avoid: usize) -> Option<&T> {
+fn pick_any<'a, B, K, T: Candidate<B>>(
+    connections: &'a [(K, T)],
+    avoid: usize,
+    rng: &mut impl Rng,
+) -> Option<&'a T> {
     let candidates = || {
         connections
             .iter()
             .map(|(_, c)| c)
             .filter(|c| c.takes_requests())
     };
-    candidates()
+    if let Some(c) = candidates()
         .find(|c| !c.is_ejected() && c.id() != avoid)
         .or_else(|| candidates().find(|c| !c.is_ejected()))
-        .or_else(|| candidates().next())
+    {
+        return Some(c);
+    }
+    let n = candidates().count();
+    if n < 2 {
+        return candidates().next();
+    }
+    let a = rng.random_range(0..n);
+    let b = rng.random_range(0..n - 1);
+    let b = if b >= a { b + 1 } else { b };
+    let (ca, cb) = (candidates().nth(a)?, candidates().nth(b)?);
+    let now = LoadInstant::now();
+    Some(if cb.cost(now) < ca.cost(now) { cb } else { ca })
 }
 
 #[cfg(test)]
@@ -321,6 +340,35 @@ mod tests {
         closed.1.open = false;
         let won = shares(&[ejected, closed], usize::MAX, 100);
         assert_eq!(won, vec![100, 0], "ejection never makes an outage");
+    }
+
+    #[test]
+    fn when_every_connection_is_ejected_the_pick_goes_on_by_cost_among_them() {
+        // One endpoint behind a virtual IP, ejected as a whole: its
+        // connections to a failing pod cost more, and the first in the
+        // list must not take everything.
+        let ejected = |id, cost| {
+            let mut c = fake(id, cost);
+            c.1.ejected = true;
+            c
+        };
+        let won = shares(
+            &[
+                ejected(0, 90.0),
+                ejected(1, 1.0),
+                ejected(2, 1.0),
+                ejected(3, 90.0),
+            ],
+            usize::MAX,
+            3_000,
+        );
+        // Power of two choices: a dear one wins only when drawn with the
+        // other dear one, one pick in six.
+        assert!(won[1] + won[2] > 2_300, "the cheap ones win: {won:?}");
+        assert!(
+            won[1] > 1_000 && won[2] > 1_000,
+            "spread over them: {won:?}"
+        );
     }
 
     #[test]

@@ -33,9 +33,13 @@ use tokio::process::{Child, Command};
 use tower::{Service, ServiceExt};
 use tower_max_connection_age::Client;
 use tower_max_connection_age::classify::ResponseClassifier;
+use tower_max_connection_age::client::ClientBuilder;
 use tower_max_connection_age::discover::OutlierDetection;
 
 use crate::Options;
+
+/// One way to set up `Client` for a row.
+type Configure = fn(ClientBuilder) -> ClientBuilder;
 
 /// How the failing pod fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -254,12 +258,7 @@ pub(crate) async fn main(options: &Options, form: Form) {
             tally.errors.load(Ordering::Relaxed)
         );
     };
-    let clients: [(
-        &str,
-        fn(
-            tower_max_connection_age::client::ClientBuilder,
-        ) -> tower_max_connection_age::client::ClientBuilder,
-    ); 3] = [
+    let clients: [(&str, Configure); 3] = [
         ("Client (defaults)", |b| b),
         ("Client, outlier_detection(OutlierDetection::new())", |b| {
             b.outlier_detection(OutlierDetection::new())

@@ -58,6 +58,8 @@ const NAMES: &[&str] = &[
     m::MEMBERSHIP_HEALTHY,
     m::OUTLIER_DETECTION_EJECTIONS_ACTIVE,
     m::OUTLIER_DETECTION_EJECTIONS_ENFORCED_TOTAL,
+    m::OUTLIER_DETECTION_EJECTIONS_ENFORCED_CONSECUTIVE_5XX,
+    m::OUTLIER_DETECTION_EJECTIONS_ENFORCED_FAILURE_PERCENTAGE,
     m::OUTLIER_DETECTION_EJECTIONS_OVERFLOW,
 ];
 
@@ -509,6 +511,17 @@ async fn failing_endpoints_are_ejected_up_to_the_percent_and_the_gauges_follow()
     )
     .await;
     assert_eq!(gauge(m::OUTLIER_DETECTION_EJECTIONS_ACTIVE), 1.0);
+    assert_eq!(
+        counter(
+            m::OUTLIER_DETECTION_EJECTIONS_ENFORCED_CONSECUTIVE_5XX,
+            &dead[0]
+        ) + counter(
+            m::OUTLIER_DETECTION_EJECTIONS_ENFORCED_CONSECUTIVE_5XX,
+            &dead[1]
+        ),
+        1,
+        "ejected for failures in a row"
+    );
     assert_eq!(gauge(m::MEMBERSHIP_TOTAL), 3.0);
     assert_eq!(gauge(m::MEMBERSHIP_HEALTHY), 2.0);
     // The one ejected is not the one that overflowed.

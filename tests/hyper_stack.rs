@@ -91,6 +91,48 @@ async fn client_over_hyper_connections_balances_and_rotates() {
     );
 }
 
+/// The pick sees a hyper connection's stream limit (hyper's
+/// `current_max_send_streams`): against a server allowing 10 streams, 30
+/// callers of slow requests fill the connection, and `Client` opens extra
+/// ones instead of queueing inside hyper; nothing fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_over_hyper_sees_the_servers_stream_limit() {
+    let pod = Backend::start(std::net::Ipv4Addr::LOCALHOST, 0).await;
+    pod.script([Script::ServeLimited(10); 3]);
+    let client = Client::builder()
+        .endpoint(pod.uri())
+        .max_connections_per_endpoint(3)
+        .build_with::<Body, _>(HyperConnector::<_, ReplayBody<Body>>::http())
+        .unwrap();
+    support::connected(&client, 1).await;
+    let uri = format!("http://svc.test:{}/sleep/100", pod.addr.port());
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..30 {
+        let (client, uri) = (client.clone(), uri.clone());
+        calls.spawn(async move {
+            let response = client
+                .oneshot(support::get(&uri, &format!("limit-{i}")))
+                .await
+                .expect("answered");
+            assert_eq!(response.status(), 200);
+            response.into_body().collect().await.expect("the body");
+        });
+    }
+    bounded(async {
+        while let Some(call) = calls.join_next().await {
+            call.unwrap();
+        }
+    })
+    .await;
+    assert!(
+        client.stats().opened >= 2 && pod.connections() >= 2,
+        "extra connections for the full one: {:?}, {} at the server",
+        client.stats(),
+        pod.connections()
+    );
+    assert_eq!(pod.requests(), 30, "each ran once");
+}
+
 /// A stream the server refuses (`REFUSED_STREAM`, read from the h2 error
 /// inside hyper's) is replayed with its whole body, and runs once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

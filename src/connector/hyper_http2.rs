@@ -5,6 +5,8 @@ use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use http::{Request, Response, Uri};
@@ -41,10 +43,13 @@ pub type HyperResponseFuture =
 /// are copied before hyper takes it.
 ///
 /// hyper queues requests above the server's stream limit inside its
-/// dispatch task and does not tell how many the server allows, so
-/// [`max_concurrent_streams`](SharedConnection::max_concurrent_streams) is
-/// unknown here and `Client` lets hyper queue. hyper's own keepalive
-/// (`Builder::keep_alive_interval`) applies, not the crate's.
+/// dispatch task. [`HyperConnector`]'s connection task publishes the
+/// server's limit after each turn (hyper 1.12's
+/// `Connection::current_max_send_streams`), so `Client` keeps each
+/// connection under it and waits for room, or opens an extra connection,
+/// as it does over h2's; a connection made by hand with
+/// [`new`](Self::new) has no known limit and lets hyper queue. hyper's own
+/// keepalive (`Builder::keep_alive_interval`) applies, not the crate's.
 ///
 /// Made by [`HyperConnector`], or by hand from a handshake of your own:
 ///
@@ -71,6 +76,8 @@ pub type HyperResponseFuture =
 pub struct HyperConnection<B> {
     send: SendRequest<B>,
     handle: ConnectionHandle,
+    /// The server's stream limit, as the connection task last read it.
+    max_streams: Arc<AtomicUsize>,
 }
 
 impl<B> HyperConnection<B> {
@@ -79,7 +86,11 @@ impl<B> HyperConnection<B> {
     /// [`ConnectionHandle`] whose owner marks it closed when hyper's
     /// connection task ends).
     pub fn new(send: SendRequest<B>, handle: ConnectionHandle) -> Self {
-        HyperConnection { send, handle }
+        HyperConnection {
+            send,
+            handle,
+            max_streams: Arc::new(AtomicUsize::new(usize::MAX)),
+        }
     }
 
     /// hyper's sender.
@@ -103,6 +114,7 @@ impl<B> Clone for HyperConnection<B> {
         HyperConnection {
             send: self.send.clone(),
             handle: self.handle.clone(),
+            max_streams: self.max_streams.clone(),
         }
     }
 }
@@ -211,6 +223,12 @@ where
 
     fn is_open(&self) -> bool {
         !self.send.is_closed() && !self.handle.is_closed()
+    }
+
+    /// The server's `SETTINGS_MAX_CONCURRENT_STREAMS` as hyper's h2 applies
+    /// it (unknown, `usize::MAX`, on a connection made by hand).
+    fn max_concurrent_streams(&self) -> usize {
+        self.max_streams.load(Ordering::Relaxed)
     }
 }
 
@@ -352,12 +370,24 @@ where
                     .with_message(format!("{target}: hyper's HTTP/2 handshake failed"))
                     .with_source(e)
             })?;
+            let made = HyperConnection::new(send, handle);
+            let max_streams = made.max_streams.clone();
             tokio::spawn(async move {
-                if let Err(e) = connection.await {
+                // After each turn, the server's stream limit as hyper's h2
+                // applies it, for the pick (one lock inside hyper per turn,
+                // none per request).
+                let mut connection = std::pin::pin!(connection);
+                let ended = std::future::poll_fn(|cx| {
+                    let polled = connection.as_mut().poll(cx);
+                    max_streams.store(connection.current_max_send_streams(), Ordering::Relaxed);
+                    polled
+                })
+                .await;
+                if let Err(e) = ended {
                     tracing::debug!(error = %error::chain(&e), "hyper's HTTP/2 connection ended");
                 }
             });
-            Ok(HyperConnection::new(send, handle))
+            Ok(made)
         };
         Box::pin(counted.connecting(connect))
     }

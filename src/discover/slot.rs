@@ -9,6 +9,10 @@ use std::time::Duration;
 use super::backoff::Backoff;
 use crate::age::state::ConnectionState;
 
+/// Requests a connection must have started for a server's `GOAWAY` on it
+/// to be a routine end (a request cap), not load shedding.
+pub(super) const SERVED_MANY: u32 = 100;
+
 /// The connection a slot holds.
 pub(super) enum Held {
     /// None: never connected, or the last one was lost or went away.
@@ -169,14 +173,22 @@ impl Slot {
     /// failure. The connection leaves the slot (it finishes its in-flight
     /// requests). A server that sends `GOAWAY` to each new connection at
     /// once is shedding load, not rotating, so the replacement opens no
-    /// sooner than the backoff's minimum after the old one opened.
+    /// sooner than the backoff's minimum after the old one opened; unless
+    /// the old one started [`SERVED_MANY`] requests or more: that is a
+    /// server's request cap per connection (nginx's `keepalive_requests`,
+    /// 1,000 by default; Envoy's `max_requests_per_connection`), routine,
+    /// with callers waiting for the replacement.
     pub(super) fn go_away(
         &mut self,
         backoff: &Backoff,
     ) -> Option<(Arc<ConnectionState>, Reconnect)> {
         let old = self.take()?;
         self.failures = 0;
-        let wait = backoff.min.saturating_sub(old.age());
+        let wait = if old.started() >= SERVED_MANY {
+            Duration::ZERO
+        } else {
+            backoff.min.saturating_sub(old.age())
+        };
         let next = if wait.is_zero() {
             Reconnect::Now
         } else {

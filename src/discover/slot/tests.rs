@@ -125,6 +125,21 @@ async fn a_goaway_right_after_connecting_waits_the_rest_of_the_backoff_minimum()
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_goaway_after_many_requests_is_a_request_cap_and_rotates_at_once() {
+    let mut slot = Slot::new(Kind::Regular);
+    slot.begin_connect();
+    let state = connection();
+    slot.connected(state.clone());
+    for _ in 0..SERVED_MANY {
+        drop(state.begin());
+    }
+    // Young, but it served its cap (nginx: 1,000 requests per connection).
+    tokio::time::advance(Duration::from_millis(5)).await;
+    let (_, next) = slot.go_away(&backoff()).unwrap();
+    assert_eq!(next, Reconnect::Now);
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_first_loss_reconnects_at_once_and_repeated_losses_back_off() {
     let mut slot = Slot::new(Kind::Regular);
     slot.begin_connect();

@@ -46,6 +46,28 @@ fn uri() -> http::Uri {
     "http://pod.test:80".parse().unwrap()
 }
 
+/// The age layer over in-memory connections with the tests' keepalive
+/// settings, and the server ends of the connections it makes.
+fn pinging(
+    while_idle: bool,
+) -> (
+    impl Service<
+        http::Uri,
+        Response = AgedConnection<Http2Connection<Body>>,
+        Error: std::fmt::Debug + Send + 'static,
+        Future: Send + 'static,
+    >,
+    tokio::sync::mpsc::UnboundedReceiver<tokio::io::DuplexStream>,
+) {
+    let (connector, accepted) = memory::connector();
+    let connector = Http2Connector::<_, Body>::new(connector, default_builder())
+        .keep_alive_interval(INTERVAL)
+        .keep_alive_timeout(TIMEOUT)
+        .keep_alive_while_idle(while_idle);
+    let make = MaxConnectionAgeLayer::new(Duration::from_secs(3600)).layer(connector);
+    (make, accepted)
+}
+
 /// A connection through the age layer, which counts requests in flight (so
 /// the connection is busy while one is) and sorts a keepalive failure as
 /// `KeepAlive`, to a [`holding_server`] behind a [`PingTap`].
@@ -56,12 +78,7 @@ async fn connect(
     PingTap,
     tokio::task::JoinHandle<()>,
 ) {
-    let (connector, mut accepted) = memory::connector();
-    let connector = Http2Connector::<_, Body>::new(connector, default_builder())
-        .keep_alive_interval(INTERVAL)
-        .keep_alive_timeout(TIMEOUT)
-        .keep_alive_while_idle(while_idle);
-    let mut make = MaxConnectionAgeLayer::new(Duration::from_secs(3600)).layer(connector);
+    let (mut make, mut accepted) = pinging(while_idle);
     let connecting = tokio::spawn(make.call(uri()));
     let (server_end, tap) = PingTap::new(accepted.recv().await.unwrap());
     let server = holding_server(server_end);
@@ -190,12 +207,7 @@ where
 
 #[tokio::test(start_paused = true)]
 async fn goaway_enhance_your_calm_after_our_pings_doubles_the_interval_of_the_next_connection() {
-    let (connector, mut accepted) = memory::connector();
-    let connector = Http2Connector::<_, Body>::new(connector, default_builder())
-        .keep_alive_interval(INTERVAL)
-        .keep_alive_timeout(TIMEOUT)
-        .keep_alive_while_idle(true);
-    let mut make = MaxConnectionAgeLayer::new(Duration::from_secs(3600)).layer(connector);
+    let (mut make, mut accepted) = pinging(true);
 
     let started = Instant::now();
     let (first, tap, tell) = connect_told(&mut make, &mut accepted).await;
@@ -221,12 +233,7 @@ async fn goaway_enhance_your_calm_after_our_pings_doubles_the_interval_of_the_ne
 
 #[tokio::test(start_paused = true)]
 async fn goaway_enhance_your_calm_without_our_pings_leaves_the_interval_alone() {
-    let (connector, mut accepted) = memory::connector();
-    let connector = Http2Connector::<_, Body>::new(connector, default_builder())
-        .keep_alive_interval(INTERVAL)
-        .keep_alive_timeout(TIMEOUT)
-        .keep_alive_while_idle(true);
-    let mut make = MaxConnectionAgeLayer::new(Duration::from_secs(3600)).layer(connector);
+    let (mut make, mut accepted) = pinging(true);
 
     // Told before the first keepalive PING: the server is calming
     // something else (a flood of streams), not our pings.

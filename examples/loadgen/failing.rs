@@ -29,7 +29,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tower::{Service, ServiceExt};
 use tower_max_connection_age::Client;
 use tower_max_connection_age::classify::ResponseClassifier;
@@ -90,17 +90,8 @@ struct Pod {
 }
 
 async fn start_pod(bind: SocketAddr, fail: Option<Form>, taskset: Option<&PathBuf>) -> Pod {
-    let exe = std::env::current_exe().expect("the path of this executable");
-    let mut command = match taskset {
-        Some(taskset) => {
-            let mut command = Command::new(taskset);
-            command.arg("-c").arg("1").arg(exe);
-            command
-        }
-        None => Command::new(exe),
-    };
+    let mut command = crate::process::backend_command(taskset);
     command
-        .arg("--serve")
         .arg("--bind")
         .arg(bind.to_string())
         .arg("--handler-ms")

@@ -226,19 +226,25 @@ struct BackendProcess {
     pid: u32,
 }
 
+/// `loadgen --serve` (this executable), under `taskset -c 1` if given.
+pub(crate) fn backend_command(taskset: Option<&PathBuf>) -> Command {
+    let exe = std::env::current_exe().expect("the path of this executable");
+    let mut command = match taskset {
+        Some(taskset) => {
+            let mut command = Command::new(taskset);
+            command.arg("-c").arg("1").arg(exe);
+            command
+        }
+        None => Command::new(exe),
+    };
+    command.arg("--serve");
+    command
+}
+
 impl BackendProcess {
     /// `loadgen --serve` (this executable), under `taskset -c 1` if given.
     async fn start(options: &Options, taskset: Option<&PathBuf>) -> BackendProcess {
-        let exe = std::env::current_exe().expect("the path of this executable");
-        let mut command = match taskset {
-            Some(taskset) => {
-                let mut command = Command::new(taskset);
-                command.arg("-c").arg("1").arg(exe);
-                command
-            }
-            None => Command::new(exe),
-        };
-        command.arg("--serve");
+        let mut command = backend_command(taskset);
         if let Some(n) = options.server_streams {
             command.arg("--server-streams").arg(n.to_string());
         }

@@ -48,17 +48,7 @@ impl<C> ClientBuilder<C> {
     /// The settings every client has, and those of the crate's own
     /// connector.
     fn split(self) -> (Options, C, h2::client::Builder, KeepAliveConfig) {
-        let options = Options {
-            discover: self.discover,
-            age: self.age,
-            replay: self.replay,
-            ready_timeout: self.ready_timeout,
-            timeout: self.timeout,
-            origin: self.origin,
-            uri: self.uri,
-            resolver: self.resolver,
-        };
-        (options, self.connector, self.http2, self.keep_alive)
+        (self.options, self.connector, self.http2, self.keep_alive)
     }
 
     /// Builds the client over connections that `make` makes (any
@@ -99,8 +89,9 @@ impl<C> ClientBuilder<C> {
     }
 
     fn uses_https(&self) -> bool {
-        self.discover.uses_https()
+        self.options.discover.uses_https()
             || self
+                .options
                 .uri
                 .as_ref()
                 .is_some_and(|u| u.scheme() == Some(&http::uri::Scheme::HTTPS))
@@ -133,17 +124,17 @@ impl<C> ClientBuilder<C> {
             return Ok(());
         }
         let plain = |uri: &Uri| uri.scheme() != Some(&http::uri::Scheme::HTTPS);
-        if let Some(uri) = self.uri.as_ref().filter(|u| plain(u)) {
+        if let Some(uri) = self.options.uri.as_ref().filter(|u| plain(u)) {
             return Err(Error::config(format!(
                 "tls(..) needs an https:// uri, not `{uri}`"
             )));
         }
-        if let Some(endpoint) = self.discover.plain_http_endpoint() {
+        if let Some(endpoint) = self.options.discover.plain_http_endpoint() {
             return Err(Error::config(format!(
                 "tls(..) needs https:// endpoints, not `{endpoint}`"
             )));
         }
-        if let Some(service) = self.uri.as_ref().or(self.origin.as_ref()) {
+        if let Some(service) = self.options.uri.as_ref().or(self.options.origin.as_ref()) {
             tls.set_server_name(crate::connector::server_name_of(service)?);
         }
         Ok(())

@@ -5,9 +5,10 @@ use std::time::Duration;
 use http::Uri;
 use hyper_util::client::legacy::connect::HttpConnector;
 
+use super::options::Options;
 use crate::age::AgeConfig;
 use crate::connector::{KeepAliveConfig, default_builder};
-use crate::discover::{BoxResolver, RotatingDiscover, RotatingDiscoverBuilder, validate_endpoint};
+use crate::discover::{BoxResolver, RotatingDiscover, validate_endpoint};
 use crate::error::Error;
 use crate::load::LoadKind;
 use crate::replay::ReplayConfig;
@@ -31,14 +32,8 @@ pub struct ClientBuilder<C = HttpConnector> {
     pub(super) connector: C,
     pub(super) http2: h2::client::Builder,
     pub(super) keep_alive: KeepAliveConfig,
-    pub(super) discover: RotatingDiscoverBuilder,
-    pub(super) age: AgeConfig,
-    pub(super) replay: ReplayConfig,
-    pub(super) ready_timeout: Duration,
-    pub(super) timeout: Option<Duration>,
-    pub(super) origin: Option<Uri>,
-    pub(super) uri: Option<Uri>,
-    pub(super) resolver: Option<BoxResolver>,
+    /// The settings every client has, whatever makes its connections.
+    pub(super) options: Options,
     /// Settings of the crate's own connector that were changed, which
     /// [`build_with`](Self::build_with) (bringing its own) cannot honour.
     pub(super) own_connector_settings: Vec<&'static str>,
@@ -52,14 +47,16 @@ impl ClientBuilder {
             connector: http,
             http2: default_builder(),
             keep_alive: KeepAliveConfig::default(),
-            discover: RotatingDiscover::builder(),
-            age: AgeConfig::new(None),
-            replay: ReplayConfig::default(),
-            ready_timeout: DEFAULT_READY_TIMEOUT,
-            timeout: None,
-            origin: None,
-            uri: None,
-            resolver: None,
+            options: Options {
+                discover: RotatingDiscover::builder(),
+                age: AgeConfig::new(None),
+                replay: ReplayConfig::default(),
+                ready_timeout: DEFAULT_READY_TIMEOUT,
+                timeout: None,
+                origin: None,
+                uri: None,
+                resolver: None,
+            },
             own_connector_settings: Vec::new(),
         }
     }
@@ -75,7 +72,7 @@ impl<C> ClientBuilder<C> {
     /// `connections_per_endpoint` with `max_connection_age` spread the load.
     /// Use either this or [`endpoint`](Self::endpoint).
     pub fn uri(mut self, uri: Uri) -> Self {
-        self.uri = Some(uri);
+        self.options.uri = Some(uri);
         self
     }
 
@@ -83,27 +80,27 @@ impl<C> ClientBuilder<C> {
     /// (`Service<Name>`), such as [`HickoryResolver`](crate::resolve::HickoryResolver)
     /// to follow record TTLs. Default: the system resolver (`GaiResolver`).
     pub fn resolver<R: Resolve + Sync>(mut self, resolver: R) -> Self {
-        self.resolver = Some(BoxResolver::new(resolver));
+        self.options.resolver = Some(BoxResolver::new(resolver));
         self
     }
 
     /// How often [`uri`](Self::uri) is resolved again without a TTL, and
     /// the longest a TTL is followed. Default: 10 s.
     pub fn resolve_interval(mut self, interval: Duration) -> Self {
-        self.discover = self.discover.resolve_interval(interval);
+        self.options.discover = self.options.discover.resolve_interval(interval);
         self
     }
 
     /// The least time between two resolutions, whatever triggers them.
     /// Default: 1 s.
     pub fn min_resolve_interval(mut self, interval: Duration) -> Self {
-        self.discover = self.discover.min_resolve_interval(interval);
+        self.options.discover = self.options.discover.min_resolve_interval(interval);
         self
     }
 
     /// A lookup slower than this counts as failed. Default: 5 s.
     pub fn resolve_timeout(mut self, timeout: Duration) -> Self {
-        self.discover = self.discover.resolve_timeout(timeout);
+        self.options.discover = self.options.discover.resolve_timeout(timeout);
         self
     }
 
@@ -111,20 +108,20 @@ impl<C> ClientBuilder<C> {
     /// the last known endpoints are kept (see
     /// [`RotatingDiscoverBuilder::empty_answer_clears`](crate::discover::RotatingDiscoverBuilder::empty_answer_clears)).
     pub fn empty_answer_clears(mut self, clears: bool) -> Self {
-        self.discover = self.discover.empty_answer_clears(clears);
+        self.options.discover = self.options.discover.empty_answer_clears(clears);
         self
     }
 
     /// Adds an endpoint (`http://10.0.0.1:8080`); the client keeps
     /// `connections_per_endpoint` connections to each.
     pub fn endpoint(mut self, endpoint: Uri) -> Self {
-        self.discover = self.discover.endpoint(endpoint);
+        self.options.discover = self.options.discover.endpoint(endpoint);
         self
     }
 
     /// Adds endpoints.
     pub fn endpoints(mut self, endpoints: impl IntoIterator<Item = Uri>) -> Self {
-        self.discover = self.discover.endpoints(endpoints);
+        self.options.discover = self.options.discover.endpoints(endpoints);
         self
     }
 
@@ -140,14 +137,14 @@ impl<C> ClientBuilder<C> {
     /// The scheme and authority put on requests whose URI has none (tonic
     /// sends path-only URIs). Default: the first endpoint.
     pub fn origin(mut self, origin: Uri) -> Self {
-        self.origin = Some(origin);
+        self.options.origin = Some(origin);
         self
     }
 
     /// Connections live this long (plus jitter), then are replaced
     /// make-before-break. Default: unset, connections never age.
     pub fn max_connection_age(mut self, age: Duration) -> Self {
-        self.age.max_age = Some(age);
+        self.options.age.max_age = Some(age);
         self
     }
 
@@ -156,21 +153,21 @@ impl<C> ClientBuilder<C> {
     /// server side spreads both ways, as grpc-go). Default: 10% of
     /// `max_connection_age`, as gRPC; `Duration::ZERO` turns it off.
     pub fn max_connection_age_jitter(mut self, jitter: Duration) -> Self {
-        self.age.jitter = Some(jitter);
+        self.options.age.jitter = Some(jitter);
         self
     }
 
     /// How long a replaced connection may finish its in-flight requests
     /// before it is closed by force. Default: 30 s.
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
-        self.age.drain_timeout = timeout;
+        self.options.age.drain_timeout = timeout;
         self
     }
 
     /// Connections kept to each endpoint. Default: 1. Behind an L4 load
     /// balancer (a virtual IP), more connections reach more backends.
     pub fn connections_per_endpoint(mut self, n: usize) -> Self {
-        self.discover = self.discover.connections_per_endpoint(n);
+        self.options.discover = self.options.discover.connections_per_endpoint(n);
         self
     }
 
@@ -180,14 +177,14 @@ impl<C> ClientBuilder<C> {
     /// `connections_per_endpoint` (no extras). See
     /// [`RotatingDiscoverBuilder::max_connections_per_endpoint`](crate::discover::RotatingDiscoverBuilder::max_connections_per_endpoint).
     pub fn max_connections_per_endpoint(mut self, n: usize) -> Self {
-        self.discover = self.discover.max_connections_per_endpoint(n);
+        self.options.discover = self.options.discover.max_connections_per_endpoint(n);
         self
     }
 
     /// How long an extra connection may start no request before it closes.
     /// Default: 10 s.
     pub fn extra_connection_idle_timeout(mut self, timeout: Duration) -> Self {
-        self.discover = self.discover.extra_connection_idle_timeout(timeout);
+        self.options.discover = self.options.discover.extra_connection_idle_timeout(timeout);
         self
     }
 
@@ -195,7 +192,7 @@ impl<C> ClientBuilder<C> {
     /// pick for a while (Envoy's outlier detection). Default: off. See
     /// [`OutlierDetection`](crate::discover::OutlierDetection).
     pub fn outlier_detection(mut self, detection: crate::discover::OutlierDetection) -> Self {
-        self.discover = self.discover.outlier_detection(detection);
+        self.options.discover = self.options.discover.outlier_detection(detection);
         self
     }
 
@@ -203,21 +200,21 @@ impl<C> ClientBuilder<C> {
     /// `window`, instead of a burst. Default: off. See
     /// [`RotatingDiscoverBuilder::slow_start_window`](crate::discover::RotatingDiscoverBuilder::slow_start_window).
     pub fn slow_start_window(mut self, window: Duration) -> Self {
-        self.discover = self.discover.slow_start_window(window);
+        self.options.discover = self.options.discover.slow_start_window(window);
         self
     }
 
     /// How many times a request that came back unsent is sent again, and,
     /// counted apart, one the server provably did not process. Default: 3.
     pub fn max_retries(mut self, n: usize) -> Self {
-        self.replay.max_retries = n;
+        self.options.replay.max_retries = n;
         self
     }
 
     /// Body bytes kept per request so a refused request can be replayed.
     /// Default: 64 KiB.
     pub fn replay_buffer_limit(mut self, bytes: usize) -> Self {
-        self.replay.buffer_limit = bytes;
+        self.options.replay.buffer_limit = bytes;
         self
     }
 
@@ -225,7 +222,7 @@ impl<C> ClientBuilder<C> {
     /// (up to `max_retries` times, each to another connection when there is
     /// one). Default: true.
     pub fn replay_refused(mut self, enabled: bool) -> Self {
-        self.replay.replay_refused = enabled;
+        self.options.replay.replay_refused = enabled;
         self
     }
 
@@ -233,7 +230,7 @@ impl<C> ClientBuilder<C> {
     /// [`ErrorKind::NoReadyEndpoint`](crate::ErrorKind::NoReadyEndpoint).
     /// Default: [`DEFAULT_READY_TIMEOUT`] (10 s).
     pub fn ready_timeout(mut self, timeout: Duration) -> Self {
-        self.ready_timeout = crate::time::saturate(timeout);
+        self.options.ready_timeout = crate::time::saturate(timeout);
         self
     }
 
@@ -268,13 +265,13 @@ impl<C> ClientBuilder<C> {
     /// # }
     /// ```
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
+        self.options.timeout = Some(timeout);
         self
     }
 
     /// How connections measure load for the balancer. Default: peak-EWMA.
     pub fn load(mut self, load: LoadKind) -> Self {
-        self.age.judging.load = load;
+        self.options.age.judging.load = load;
         self
     }
 
@@ -289,7 +286,7 @@ impl<C> ClientBuilder<C> {
     /// (1 s); `Duration::ZERO` turns it off. No effect with
     /// [`LoadKind::PendingRequests`].
     pub fn failure_penalty(mut self, penalty: Duration) -> Self {
-        self.age.judging.penalty.value = penalty;
+        self.options.age.judging.penalty.value = penalty;
         self
     }
 
@@ -303,7 +300,7 @@ impl<C> ClientBuilder<C> {
     /// [`DEFAULT_FAILURE_PENALTY_DECAY`](crate::load::DEFAULT_FAILURE_PENALTY_DECAY)
     /// (1 s).
     pub fn failure_penalty_decay(mut self, decay: Duration) -> Self {
-        self.age.judging.penalty.decay = decay;
+        self.options.age.judging.penalty.decay = decay;
         self
     }
 
@@ -313,21 +310,21 @@ impl<C> ClientBuilder<C> {
     /// (HTTP 5xx; gRPC `UNAVAILABLE`, `INTERNAL`, `UNKNOWN`, `DATA_LOSS`;
     /// 429 and `RESOURCE_EXHAUSTED` penalized only).
     pub fn response_classifier(mut self, classifier: crate::classify::ResponseClassifier) -> Self {
-        self.age.judging.classifier = classifier;
+        self.options.age.judging.classifier = classifier;
         self
     }
 
     /// A connect (TCP, TLS, HTTP/2 handshake) slower than this fails and is
     /// retried with backoff. Default: 10 s.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.discover = self.discover.connect_timeout(timeout);
+        self.options.discover = self.options.discover.connect_timeout(timeout);
         self
     }
 
     /// The delay before reconnecting after a failure: from `min`, doubling
     /// up to `max`, jittered. Default: 50 ms to 5 s.
     pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
-        self.discover = self.discover.reconnect_backoff(min, max);
+        self.options.discover = self.options.discover.reconnect_backoff(min, max);
         self
     }
 
@@ -375,14 +372,7 @@ impl<C> ClientBuilder<C> {
             connector,
             http2: self.http2,
             keep_alive: self.keep_alive,
-            discover: self.discover,
-            age: self.age,
-            replay: self.replay,
-            ready_timeout: self.ready_timeout,
-            timeout: self.timeout,
-            origin: self.origin,
-            uri: self.uri,
-            resolver: self.resolver,
+            options: self.options,
             own_connector_settings: self.own_connector_settings,
         }
     }

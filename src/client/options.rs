@@ -16,6 +16,7 @@ use crate::replay::{ReplayBody, ReplayConfig};
 use crate::resolve::GaiResolver;
 
 /// The settings every client has, whatever makes its connections.
+#[derive(Debug, Clone)]
 pub(super) struct Options {
     pub(super) discover: RotatingDiscoverBuilder,
     pub(super) age: AgeConfig,

@@ -343,7 +343,7 @@ impl fmt::Display for Error {
     }
 }
 
-/// With the `tonic` feature the first source is the [`tonic::Status`]
+/// With the `tonic` feature the first source is the `tonic::Status`
 /// this error maps to (whose own source is the cause), so that tonic's
 /// `Status::from_error` finds it; see the `grpc` module.
 impl std::error::Error for Error {

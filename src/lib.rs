@@ -8,6 +8,40 @@
 //! is ready does the old connection stop taking requests, finish its in-flight
 //! ones, and close.
 //!
+//! # Quick start
+//!
+//! ```no_run
+//! # async fn doc() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use tower::ServiceExt;
+//! use tower_max_connection_age::Client;
+//!
+//! // Every pod behind a headless Service, re-resolved; each connection
+//! // replaced make-before-break after a minute.
+//! let client = Client::builder()
+//!     .uri("http://my-svc.my-ns.svc.cluster.local:8080".parse()?)
+//!     .max_connection_age(Duration::from_secs(60))
+//!     .build::<Full<Bytes>>()?;
+//! let request = http::Request::get("/hello").body(Full::default())?;
+//! let response = client.oneshot(request).await?;
+//! # let _ = response;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Features
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `hickory` | `resolve::HickoryResolver`: DNS on hickory-resolver, with the records' TTL |
+//! | `rustls` | `connector::RustlsConnector` and `ClientBuilder::tls`: TLS to pods dialed by IP, verified against the service's name |
+//! | `tonic` | the gRPC status of every [`Error`] (`From<Error> for tonic::Status`, and first in its `source()` chain) |
+//! | `metrics` | counters and gauges through the `metrics` facade (names in [`metrics`]) |
+//!
+//! None is on by default.
+//!
 //! # Module map
 //!
 //! The modules stand in layers, and every arrow points down: a module uses
@@ -115,6 +149,7 @@
 //! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod age;
 pub mod classify;

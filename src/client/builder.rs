@@ -77,7 +77,7 @@ impl<C> ClientBuilder<C> {
     }
 
     /// The resolver for [`uri`](Self::uri): any hyper-util resolver
-    /// (`Service<Name>`), such as [`HickoryResolver`](crate::resolve::HickoryResolver)
+    /// (`Service<Name>`), such as `HickoryResolver` (feature `hickory`)
     /// to follow record TTLs. Default: the system resolver (`GaiResolver`).
     pub fn resolver<R: Resolve + Sync>(mut self, resolver: R) -> Self {
         self.options.resolver = Some(BoxResolver::new(resolver));

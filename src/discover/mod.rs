@@ -212,8 +212,7 @@ impl RotatingDiscoverBuilder {
     /// with `uri`'s scheme and port (default 80 or 443).
     ///
     /// Use hyper-util's `GaiResolver` for the system resolver, or
-    /// [`HickoryResolver`](crate::resolve::HickoryResolver) (feature
-    /// `hickory`) to follow the records' TTL.
+    /// `HickoryResolver` (feature `hickory`) to follow the records' TTL.
     pub fn resolve<R: Resolve + Sync>(self, uri: Uri, resolver: R) -> Self {
         self.resolve_boxed(uri, BoxResolver::new(resolver))
     }

@@ -200,3 +200,45 @@ async fn a_draining_connection_is_unavailable() {
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert_eq!(kind_behind(&status), ErrorKind::Draining);
 }
+
+/// A gRPC answer is judged by its status (see `classify`), read from its
+/// trailers: a message with `grpc-status: 0` ends a run of failures, and
+/// `NOT_FOUND` (the caller asked for a service the pod does not have) is no
+/// failure of the pod's. Calls that time out (a failure each) alternate
+/// with healthy ones, and outlier detection ejecting at two failures in a
+/// row ejects nothing. (If the trailers went unread, the healthy answers
+/// would not count and the failures would run on.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthy_grpc_answers_end_a_run_of_failures_and_the_callers_mistakes_are_none() {
+    use tower_max_connection_age::discover::OutlierDetection;
+
+    let server = HealthServer::start(Ipv4Addr::LOCALHOST).await;
+    let client = client_for(&server)
+        .outlier_detection(OutlierDetection::new().consecutive_failures(2))
+        .build::<Body>()
+        .unwrap();
+    let mut health = HealthClient::new(client.clone());
+    let late = || check(1000, Some(Duration::from_millis(20)));
+    let unknown = || {
+        tonic::Request::new(HealthCheckRequest {
+            service: "no-such-service".into(),
+        })
+    };
+    for _ in 0..5 {
+        let status = support::bounded(health.check(late())).await.unwrap_err();
+        assert_eq!(kind_behind(&status), ErrorKind::Timeout);
+        support::bounded(health.check(check(0, None)))
+            .await
+            .unwrap();
+    }
+    for _ in 0..5 {
+        support::bounded(health.check(late())).await.unwrap_err();
+        let status = support::bounded(health.check(unknown())).await.unwrap_err();
+        assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    }
+    // A last call, so that a report of a run would have reached discovery.
+    support::bounded(health.check(check(0, None)))
+        .await
+        .unwrap();
+    assert_eq!(client.discover_status().ejections(), vec![]);
+}

@@ -26,15 +26,35 @@ use crate::error::{self, BoxError, Error, ErrorKind};
 /// requests finish, and after the drain timeout the transport is closed.
 ///
 /// It implements [`tower::load::Load`] so it can sit in tower's `Balance`
-/// directly.
+/// directly. It is `Clone` when the connection service is: clones share
+/// the connection, and the drain starts when the last one is dropped, so a
+/// pool that hands out clones of one made service (hyper-util's
+/// `client::pool::singleton::Singleton`) holds it as one connection.
 pub struct AgedConnection<S> {
     inner: S,
     state: Arc<ConnectionState>,
+    /// Starts the drain when the last clone goes.
+    _owner: Arc<DrainOnDrop>,
+}
+
+/// Starts its connection's drain when dropped: held by every clone of an
+/// [`AgedConnection`], so the last clone to go starts it.
+struct DrainOnDrop(Arc<ConnectionState>);
+
+impl Drop for DrainOnDrop {
+    fn drop(&mut self) {
+        self.0.start_draining(DrainReason::Replaced);
+    }
 }
 
 impl<S> AgedConnection<S> {
     pub(crate) fn new(inner: S, state: Arc<ConnectionState>) -> Self {
-        AgedConnection { inner, state }
+        let owner = Arc::new(DrainOnDrop(state.clone()));
+        AgedConnection {
+            inner,
+            state,
+            _owner: owner,
+        }
     }
 
     pub(crate) fn state(&self) -> &Arc<ConnectionState> {
@@ -51,8 +71,9 @@ impl<S> AgedConnection<S> {
     }
 
     /// The connection service this wraps, mutably. (There is no
-    /// `into_inner`: dropping an `AgedConnection` is what starts its drain,
-    /// so the connection cannot leave it without that bookkeeping.)
+    /// `into_inner`: dropping the last clone of an `AgedConnection` is what
+    /// starts its drain, so the connection cannot leave it without that
+    /// bookkeeping.)
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner
     }
@@ -89,9 +110,13 @@ impl<S> AgedConnection<S> {
     }
 }
 
-impl<S> Drop for AgedConnection<S> {
-    fn drop(&mut self) {
-        self.state.start_draining(DrainReason::Replaced);
+impl<S: Clone> Clone for AgedConnection<S> {
+    fn clone(&self) -> Self {
+        AgedConnection {
+            inner: self.inner.clone(),
+            state: self.state.clone(),
+            _owner: self._owner.clone(),
+        }
     }
 }
 

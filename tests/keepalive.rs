@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use support::memory::{self, PingTap};
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
@@ -97,8 +97,13 @@ fn assert_at(started: Instant, expected: Duration, what: &str) {
     );
 }
 
+/// gRPC servers' policy: a ping sooner than 5 minutes after the previous
+/// one, with no HEADERS or DATA sent by the server in between, is a strike.
+const SERVER_MIN_PING_INTERVAL: Duration = Duration::from_secs(300);
+
 #[tokio::test(start_paused = true)]
-async fn a_busy_connection_pings_every_interval_and_an_unanswered_ping_closes_it_at_the_timeout() {
+async fn a_busy_connection_to_a_silent_server_pings_twice_then_every_five_minutes_and_an_unanswered_ping_closes_it()
+ {
     let started = Instant::now();
     let (mut connection, tap, server) = connect(false).await;
     let request = Request::get("http://pod.test/held")
@@ -106,28 +111,113 @@ async fn a_busy_connection_pings_every_interval_and_an_unanswered_ping_closes_it
         .unwrap();
     let response = tokio::spawn(connection.ready().await.unwrap().call(request));
 
-    // Busy: a PING every interval, each answered, so the connection stays.
-    for n in 1..=3 {
+    // Busy, the server silent: a PING at each of the first two intervals
+    // (the pings allowed without data), each answered.
+    for n in 1..=2 {
         tokio::time::timeout(INTERVAL * 2, tap.until_pings(1 + n))
             .await
-            .expect("a PING every interval");
+            .expect("a PING at the interval");
         assert_at(started, INTERVAL * n as u32, "keepalive PING");
     }
+    // Then none sooner than the servers' 5 minutes after the last: the
+    // next is at the first interval's end past them.
+    let next = INTERVAL * 2 + SERVER_MIN_PING_INTERVAL + INTERVAL;
+    tokio::time::sleep_until(started + next - INTERVAL / 2).await;
+    assert_eq!(tap.pings(), 3, "no PING within 5 minutes of the last");
     assert!(connection.get_ref().is_open());
 
-    // Halfway to the next PING the peer goes silent: that PING is not
-    // answered, and at the timeout the connection is closed by force.
-    tokio::time::sleep_until(started + INTERVAL * 3 + INTERVAL / 2).await;
+    // Just before it, the peer goes silent: that PING is not answered, and
+    // at the timeout the connection is closed by force.
     tap.cut();
     let error = tokio::time::timeout(INTERVAL * 2, response)
         .await
         .expect("the request failed once the PING went unanswered")
         .unwrap()
         .unwrap_err();
-    assert_at(started, INTERVAL * 4 + TIMEOUT, "the force-close");
+    assert_at(started, next + TIMEOUT, "the force-close");
     assert_eq!(error.kind(), ErrorKind::KeepAlive, "{error}");
     assert!(connection.get_ref().handle().keep_alive_timed_out());
-    assert_eq!(tap.pings(), 5, "one PING after the cut, not answered");
+    assert_eq!(tap.pings(), 4, "one PING after the cut, not answered");
+    server.abort();
+}
+
+/// An h2 server that answers every stream with a head at once and then
+/// holds it, sending a DATA frame on it whenever told.
+fn speaking_server(
+    server_end: tokio::io::DuplexStream,
+    mut speak: tokio::sync::mpsc::UnboundedReceiver<()>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let Ok(mut connection) = h2::server::handshake(server_end).await else {
+            return;
+        };
+        let mut streams = Vec::new();
+        loop {
+            tokio::select! {
+                accepted = connection.accept() => match accepted {
+                    Some(Ok((_, mut respond))) => {
+                        let response = http::Response::new(());
+                        streams.push(respond.send_response(response, false).unwrap());
+                    }
+                    _ => return,
+                },
+                Some(()) = speak.recv() => {
+                    for stream in &mut streams {
+                        stream.send_data(bytes::Bytes::from_static(b"tick"), false).unwrap();
+                    }
+                }
+            }
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn data_from_the_server_stands_for_a_ping_and_restores_the_pings_allowed() {
+    let (mut make, mut accepted) = pinging(false);
+    let connecting = tokio::spawn(make.call(uri()));
+    let (server_end, tap) = PingTap::new(accepted.recv().await.unwrap());
+    let (speak, spoken) = tokio::sync::mpsc::unbounded_channel();
+    let server = speaking_server(server_end, spoken);
+    let mut connection = connecting.await.unwrap().unwrap();
+    let started = Instant::now();
+    let request = Request::get("http://pod.test/stream")
+        .body(Body::default())
+        .unwrap();
+    let response = connection
+        .ready()
+        .await
+        .unwrap()
+        .call(request)
+        .await
+        .unwrap();
+    // The caller reads the body as it comes.
+    let reader = tokio::spawn(async move {
+        let mut body = response.into_body();
+        while let Some(Ok(_)) = body.frame().await {}
+    });
+
+    // The head came at once: no PING at the first interval; then two.
+    tap.until_pings(2).await;
+    assert_at(
+        started,
+        INTERVAL * 2,
+        "the first PING, an interval after a silent one",
+    );
+    tap.until_pings(3).await;
+    assert_at(started, INTERVAL * 3, "the second");
+    tokio::time::sleep_until(started + INTERVAL * 4 + INTERVAL / 2).await;
+    assert_eq!(tap.pings(), 3, "the pings allowed without data are spent");
+    // The server sends DATA: it is alive, and forgives the pings.
+    speak.send(()).unwrap();
+    tokio::time::sleep_until(started + INTERVAL * 5 + INTERVAL / 2).await;
+    assert_eq!(tap.pings(), 3, "no PING for an interval with DATA");
+    tap.until_pings(4).await;
+    assert_at(
+        started,
+        INTERVAL * 6,
+        "pings resume after a silent interval",
+    );
+    reader.abort();
     server.abort();
 }
 
@@ -140,7 +230,9 @@ async fn an_idle_connection_pings_only_with_keep_alive_while_idle() {
         // Idle (the age layer knows no request is in flight) for six
         // intervals.
         tokio::time::sleep(INTERVAL * 6 + INTERVAL / 2).await;
-        let expected = if while_idle { 1 + 6 } else { 1 };
+        // With `while_idle`: the two pings allowed while the server sends
+        // nothing, then none within 5 minutes.
+        let expected = if while_idle { 1 + 2 } else { 1 };
         assert_eq!(tap.pings(), expected, "while_idle {while_idle}");
         if while_idle {
             assert_at(started, INTERVAL * 6 + INTERVAL / 2, "the check");

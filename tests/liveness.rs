@@ -235,11 +235,15 @@ async fn a_hung_pod_loses_its_traffic_and_gets_it_back_when_it_answers_again() {
     );
 }
 
+/// A client pinging every 100 ms, idle (`keep_alive_while_idle`), against
+/// a server that polices pings as grpc-go does but wants 350 ms between
+/// them: with the default allowance (two pings while the server sends
+/// nothing, then one per 5 minutes) it never earns the third strike, so
+/// the connection stays; then requests flow on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_policing_pings_costs_no_request_and_the_interval_backs_off() {
+async fn a_server_policing_pings_keeps_the_connection_with_the_default_allowance() {
     use support::backend::Script;
     let pods = support::backend::start_pods(1).await;
-    // As a grpc-go server that wants at least 350 ms between pings.
     pods[0].script(std::iter::repeat_n(Script::PolicePings(350), 50));
     let client = Client::builder()
         .endpoint(pods[0].uri())
@@ -248,16 +252,42 @@ async fn a_server_policing_pings_costs_no_request_and_the_interval_backs_off() {
         .keep_alive_while_idle(true)
         .build::<Body>()
         .unwrap();
-    let first = call_for(&client, 4, Duration::from_secs(3)).await;
-    assert!(first.errors.is_empty(), "failed: {:?}", first.errors);
-    // 100 ms, then 200 ms, earn a GOAWAY each; 400 ms is enough.
+    connected(&client, 1).await;
+    // Thirty intervals of silence.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(pods[0].connections(), 1, "the server sent GOAWAY");
+    let seen = call_for(&client, 4, Duration::from_secs(1)).await;
+    assert!(seen.errors.is_empty(), "failed: {:?}", seen.errors);
+    assert_eq!(pods[0].connections(), 1);
+}
+
+/// With no allowance (`keep_alive_max_pings_without_data(0)`, pings at
+/// every interval of silence), the same server answers with
+/// `GOAWAY(ENHANCE_YOUR_CALM)`: the interval doubles until the server is
+/// content (100 ms, then 200 ms, earn a GOAWAY each; 400 ms is enough),
+/// and requests afterwards cost nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_policing_pings_makes_the_interval_back_off_without_the_allowance() {
+    use support::backend::Script;
+    let pods = support::backend::start_pods(1).await;
+    pods[0].script(std::iter::repeat_n(Script::PolicePings(350), 50));
+    let client = Client::builder()
+        .endpoint(pods[0].uri())
+        .keep_alive_interval(Duration::from_millis(100))
+        .keep_alive_timeout(Duration::from_secs(1))
+        .keep_alive_while_idle(true)
+        .keep_alive_max_pings_without_data(0)
+        .build::<Body>()
+        .unwrap();
+    connected(&client, 1).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let connections = pods[0].connections();
     assert!(
         (2..=4).contains(&connections),
         "{connections} connections: the pings did not back off"
     );
-    let second = call_for(&client, 4, Duration::from_secs(2)).await;
-    assert!(second.errors.is_empty(), "failed: {:?}", second.errors);
+    let seen = call_for(&client, 4, Duration::from_secs(2)).await;
+    assert!(seen.errors.is_empty(), "failed: {:?}", seen.errors);
     assert_eq!(
         pods[0].connections(),
         connections,

@@ -75,10 +75,11 @@ impl<B: Body> Body for ResponseBody<B> {
         let frame = this.inner.poll_frame(cx);
         match &frame {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(trailers) = frame.trailers_ref()
-                    && let Some(in_flight) = this.in_flight
-                {
-                    in_flight.record_trailers(Some(trailers));
+                if let Some(in_flight) = this.in_flight {
+                    in_flight.record_frame();
+                    if let Some(trailers) = frame.trailers_ref() {
+                        in_flight.record_trailers(Some(trailers));
+                    }
                 }
             }
             Poll::Ready(None | Some(Err(_))) => {

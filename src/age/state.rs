@@ -334,6 +334,7 @@ impl InFlight {
     pub(crate) fn record_response(&mut self, status: http::StatusCode, headers: &http::HeaderMap) {
         self.responded = true;
         let state = &*self.state;
+        state.handle.note_heard();
         let mut clock = None;
         if state.load.samples_rtt() {
             let now = state.nanos_since_born(LoadInstant::now());
@@ -353,6 +354,13 @@ impl InFlight {
                 }
             }
         }
+    }
+
+    /// A frame of the response's body came: the server is alive (for the
+    /// keepalive).
+    #[inline]
+    pub(crate) fn record_frame(&self) {
+        self.state.handle.note_heard();
     }
 
     /// The body of a response awaiting its trailers brought them, or ended

@@ -354,6 +354,17 @@ impl<C> ClientBuilder<C> {
         self
     }
 
+    /// Keepalive `PING`s allowed while the server sends no HEADERS or DATA,
+    /// before the next ones keep 5 minutes apart (gRPC servers' policy; see
+    /// [`Http2Connector::keep_alive_max_pings_without_data`](crate::Http2Connector::keep_alive_max_pings_without_data)).
+    /// `0` removes the limit. Default: 2.
+    pub fn keep_alive_max_pings_without_data(mut self, n: u32) -> Self {
+        self.keep_alive.max_pings_without_data = n;
+        self.own_connector_settings
+            .push("keep_alive_max_pings_without_data");
+        self
+    }
+
     /// h2's HTTP/2 settings (window sizes, frame sizes, stream limits, ...).
     /// Default: [`default_builder`](crate::connector::default_builder), h2
     /// with hyper's client defaults.

@@ -87,7 +87,17 @@ pub(crate) struct KeepAliveConfig {
     pub(crate) timeout: Duration,
     /// `PING` with no request in flight too.
     pub(crate) while_idle: bool,
+    /// `PING`s sent while the server sends no HEADERS or DATA before they
+    /// keep [`SERVER_MIN_PING_INTERVAL`] apart; 0: no limit.
+    pub(crate) max_pings_without_data: u32,
 }
+
+/// How far apart gRPC servers want pings while they send nothing (grpc-go's
+/// `EnforcementPolicy::MinTime` and C-core's
+/// `GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS`, both 5 minutes
+/// by default); a ping sooner is a strike, and the third strike closes the
+/// connection with `GOAWAY(ENHANCE_YOUR_CALM)`.
+pub(crate) const SERVER_MIN_PING_INTERVAL: Duration = Duration::from_secs(300);
 
 impl Default for KeepAliveConfig {
     fn default() -> Self {
@@ -95,6 +105,7 @@ impl Default for KeepAliveConfig {
             interval: Some(super::DEFAULT_KEEP_ALIVE_INTERVAL),
             timeout: super::DEFAULT_KEEP_ALIVE_TIMEOUT,
             while_idle: false,
+            max_pings_without_data: super::DEFAULT_KEEP_ALIVE_MAX_PINGS_WITHOUT_DATA,
         }
     }
 }
@@ -149,10 +160,18 @@ enum KeepAliveState {
     PingSent,
 }
 
-/// One connection's keepalive: a `PING` every `interval` while requests are
-/// in flight (or always, `while_idle`); no answer within `timeout` and the
-/// connection is closed by force, its in-flight requests failing with
-/// `KeepAlive` instead of hanging on a peer that died without a FIN or RST.
+/// One connection's keepalive: a `PING` when the server sent no HEADERS or
+/// DATA for `interval` while requests are in flight (or always,
+/// `while_idle`), as hyper's `ping.rs` decides from what it read; no answer
+/// within `timeout` and the connection is closed by force, its in-flight
+/// requests failing with `KeepAlive` instead of hanging on a peer that died
+/// without a FIN or RST.
+///
+/// Within gRPC servers' policy: while the server stays silent, at most
+/// `max_pings_without_data` pings at the interval, then one per
+/// [`SERVER_MIN_PING_INTERVAL`] (gRPC servers reset their count when they
+/// send HEADERS or DATA, and so does this). A peer that dies is still
+/// found at the first ping after it stopped answering.
 struct KeepAlive {
     config: KeepAliveConfig,
     interval: Duration,
@@ -160,6 +179,10 @@ struct KeepAlive {
     ping: PingPong,
     state: KeepAliveState,
     timer: Timer,
+    /// Pings sent since the server last sent HEADERS or DATA.
+    silent_pings: u32,
+    /// When the last ping went out.
+    last_ping: Option<Instant>,
 }
 
 /// A timer polled from the driver's task: once polled it holds the task's
@@ -200,6 +223,27 @@ impl Timer {
 }
 
 impl KeepAlive {
+    /// At an interval's end: whether to ping now. Not when the server sent
+    /// HEADERS or DATA during it (it is alive, and gRPC servers forgive
+    /// earlier pings then), nor on an idle connection (unless `while_idle`),
+    /// nor when the pings allowed without data are spent and the last one
+    /// is less than [`SERVER_MIN_PING_INTERVAL`] ago.
+    fn ping_due(&mut self, handle: &ConnectionHandle) -> bool {
+        if handle.take_heard() {
+            self.silent_pings = 0;
+            return false;
+        }
+        if !(self.config.while_idle || handle.is_busy()) {
+            return false;
+        }
+        let max = self.config.max_pings_without_data;
+        max == 0
+            || self.silent_pings < max
+            || self
+                .last_ping
+                .is_none_or(|at| at.elapsed() > SERVER_MIN_PING_INTERVAL)
+    }
+
     fn new(config: KeepAliveConfig, ping: PingPong, backoff: Arc<PingBackoff>) -> Option<Self> {
         let interval = backoff.interval(crate::time::saturate(config.interval?));
         Some(KeepAlive {
@@ -209,6 +253,8 @@ impl KeepAlive {
             ping,
             state: KeepAliveState::Scheduled,
             timer: Timer::new(interval),
+            silent_pings: 0,
+            last_ping: None,
         })
     }
 
@@ -246,16 +292,23 @@ impl KeepAlive {
                     handle.force_close();
                     return false;
                 }
-                KeepAliveState::Scheduled if self.config.while_idle || handle.is_busy() => {
+                KeepAliveState::Scheduled => {
+                    if !self.ping_due(handle) {
+                        // The server spoke, the connection is idle, or the
+                        // server's policy wants a pause: look again in an
+                        // interval.
+                        self.timer.reset(self.interval);
+                        continue;
+                    }
                     if self.ping.send_ping(Ping::opaque()).is_err() {
                         return false;
                     }
                     handle.set_pinged();
+                    self.silent_pings = self.silent_pings.saturating_add(1);
+                    self.last_ping = Some(Instant::now());
                     self.state = KeepAliveState::PingSent;
                     self.timer.reset(crate::time::saturate(self.config.timeout));
                 }
-                // Idle: look again in an interval.
-                KeepAliveState::Scheduled => self.timer.reset(self.interval),
             }
         }
     }

@@ -63,6 +63,9 @@ struct Inner {
     /// `GOAWAY(ENHANCE_YOUR_CALM)` may be about them (grpc-go's
     /// "too_many_pings"), not about a request.
     pinged: AtomicBool,
+    /// The server sent response HEADERS or DATA since the keepalive last
+    /// looked (set by whoever reads responses: the age layer).
+    heard: AtomicBool,
     /// Requests in flight (low 32 bits) and requests ever started (high 32
     /// bits, wrapping), counted by whoever tracks requests until their
     /// bodies end (the age layer): one atomic add per request keeps both.
@@ -85,6 +88,7 @@ impl ConnectionHandle {
                 go_away: AtomicU64::new(0),
                 keep_alive_timed_out: AtomicBool::new(false),
                 pinged: AtomicBool::new(false),
+                heard: AtomicBool::new(false),
                 streams: AtomicU64::new(0),
                 counted: AtomicBool::new(false),
                 notify: Notify::new(),
@@ -155,6 +159,21 @@ impl ConnectionHandle {
 
     pub(crate) fn pinged(&self) -> bool {
         self.inner.pinged.load(Ordering::Acquire)
+    }
+
+    /// A response's HEADERS or DATA came from the server: the connection is
+    /// alive without a `PING`, and gRPC servers forgive earlier pings. A
+    /// load, and a store only when it was not set yet.
+    #[inline]
+    pub(crate) fn note_heard(&self) {
+        if !self.inner.heard.load(Ordering::Relaxed) {
+            self.inner.heard.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the server sent HEADERS or DATA since the last call.
+    pub(crate) fn take_heard(&self) -> bool {
+        self.inner.heard.load(Ordering::Relaxed) && self.inner.heard.swap(false, Ordering::Relaxed)
     }
 
     /// From now on the caller counts this connection's requests with

@@ -77,6 +77,10 @@ pub const DEFAULT_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// The default [`keep_alive_timeout`](Http2Connector::keep_alive_timeout): 10 s.
 pub const DEFAULT_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The default [`keep_alive_max_pings_without_data`](Http2Connector::keep_alive_max_pings_without_data):
+/// 2, as gRPC C-core's client (`grpc.http2.max_pings_without_data`).
+pub const DEFAULT_KEEP_ALIVE_MAX_PINGS_WITHOUT_DATA: u32 = 2;
+
 /// Makes one [`Http2Connection`] per call: connects with any hyper-util
 /// connector (`HttpConnector`, or the TLS connector you bring), runs the
 /// HTTP/2 handshake with your `h2::client::Builder`, and waits until the
@@ -186,6 +190,20 @@ impl<C, B> Http2Connector<C, B> {
     /// more often than every 5 minutes with `GOAWAY(ENHANCE_YOUR_CALM)`).
     pub fn keep_alive_while_idle(mut self, enabled: bool) -> Self {
         self.keep_alive.while_idle = enabled;
+        self
+    }
+
+    /// Keepalive `PING`s allowed while the server sends no HEADERS or DATA,
+    /// before the next ones keep 5 minutes apart: gRPC servers (grpc-go,
+    /// C-core) count a ping sooner than 5 minutes after the previous one as
+    /// a strike unless they sent something in between, and close the
+    /// connection, its streams with it, at the third. So a stream the
+    /// server keeps silent for minutes survives, and a peer that dies is
+    /// still found by the first ping after it stopped. `0` removes the
+    /// limit (pings at every interval of silence, as before). Default:
+    /// [`DEFAULT_KEEP_ALIVE_MAX_PINGS_WITHOUT_DATA`] (2, as C-core's client).
+    pub fn keep_alive_max_pings_without_data(mut self, n: u32) -> Self {
+        self.keep_alive.max_pings_without_data = n;
         self
     }
 

@@ -14,6 +14,8 @@
 //!   delays, or cuts its connections with a RST or a FIN, on command.
 //! - [`grpc`]: a tonic-health gRPC server on hyper that ignores
 //!   `grpc-timeout` and answers a call after the delay its metadata asks for.
+//! - [`grpcio`]: a gRPC server on grpcio (C-core, from pip) with C-core's
+//!   ping policy, one stream that stays silent for a while.
 //! - [`haproxy`]: a real HAProxy in TCP mode as that L4 balancer, started as a
 //!   child process, with servers enabled at run time over its admin socket.
 //! - [`memory`]: an in-memory connector over `tokio::io::duplex`, for exact
@@ -28,6 +30,7 @@ pub mod backend;
 pub mod dns;
 pub mod fault;
 pub mod grpc;
+pub mod grpcio;
 pub mod haproxy;
 pub mod load;
 pub mod memory;

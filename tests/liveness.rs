@@ -235,6 +235,26 @@ async fn a_hung_pod_loses_its_traffic_and_gets_it_back_when_it_answers_again() {
     );
 }
 
+/// A pod policing pings as grpc-go does but wanting 350 ms between them,
+/// and a client pinging it every 100 ms, idle (`keep_alive_while_idle`),
+/// connected; `max_pings_without_data` if given.
+async fn policed(max_pings_without_data: Option<u32>) -> (Vec<Backend>, Client<Body>) {
+    use support::backend::Script;
+    let pods = support::backend::start_pods(1).await;
+    pods[0].script(std::iter::repeat_n(Script::PolicePings(350), 50));
+    let mut builder = Client::builder()
+        .endpoint(pods[0].uri())
+        .keep_alive_interval(Duration::from_millis(100))
+        .keep_alive_timeout(Duration::from_secs(1))
+        .keep_alive_while_idle(true);
+    if let Some(n) = max_pings_without_data {
+        builder = builder.keep_alive_max_pings_without_data(n);
+    }
+    let client = builder.build::<Body>().unwrap();
+    connected(&client, 1).await;
+    (pods, client)
+}
+
 /// A client pinging every 100 ms, idle (`keep_alive_while_idle`), against
 /// a server that polices pings as grpc-go does but wants 350 ms between
 /// them: with the default allowance (two pings while the server sends
@@ -242,17 +262,7 @@ async fn a_hung_pod_loses_its_traffic_and_gets_it_back_when_it_answers_again() {
 /// the connection stays; then requests flow on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_policing_pings_keeps_the_connection_with_the_default_allowance() {
-    use support::backend::Script;
-    let pods = support::backend::start_pods(1).await;
-    pods[0].script(std::iter::repeat_n(Script::PolicePings(350), 50));
-    let client = Client::builder()
-        .endpoint(pods[0].uri())
-        .keep_alive_interval(Duration::from_millis(100))
-        .keep_alive_timeout(Duration::from_secs(1))
-        .keep_alive_while_idle(true)
-        .build::<Body>()
-        .unwrap();
-    connected(&client, 1).await;
+    let (pods, client) = policed(None).await;
     // Thirty intervals of silence.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(pods[0].connections(), 1, "the server sent GOAWAY");
@@ -268,18 +278,7 @@ async fn a_server_policing_pings_keeps_the_connection_with_the_default_allowance
 /// and requests afterwards cost nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_policing_pings_makes_the_interval_back_off_without_the_allowance() {
-    use support::backend::Script;
-    let pods = support::backend::start_pods(1).await;
-    pods[0].script(std::iter::repeat_n(Script::PolicePings(350), 50));
-    let client = Client::builder()
-        .endpoint(pods[0].uri())
-        .keep_alive_interval(Duration::from_millis(100))
-        .keep_alive_timeout(Duration::from_secs(1))
-        .keep_alive_while_idle(true)
-        .keep_alive_max_pings_without_data(0)
-        .build::<Body>()
-        .unwrap();
-    connected(&client, 1).await;
+    let (pods, client) = policed(Some(0)).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let connections = pods[0].connections();
     assert!(

@@ -199,8 +199,12 @@ impl<C, B> Http2Connector<C, B> {
     /// a strike unless they sent something in between, and close the
     /// connection, its streams with it, at the third. So a stream the
     /// server keeps silent for minutes survives, and a peer that dies is
-    /// still found by the first ping after it stopped. `0` removes the
-    /// limit (pings at every interval of silence, as before). Default:
+    /// still found by the first ping after it stopped. The server's HEADERS
+    /// and DATA are noted by [`MaxConnectionAgeLayer`](crate::MaxConnectionAgeLayer)
+    /// as responses arrive (so by [`Client`](crate::Client)); a bare
+    /// [`Http2Connection`] notes none, and so counts all its time as
+    /// silence. `0` removes the limit (pings at every interval of silence,
+    /// as before). Default:
     /// [`DEFAULT_KEEP_ALIVE_MAX_PINGS_WITHOUT_DATA`] (2, as C-core's client).
     pub fn keep_alive_max_pings_without_data(mut self, n: u32) -> Self {
         self.keep_alive.max_pings_without_data = n;

@@ -239,3 +239,27 @@ async fn behind_a_virtual_ip_the_connections_to_a_failing_pod_draw_less() {
     }
     served.abort();
 }
+
+/// Failure-percentage ejection (gRFC A50), wired through discovery: half
+/// of a pod's requests in an interval failing eject it (failures in a row
+/// are set out of reach), and discovery says why. (The penalty is off
+/// here, so the pod keeps drawing its share until then.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_failing_half_its_requests_is_ejected_by_failure_percentage() {
+    let pods = failing_pods(Failing::HalfHttp503).await;
+    let client = client(&pods, |b| {
+        b.failure_penalty(Duration::ZERO).outlier_detection(
+            OutlierDetection::new()
+                .consecutive_failures(1000)
+                .failure_percentage(40)
+                .failure_percentage_minimum_requests(20)
+                .interval(Duration::from_millis(200)),
+        )
+    });
+    support::connected(&client, 3).await;
+    run(&client, &pods, 6000, false).await;
+    assert_eq!(
+        client.discover_status().ejections(),
+        vec![(pods[0].uri(), EjectionReason::FailurePercentage)]
+    );
+}

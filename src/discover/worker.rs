@@ -212,7 +212,7 @@ where
         idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let interval = self.ejections.as_ref().and_then(Ejections::interval);
         let failure_percentage = interval.is_some();
-        let mut failure_check = tokio::time::interval(interval.unwrap_or(Duration::MAX / 4));
+        let mut failure_check = tokio::time::interval(interval.unwrap_or(crate::time::LONGEST));
         failure_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         failure_check.reset();
         loop {

@@ -31,10 +31,13 @@ use crate::error::{self, BoxError, Error, ErrorKind};
 /// pool that hands out clones of one made service (hyper-util's
 /// `client::pool::singleton::Singleton`) holds it as one connection.
 pub struct AgedConnection<S> {
+    /// Starts the drain when the last clone goes. First, so that it is
+    /// dropped first: the drain has started by the time the connection
+    /// service (maybe the last sender, whose drop lets the transport
+    /// close) goes, and a closing transport is never taken for a lost one.
+    _owner: Arc<DrainOnDrop>,
     inner: S,
     state: Arc<ConnectionState>,
-    /// Starts the drain when the last clone goes.
-    _owner: Arc<DrainOnDrop>,
 }
 
 /// Starts its connection's drain when dropped: held by every clone of an
@@ -51,9 +54,9 @@ impl<S> AgedConnection<S> {
     pub(crate) fn new(inner: S, state: Arc<ConnectionState>) -> Self {
         let owner = Arc::new(DrainOnDrop(state.clone()));
         AgedConnection {
+            _owner: owner,
             inner,
             state,
-            _owner: owner,
         }
     }
 
@@ -113,9 +116,9 @@ impl<S> AgedConnection<S> {
 impl<S: Clone> Clone for AgedConnection<S> {
     fn clone(&self) -> Self {
         AgedConnection {
+            _owner: self._owner.clone(),
             inner: self.inner.clone(),
             state: self.state.clone(),
-            _owner: self._owner.clone(),
         }
     }
 }
@@ -188,5 +191,64 @@ impl<S> tower::load::Load for AgedConnection<S> {
 
     fn load(&self) -> f64 {
         self.state.cost(crate::load::LoadInstant::now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::connector::ConnectionHandle;
+    use crate::load::LoadKind;
+
+    fn state() -> Arc<ConnectionState> {
+        let handle = ConnectionHandle::new(|| {});
+        handle.count_streams();
+        ConnectionState::new(
+            "http://10.0.0.1:80".into(),
+            None,
+            Duration::from_secs(5),
+            handle,
+            LoadKind::default(),
+        )
+    }
+
+    /// A connection service that notes, when dropped, whether its
+    /// connection was draining then.
+    struct Probe {
+        state: Arc<ConnectionState>,
+        seen: Arc<Mutex<Option<Option<DrainReason>>>>,
+    }
+
+    impl Drop for Probe {
+        fn drop(&mut self) {
+            *self.seen.lock().unwrap() = Some(self.state.drain_reason());
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_drain_starts_before_the_connection_service_goes() {
+        let state = state();
+        let seen = Arc::new(Mutex::new(None));
+        let probe = Probe {
+            state: state.clone(),
+            seen: seen.clone(),
+        };
+        drop(AgedConnection::new(probe, state));
+        // Dropping the service may let the transport close; by then the
+        // connection must be draining, or its close reads as a loss.
+        assert_eq!(*seen.lock().unwrap(), Some(Some(DrainReason::Replaced)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn clones_share_the_connection_and_the_last_one_starts_the_drain() {
+        let state = state();
+        let first = AgedConnection::new((), state.clone());
+        let second = first.clone();
+        drop(first);
+        assert!(state.is_serving(), "a clone is left");
+        drop(second);
+        assert_eq!(state.drain_reason(), Some(DrainReason::Replaced));
     }
 }

@@ -242,3 +242,33 @@ async fn healthy_grpc_answers_end_a_run_of_failures_and_the_callers_mistakes_are
         .unwrap();
     assert_eq!(client.discover_status().ejections(), vec![]);
 }
+
+/// A stream whose connection breaks in the middle (here, a RST after the
+/// first message of a `Watch`) ends with `UNAVAILABLE`, as gRPC maps a
+/// lost transport, so a retry policy sees a failure it may retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_whose_connection_breaks_midway_is_unavailable() {
+    use support::fault::Cut;
+
+    let server = HealthServer::start(Ipv4Addr::LOCALHOST).await;
+    let proxy = FaultProxy::start(Ipv4Addr::new(127, 0, 0, 2), 0, server.addr).await;
+    for cut in [Cut::Reset, Cut::Fin] {
+        let client = Client::builder()
+            .endpoint(proxy.uri())
+            .build::<Body>()
+            .unwrap();
+        let mut health = HealthClient::new(client);
+        let request = tonic::Request::new(HealthCheckRequest {
+            service: "demo".into(),
+        });
+        let mut stream = support::bounded(health.watch(request))
+            .await
+            .unwrap()
+            .into_inner();
+        let first = support::bounded(stream.message()).await.unwrap();
+        assert!(first.is_some(), "the first message of the watch");
+        proxy.cut(cut);
+        let status = support::bounded(stream.message()).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{cut:?}: {status:?}");
+    }
+}

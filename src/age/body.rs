@@ -1,12 +1,13 @@
 //! [`ResponseBody`]: keeps a request counted in flight until its body ends.
 
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use super::state::InFlight;
+use crate::error::{BoxError, Error, ErrorKind};
 
 pin_project! {
     /// A response body that keeps its request counted on its connection
@@ -57,9 +58,18 @@ impl<B: Default> Default for ResponseBody<B> {
     }
 }
 
-impl<B: Body> Body for ResponseBody<B> {
+/// A body that fails (its stream reset, its connection lost or closed by
+/// force) fails with this crate's [`Error`], sorted as a failed request is
+/// (`KeepAlive`, `ForceClosed`, or `Request` with what the wire said), so
+/// that with the `tonic` feature a transport lost midway reaches tonic as
+/// `UNAVAILABLE`; the body's own error is its source.
+impl<B> Body for ResponseBody<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
     type Data = B::Data;
-    type Error = B::Error;
+    type Error = Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
@@ -72,24 +82,24 @@ impl<B: Body> Body for ResponseBody<B> {
         // A gRPC response is judged by its trailers (read in place, no
         // allocation); one that ends or fails without them by their absence.
         let this = self.project();
-        let frame = this.inner.poll_frame(cx);
-        match &frame {
-            Poll::Ready(Some(Ok(frame))) => {
+        match ready!(this.inner.poll_frame(cx)) {
+            Some(Ok(frame)) => {
                 if let Some(in_flight) = this.in_flight {
                     in_flight.record_frame();
                     if let Some(trailers) = frame.trailers_ref() {
                         in_flight.record_trailers(Some(trailers));
                     }
                 }
+                Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(None | Some(Err(_))) => {
+            None => {
                 if let Some(mut in_flight) = this.in_flight.take() {
                     in_flight.record_trailers(None);
                 }
+                Poll::Ready(None)
             }
-            Poll::Pending => {}
+            Some(Err(e)) => Poll::Ready(Some(Err(failed(e.into(), this.in_flight.take())))),
         }
-        frame
     }
 
     fn is_end_stream(&self) -> bool {
@@ -106,5 +116,20 @@ impl<B> std::fmt::Debug for ResponseBody<B> {
         f.debug_struct("ResponseBody")
             .field("in_flight", &self.in_flight.is_some())
             .finish()
+    }
+}
+
+/// A body's failure as this crate's error, sorted by the request's
+/// connection when it is still counted. Out of line: rare.
+#[cold]
+#[inline(never)]
+fn failed(e: BoxError, in_flight: Option<InFlight>) -> Error {
+    let error = crate::error::from_box(e, ErrorKind::Request);
+    match in_flight {
+        Some(mut in_flight) => {
+            in_flight.record_trailers(None);
+            in_flight.failed(error)
+        }
+        None => error,
     }
 }

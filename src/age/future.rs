@@ -8,7 +8,7 @@ use http::Response;
 use pin_project_lite::pin_project;
 
 use super::body::ResponseBody;
-use super::settle::{answered, classify};
+use super::settle::answered;
 use super::state::InFlight;
 use crate::error::{self, BoxError, Error, ErrorKind};
 
@@ -65,10 +65,7 @@ where
                     .expect("ResponseFuture polled after completion");
                 Poll::Ready(match result {
                     Ok(response) => Ok(answered(response, in_flight)),
-                    Err(e) => Err(classify(
-                        error::from_box(e.into(), ErrorKind::Request),
-                        &mut in_flight,
-                    )),
+                    Err(e) => Err(in_flight.failed(error::from_box(e.into(), ErrorKind::Request))),
                 })
             }
         }

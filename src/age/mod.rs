@@ -30,4 +30,4 @@ pub use state::DrainReason;
 
 pub(crate) use balance::{EndpointHealth, SlowStart};
 pub(crate) use config::AgeConfig;
-pub(crate) use settle::{answered, classify};
+pub(crate) use settle::answered;

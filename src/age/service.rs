@@ -175,7 +175,7 @@ impl<C> AgedConnection<C> {
     /// [`Client`](crate::Client) picked): counts the request in flight and
     /// opens its stream, with no `&mut` and no `poll_ready` (the pick
     /// checked that it serves and has room). The response is settled as
-    /// `call`'s is ([`answered`](super::answered), [`classify`](super::classify)).
+    /// `call`'s is ([`answered`](super::answered), `InFlight::failed`).
     #[inline]
     #[allow(clippy::type_complexity)]
     pub(crate) fn send<B>(&self, request: Request<B>) -> (InFlight, Result<C::Future, Error>)

@@ -14,7 +14,9 @@ use super::config::Judging;
 pub(crate) use super::waiters::{Turn, Waiters};
 use crate::classify::{ResponseClass, ResponseClassifier};
 use crate::connector::ConnectionHandle;
+use crate::error::{Error, ErrorKind};
 use crate::load::{Load, LoadInstant};
+use crate::outcome::blames_pings;
 
 /// The phase, in the low two bits of [`ConnectionState::phase`]; the drain
 /// reason sits above them, so one load reads both.
@@ -323,10 +325,6 @@ pub(crate) struct InFlight {
 }
 
 impl InFlight {
-    pub(crate) fn state(&self) -> &Arc<ConnectionState> {
-        &self.state
-    }
-
     /// Records the response's head: the time to it as an RTT sample, and
     /// what it says about the pod (a gRPC response with a body says it in
     /// its trailers, [`record_trailers`](Self::record_trailers)).
@@ -388,9 +386,36 @@ impl InFlight {
         state.load.record_class(class.is_penalized(), clock);
     }
 
-    /// The request failed as provably unprocessed: not the endpoint's fault.
-    pub(crate) fn set_unprocessed(&mut self) {
-        self.unprocessed = true;
+    /// The request failed (before its response, or in its body): lets the
+    /// connection learn from it, and sorts it. A `GOAWAY` means the
+    /// connection takes no more requests, a request cut by our own
+    /// force-close or by a keepalive timeout says so, and one the server
+    /// provably did not process is no failure of the connection's.
+    pub(crate) fn failed(&mut self, mut err: Error) -> Error {
+        let state = &*self.state;
+        let wire = err.wire().unwrap_or_default();
+        if wire.remote_go_away {
+            state.start_draining(DrainReason::GoAway);
+        } else if err.is_draining() {
+            state.start_draining(DrainReason::Closed);
+        }
+        // grpc-go answers pings it finds too frequent with
+        // GOAWAY(ENHANCE_YOUR_CALM, "too_many_pings"): on a connection that
+        // sent keepalive pings, that code blames the pings, not the request.
+        if err.is_blamed() && blames_pings(wire.reason, state.handle.pinged()) {
+            err.clear_blame();
+        }
+        if err.is_unprocessed() {
+            self.unprocessed = true;
+        }
+        if err.kind() == ErrorKind::Request {
+            if state.handle.keep_alive_timed_out() {
+                err.set_kind(ErrorKind::KeepAlive);
+            } else if state.handle.was_forced() {
+                err.set_kind(ErrorKind::ForceClosed);
+            }
+        }
+        err
     }
 
     /// The request ended with no response (its caller gave up, a timeout,

@@ -197,7 +197,7 @@ where
     B::Error: Into<BoxError>,
     C: SharedConnection<ReplayBody<B>>,
 {
-    let error = crate::age::classify(error, &mut in_flight);
+    let error = in_flight.failed(error);
     drop(in_flight);
     match retry {
         Some(Retry {

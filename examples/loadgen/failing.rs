@@ -28,7 +28,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Child;
 use tower::{Service, ServiceExt};
 use tower_max_connection_age::Client;
@@ -86,6 +85,7 @@ fn failed(response: &Response<impl http_body::Body>) -> bool {
 /// One backend process.
 struct Pod {
     child: Child,
+    _stdout: tokio::io::BufReader<tokio::process::ChildStdout>,
     addr: SocketAddr,
 }
 
@@ -106,15 +106,10 @@ async fn start_pod(bind: SocketAddr, fail: Option<Form>, taskset: Option<&PathBu
         .kill_on_drop(true)
         .spawn()
         .expect("start a backend process");
-    let mut stdout = BufReader::new(child.stdout.take().expect("the backend's stdout"));
-    let mut line = String::new();
-    tokio::time::timeout(Duration::from_secs(10), stdout.read_line(&mut line))
-        .await
-        .expect("the backend printed no port within 10 s")
-        .expect("read the backend's port");
-    let port: u16 = line.trim().parse().expect("the backend's port");
+    let (port, stdout) = crate::process::read_port(&mut child).await;
     Pod {
         child,
+        _stdout: stdout,
         addr: SocketAddr::new(bind.ip(), port),
     }
 }

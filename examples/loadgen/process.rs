@@ -241,6 +241,22 @@ pub(crate) fn backend_command(taskset: Option<&PathBuf>) -> Command {
     command
 }
 
+/// The port a backend process prints first, and its stdout (kept open, so
+/// that the backend's later writes never fail).
+pub(crate) async fn read_port(child: &mut Child) -> (u16, BufReader<ChildStdout>) {
+    let mut stdout = BufReader::new(child.stdout.take().expect("the backend's stdout"));
+    let mut line = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stdout.read_line(&mut line))
+        .await
+        .expect("the backend printed no port within 10 s")
+        .expect("read the backend's port");
+    let port = line
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("the backend printed `{}`, not a port", line.trim()));
+    (port, stdout)
+}
+
 impl BackendProcess {
     /// `loadgen --serve` (this executable), under `taskset -c 1` if given.
     async fn start(options: &Options, taskset: Option<&PathBuf>) -> BackendProcess {
@@ -262,16 +278,7 @@ impl BackendProcess {
         // taskset execs the backend: one process, one pid.
         let pid = child.id().expect("the backend's pid");
         let stdin = child.stdin.take();
-        let mut stdout = BufReader::new(child.stdout.take().expect("the backend's stdout"));
-        let mut line = String::new();
-        tokio::time::timeout(Duration::from_secs(10), stdout.read_line(&mut line))
-            .await
-            .expect("the backend printed no port within 10 s")
-            .expect("read the backend's port");
-        let port: u16 = line
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("the backend printed `{}`, not a port", line.trim()));
+        let (port, stdout) = read_port(&mut child).await;
         BackendProcess {
             child,
             stdin,

@@ -199,19 +199,9 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::connector::ConnectionHandle;
-    use crate::load::LoadKind;
 
     fn state() -> Arc<ConnectionState> {
-        let handle = ConnectionHandle::new(|| {});
-        handle.count_streams();
-        ConnectionState::new(
-            "http://10.0.0.1:80".into(),
-            None,
-            Duration::from_secs(5),
-            handle,
-            LoadKind::default(),
-        )
+        ConnectionState::for_test(None)
     }
 
     /// A connection service that notes, when dropped, whether its

@@ -463,4 +463,21 @@ impl Drop for InFlight {
 }
 
 #[cfg(test)]
+impl ConnectionState {
+    /// A connection for in-memory tests: its requests counted on a handle
+    /// that closes nothing, the default load, a 5 s drain timeout.
+    pub(crate) fn for_test(deadline: Option<Instant>) -> Arc<Self> {
+        let handle = ConnectionHandle::new(|| {});
+        handle.count_streams();
+        ConnectionState::new(
+            "http://10.0.0.1:80".into(),
+            deadline,
+            Duration::from_secs(5),
+            handle,
+            crate::load::LoadKind::default(),
+        )
+    }
+}
+
+#[cfg(test)]
 mod tests;

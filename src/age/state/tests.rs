@@ -3,18 +3,9 @@
 use std::sync::Mutex;
 
 use super::*;
-use crate::load::LoadKind;
 
 fn state(deadline: Option<Instant>) -> Arc<ConnectionState> {
-    let handle = ConnectionHandle::new(|| {});
-    handle.count_streams();
-    ConnectionState::new(
-        "http://10.0.0.1:80".into(),
-        deadline,
-        Duration::from_secs(5),
-        handle,
-        LoadKind::default(),
-    )
+    ConnectionState::for_test(deadline)
 }
 
 #[tokio::test(start_paused = true)]

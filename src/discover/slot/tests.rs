@@ -4,19 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::connector::ConnectionHandle;
-use crate::load::LoadKind;
 
 fn connection() -> Arc<ConnectionState> {
-    let handle = ConnectionHandle::new(|| {});
-    handle.count_streams();
-    ConnectionState::new(
-        "http://10.0.0.1:80".into(),
-        None,
-        Duration::from_secs(5),
-        handle,
-        LoadKind::default(),
-    )
+    ConnectionState::for_test(None)
 }
 
 fn backoff() -> Backoff {

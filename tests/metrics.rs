@@ -631,3 +631,72 @@ async fn hyper_connections_are_counted_by_the_age_layer_and_their_connect_failur
     assert_eq!(counter(m::UPSTREAM_CX_CONNECT_TIMEOUT, ep), 0);
     assert_eq!(counter(m::UPSTREAM_CX_TOTAL, ep), 0);
 }
+
+/// nginx with its defaults sends `GOAWAY(NO_ERROR)` after 1,000 requests on
+/// a connection. The first `GOAWAY` teaches the client the cap: from then
+/// on a successor connects a quarter before it and takes over, counted as
+/// a rotation, so no caller waits for a connect. Once two connections in
+/// a row served exactly 1,000, the cap is fixed: a connection stops at its
+/// 1,000th request, and no request goes above it to be refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_request_cap_is_met_by_a_successor_connected_ahead() {
+    let _turn = serial().await;
+    let nginx = support::nginx::Nginx::start(1, None).await;
+    let endpoint = nginx.addrs()[0].to_string();
+    let ep = endpoint.as_str();
+    let client = Client::builder()
+        .endpoints(nginx.uris())
+        .build::<Body>()
+        .unwrap();
+    let send = |requests: u64| {
+        let client = client.clone();
+        async move {
+            let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let mut callers = tokio::task::JoinSet::new();
+            for _ in 0..16 {
+                let (client, next) = (client.clone(), next.clone());
+                callers.spawn(async move {
+                    while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < requests {
+                        let request = http::Request::get("http://svc/")
+                            .body(Body::default())
+                            .unwrap();
+                        let response = bounded(client.clone().oneshot(request)).await.unwrap();
+                        assert_eq!(response.status(), 200);
+                        ended(response).await;
+                    }
+                });
+            }
+            while let Some(caller) = callers.join_next().await {
+                caller.unwrap();
+            }
+        }
+    };
+    // Two caps and half a third: the first GOAWAY teaches the cap, the
+    // second confirms it (each refuses what was sent above it).
+    send(2_500).await;
+    let goaway = [(m::ENDPOINT, ep), (m::CODE, "NO_ERROR")];
+    assert_eq!(counter_with(m::UPSTREAM_CX_CLOSE_NOTIFY, &goaway), 2);
+    let learned = client.stats();
+    // Three caps more: requests 2,501 to 5,500.
+    send(3_000).await;
+    let after = client.stats();
+    assert_eq!(
+        after.replayed - learned.replayed,
+        0,
+        "no request above the fixed cap"
+    );
+    drop_client(client, &[ep]).await;
+    assert_eq!(
+        counter(m::UPSTREAM_CX_ROTATED, ep),
+        4,
+        "every connection after the first handed over to its successor: {}",
+        recorded().dump(&[ep])
+    );
+    // Five capped connections and the sixth, short of its successor's time.
+    assert_eq!(
+        counter(m::UPSTREAM_CX_TOTAL, ep),
+        6,
+        "{}",
+        recorded().dump(&[ep])
+    );
+}

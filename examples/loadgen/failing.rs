@@ -20,7 +20,6 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -28,7 +27,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
-use tokio::process::Child;
 use tower::{Service, ServiceExt};
 use tower_max_connection_age::Client;
 use tower_max_connection_age::classify::ResponseClassifier;
@@ -82,36 +80,16 @@ fn failed(response: &Response<impl http_body::Body>) -> bool {
     response.status() == 503 || response.headers().contains_key("grpc-status")
 }
 
-/// One backend process.
-struct Pod {
-    child: Child,
-    _stdout: tokio::io::BufReader<tokio::process::ChildStdout>,
-    addr: SocketAddr,
-}
-
-async fn start_pod(bind: SocketAddr, fail: Option<Form>, taskset: Option<&PathBuf>) -> Pod {
-    let mut command = crate::process::backend_command(taskset);
-    command
-        .arg("--bind")
-        .arg(bind.to_string())
-        .arg("--handler-ms")
-        .arg("2");
+async fn start_pod(
+    bind: SocketAddr,
+    fail: Option<Form>,
+    taskset: Option<&PathBuf>,
+) -> crate::process::Pod {
+    let mut args = vec!["--handler-ms", "2"];
     if let Some(form) = fail {
-        command.arg("--fail").arg(form.name());
+        args.extend(["--fail", form.name()]);
     }
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start a backend process");
-    let (port, stdout) = crate::process::read_port(&mut child).await;
-    Pod {
-        child,
-        _stdout: stdout,
-        addr: SocketAddr::new(bind.ip(), port),
-    }
+    crate::process::Pod::start(bind, &args, taskset).await
 }
 
 /// Requests answered, and of those the failing pod's.
@@ -165,7 +143,7 @@ where
             }
         });
     }
-    tokio::time::sleep(Duration::from_secs(options.seconds)).await;
+    tokio::time::sleep(Duration::from_secs(options.seconds.unwrap_or(15))).await;
     stop.store(true, Ordering::Relaxed);
     while callers.join_next().await.is_some() {}
     (tally, started.elapsed())
@@ -222,7 +200,7 @@ pub(crate) async fn main(options: &Options, form: Form) {
         pods[1].addr,
         pods[2].addr,
         options.callers,
-        options.seconds,
+        options.seconds.unwrap_or(15),
         if taskset.is_some() {
             "; backends on CPU 1"
         } else {
@@ -268,7 +246,7 @@ pub(crate) async fn main(options: &Options, form: Form) {
     );
     let (tally, elapsed) = drive(channel, tonic::body::Body::empty, form, options).await;
     report("tonic Channel::balance_list", &tally, elapsed);
-    for mut pod in pods {
-        let _ = pod.child.kill().await;
+    for pod in pods {
+        pod.stop().await;
     }
 }

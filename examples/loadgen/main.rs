@@ -143,6 +143,7 @@
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
+mod capped;
 mod failing;
 mod process;
 mod serve;
@@ -249,8 +250,17 @@ struct Options {
     response_bytes: usize,
     /// `--failing-pod`: three pods, one failing fast (module `failing`).
     failing_pod: Option<failing::Form>,
-    /// `--seconds`, for `--failing-pod`: how long each row runs.
-    seconds: u64,
+    /// `--seconds`, for `--failing-pod` (default 15) and the request-cap
+    /// runs (default 5): how long each row (cell) runs.
+    seconds: Option<u64>,
+    /// `--rounds` was given.
+    rounds_given: bool,
+    /// `--server-max-requests`, for `--process` and `--serve`: the backend
+    /// ends each connection after this many requests (module `capped`).
+    server_max_requests: Option<u32>,
+    /// `--nginx`, for `--process`: nginx with its defaults as the backend
+    /// (module `capped`).
+    nginx: bool,
     /// `--callers`, for `--failing-pod`.
     callers: usize,
     /// `--bind`, for `--serve`: the address to serve on.
@@ -262,7 +272,9 @@ struct Options {
 const USAGE: &str = "usage: loadgen [--requests N] [--rounds R] [--body-bytes B] [--json] [--layers]
        loadgen --process [--concurrency N[,N..]] [--rate R] [--server-streams N] [--handler-ms M]
                [--response-bytes N] [--requests N] [--rounds R] [--body-bytes B] [--json]
+       loadgen --process --server-max-requests N | --nginx [--concurrency N[,N..]] [--seconds S] [--rounds R]
        loadgen --serve [--server-streams N] [--handler-ms M] [--response-bytes N] [--bind IP:PORT] [--fail http|grpc]
+               [--server-max-requests N]
        loadgen --failing-pod http|grpc [--seconds S] [--callers N]
   --requests N        timed requests per cell (default 20000)
   --rounds R          rounds, each runs every variant at every concurrency (default 9, at least 1)
@@ -277,13 +289,22 @@ const USAGE: &str = "usage: loadgen [--requests N] [--rounds R] [--body-bytes B]
   --server-streams N  with --process: the backend's SETTINGS_MAX_CONCURRENT_STREAMS (default hyper's, 200)
   --handler-ms M      with --process: the backend's handler sleeps M ms before answering (default 0)
   --response-bytes N  with --process: the size of the backend's response body (default 2)
+  --server-max-requests N
+                      with --process: instead, servers that end each connection after N requests
+                      (three `loadgen --serve --server-max-requests N` pods on 127.0.0.1-3, one port);
+                      raw hyper reconnecting vs Client, 1 and 3 pods, concurrency 64 and 256,
+                      --seconds (default 5) per cell, --rounds (default 3); with --serve: the backend
+                      ends each connection after N requests with a graceful GOAWAY
+  --nginx             with --process: the same against nginx with its defaults (keepalive_requests
+                      1000, 128 streams) serving 127.0.0.1-3
   --serve             the backend of --process: prints its port, exits when stdin closes
   --bind IP:PORT      with --serve: serve there (default 127.0.0.1, a port the system picks)
   --fail http|grpc    with --serve: answer every request at once with HTTP 503, or gRPC UNAVAILABLE
   --failing-pod FORM  instead: three pods (backend processes on 127.0.0.1-3, one port), 127.0.0.1
                       failing fast (http: 503; grpc: trailers-only grpc-status 14), the others
                       answering in 2 ms; the failing pod's share of requests per client
-  --seconds S         with --failing-pod: how long each client runs (default 15)
+  --seconds S         with --failing-pod: how long each client runs (default 15); with
+                      --server-max-requests or --nginx: each cell (default 5)
   --callers N         with --failing-pod: callers sending at once (default 16)";
 
 fn options() -> Options {
@@ -301,7 +322,10 @@ fn options() -> Options {
         handler_ms: 0,
         response_bytes: 2,
         failing_pod: None,
-        seconds: 15,
+        seconds: None,
+        rounds_given: false,
+        server_max_requests: None,
+        nginx: false,
         callers: 16,
         bind: None,
         fail: None,
@@ -321,7 +345,10 @@ fn options() -> Options {
         };
         match arg.as_str() {
             "--requests" => options.requests = number(&arg, &value(&arg)).max(1),
-            "--rounds" => options.rounds = number(&arg, &value(&arg)).max(1),
+            "--rounds" => {
+                options.rounds = number(&arg, &value(&arg)).max(1);
+                options.rounds_given = true;
+            }
             "--body-bytes" => options.body_bytes = number(&arg, &value(&arg)),
             "--json" => options.json = true,
             "--layers" => options.layers = true,
@@ -364,7 +391,21 @@ fn options() -> Options {
                 process_only.get_or_insert("--response-bytes");
             }
             "--failing-pod" => options.failing_pod = Some(failing::Form::parse(&value(&arg))),
-            "--seconds" => options.seconds = number(&arg, &value(&arg)).max(1) as u64,
+            "--seconds" => options.seconds = Some(number(&arg, &value(&arg)).max(1) as u64),
+            "--server-max-requests" => {
+                let n = number(&arg, &value(&arg));
+                options.server_max_requests = Some(
+                    u32::try_from(n)
+                        .ok()
+                        .filter(|&n| n > 0)
+                        .unwrap_or_else(|| exit_usage("--server-max-requests needs 1 to 2^32-1")),
+                );
+                process_only.get_or_insert("--server-max-requests");
+            }
+            "--nginx" => {
+                options.nginx = true;
+                process_only.get_or_insert("--nginx");
+            }
             "--callers" => options.callers = number(&arg, &value(&arg)).max(1),
             "--bind" => {
                 let v = value(&arg);
@@ -1085,6 +1126,10 @@ fn main() {
     let options = options();
     if options.serve {
         serve::main(&options);
+    }
+    if options.process && (options.nginx || options.server_max_requests.is_some()) {
+        capped::main(&options);
+        return;
     }
     if options.process {
         process::main(&options);

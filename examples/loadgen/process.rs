@@ -147,9 +147,9 @@ async fn row_cell(row: Row, addr: SocketAddr, concurrency: usize, run: &Run<'_>)
 // Pinning: loadgen on CPU 0, the backend on CPU 1.
 
 /// Set in the environment of the `loadgen` that runs under `taskset -c 0`.
-const PINNED: &str = "LOADGEN_PINNED";
+pub(crate) const PINNED: &str = "LOADGEN_PINNED";
 
-enum Pinning {
+pub(crate) enum Pinning {
     Pinned(PathBuf),
     Unpinned(String),
 }
@@ -158,7 +158,7 @@ enum Pinning {
 /// one, re-executes it under `taskset -c 0` and exits with its status (so
 /// Tokio, which sizes its pool by the CPUs a process may use, starts one
 /// worker). Without `taskset`, or without both CPUs 0 and 1, runs unpinned.
-fn pin() -> Pinning {
+pub(crate) fn pin() -> Pinning {
     let Some(taskset) = on_path("taskset") else {
         return Pinning::Unpinned("no taskset on PATH".into());
     };
@@ -257,6 +257,41 @@ pub(crate) async fn read_port(child: &mut Child) -> (u16, BufReader<ChildStdout>
     (port, stdout)
 }
 
+/// One backend process serving at an address of its own: a pod.
+pub(crate) struct Pod {
+    child: Child,
+    _stdout: BufReader<ChildStdout>,
+    pub(crate) addr: SocketAddr,
+}
+
+impl Pod {
+    /// `loadgen --serve --bind BIND ARGS..` (under `taskset -c 1` if
+    /// given); the port it prints completes the address.
+    pub(crate) async fn start(bind: SocketAddr, args: &[&str], taskset: Option<&PathBuf>) -> Pod {
+        let mut command = backend_command(taskset);
+        command
+            .arg("--bind")
+            .arg(bind.to_string())
+            .args(args)
+            .env_remove(PINNED)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("start a backend process");
+        let (port, stdout) = read_port(&mut child).await;
+        Pod {
+            child,
+            _stdout: stdout,
+            addr: SocketAddr::new(bind.ip(), port),
+        }
+    }
+
+    pub(crate) async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
 impl BackendProcess {
     /// `loadgen --serve` (this executable), under `taskset -c 1` if given.
     async fn start(options: &Options, taskset: Option<&PathBuf>) -> BackendProcess {
@@ -307,7 +342,7 @@ impl BackendProcess {
 // CPU time and write syscalls of a process, from /proc.
 
 /// One process at one moment: CPU time per thread (ns) and write syscalls.
-struct Usage {
+pub(crate) struct Usage {
     threads: HashMap<u64, u64>,
     syscw: u64,
 }
@@ -317,7 +352,7 @@ struct Usage {
 /// what `utime + stime` in `/proc/PID/stat` is made of, there in 10 ms
 /// ticks. Write syscalls are `syscw` in `/proc/PID/io` (write, writev,
 /// sendmsg, ... counted for the whole process).
-fn usage(pid: Option<u32>) -> Option<Usage> {
+pub(crate) fn usage(pid: Option<u32>) -> Option<Usage> {
     let dir = match pid {
         Some(pid) => format!("/proc/{pid}"),
         None => "/proc/self".to_string(),
@@ -348,7 +383,7 @@ impl Usage {
     /// counts from 0; the CPU of one that ended in between is lost (Tokio's
     /// workers live for the whole run, and nothing here uses its blocking
     /// pool).
-    fn since(&self, before: &Usage) -> (u64, u64) {
+    pub(crate) fn since(&self, before: &Usage) -> (u64, u64) {
         let cpu = self
             .threads
             .iter()

@@ -6,7 +6,10 @@
 //! handler sleeps `--handler-ms` (if not 0), reads the whole request body
 //! and answers 200 with a body of `--response-bytes` (default 2). The process exits when its stdin
 //! closes, so it never outlives the `loadgen` that started it (whose end,
-//! even by a signal, closes the pipe).
+//! even by a signal, closes the pipe). With `--server-max-requests N` it ends each
+//! connection after N requests with hyper's graceful shutdown (`GOAWAY`
+//! with the largest stream id and a PING, then the real last stream id), as
+//! nginx's `keepalive_requests` does with one `GOAWAY`.
 //!
 //! It is not `tests/support/backend.rs`: that fixture takes its stream limit
 //! from a per-connection script queue and its delay from the path, and books
@@ -17,6 +20,7 @@
 use std::convert::Infallible;
 use std::io::{Read as _, Write as _};
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -47,7 +51,14 @@ pub(crate) fn main(options: &Options) -> ! {
     let bind = options
         .bind
         .unwrap_or(std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
-    crate::runtime().block_on(serve(bind, streams, delay, body, options.fail));
+    crate::runtime().block_on(serve(
+        bind,
+        streams,
+        delay,
+        body,
+        options.fail,
+        options.server_max_requests,
+    ));
     std::process::exit(0)
 }
 
@@ -57,6 +68,7 @@ async fn serve(
     delay: Duration,
     body: Bytes,
     fail: Option<crate::failing::Form>,
+    max_requests: Option<u32>,
 ) {
     let listener = TcpListener::bind(bind).await.expect("bind the backend");
     let port = listener.local_addr().expect("the backend's address").port();
@@ -77,8 +89,17 @@ async fn serve(
         let builder = builder.clone();
         let body = body.clone();
         tokio::spawn(async move {
+            // Counts this connection's requests; the one that reaches
+            // `max_requests` starts the graceful shutdown.
+            let served = std::sync::Arc::new(AtomicU32::new(0));
+            let capped = std::sync::Arc::new(tokio::sync::Notify::new());
+            let (count, cap) = (served.clone(), capped.clone());
             let service = hyper::service::service_fn(move |request| {
                 let body = body.clone();
+                if max_requests.is_some_and(|max| count.fetch_add(1, Ordering::Relaxed) + 1 == max)
+                {
+                    cap.notify_one();
+                }
                 async move {
                     match fail {
                         Some(form) => Ok(form.answer()),
@@ -86,9 +107,13 @@ async fn serve(
                     }
                 }
             });
-            let _ = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => return,
+                () = capped.notified() => connection.as_mut().graceful_shutdown(),
+            }
+            let _ = connection.await;
         });
     }
 }

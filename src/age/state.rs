@@ -2,7 +2,7 @@
 //! requests, its supervisor task and whoever manages its rotation.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -12,11 +12,10 @@ use tokio::time::Instant;
 use super::balance::{EndpointHealth, SlowStart};
 use super::config::Judging;
 pub(crate) use super::waiters::{Turn, Waiters};
-use crate::classify::{ResponseClass, ResponseClassifier};
+use crate::classify::ResponseClassifier;
 use crate::connector::ConnectionHandle;
-use crate::error::{Error, ErrorKind};
 use crate::load::{Load, LoadInstant};
-use crate::outcome::blames_pings;
+pub(crate) use in_flight::InFlight;
 
 /// The phase, in the low two bits of [`ConnectionState::phase`]; the drain
 /// reason sits above them, so one load reads both.
@@ -39,6 +38,11 @@ pub enum DrainReason {
     GoAway,
     /// The transport closed (reset, I/O error, server gone).
     Closed,
+    /// It started as many requests as its server serves on one connection
+    /// (a request cap learned from the server's earlier `GOAWAY`s): its
+    /// successor, connected ahead, takes over, and no request goes above
+    /// the cap to be refused.
+    RequestCap,
 }
 
 impl DrainReason {
@@ -47,6 +51,7 @@ impl DrainReason {
             0 => DrainReason::Aged,
             1 => DrainReason::Replaced,
             2 => DrainReason::GoAway,
+            4 => DrainReason::RequestCap,
             _ => DrainReason::Closed,
         }
     }
@@ -62,6 +67,13 @@ pub(crate) enum Event {
     GoAway,
     /// The connection stopped serving for a reason other than being replaced.
     Lost,
+    /// It started the number of requests its manager asked to hear of
+    /// ([`ConnectionState::observe`]): the server's request cap per
+    /// connection is near, so a successor is wanted before it.
+    CapNear,
+    /// It reached the server's request cap and stopped taking requests
+    /// ([`ConnectionState::drain_at_cap`]): its successor is due now.
+    CapReached,
 }
 
 type Observer = Box<dyn Fn(Event) + Send + Sync>;
@@ -83,6 +95,16 @@ pub(crate) struct ConnectionState {
     /// Wakes the supervisor: the phase changed, or the last request finished.
     wake: Notify,
     observer: OnceLock<Observer>,
+    /// The `started` count at which the observer hears [`Event::CapNear`]
+    /// (0: never; the count is at least 1 once a request started).
+    cap_near_at: AtomicU32,
+    /// The `started` count at which it drains, [`DrainReason::RequestCap`]
+    /// (0: never).
+    drain_at: AtomicU32,
+    /// Requests the server provably did not process (`REFUSED_STREAM`,
+    /// above a `GOAWAY`'s last-stream-id): `started` minus these is what
+    /// the server counted against a request cap.
+    refused: AtomicU32,
     waiters: OnceLock<Arc<Waiters>>,
     /// Set on connections to an endpoint that joined recently.
     slow_start: OnceLock<SlowStart>,
@@ -120,6 +142,9 @@ impl ConnectionState {
             phase: AtomicU8::new(SERVING),
             wake: Notify::new(),
             observer: OnceLock::new(),
+            cap_near_at: AtomicU32::new(0),
+            drain_at: AtomicU32::new(0),
+            refused: AtomicU32::new(0),
             waiters: OnceLock::new(),
             slow_start: OnceLock::new(),
             health: OnceLock::new(),
@@ -158,13 +183,40 @@ impl ConnectionState {
         self.handle.started()
     }
 
+    /// Requests the server processed, as far as this client knows: those
+    /// started, minus those it refused. (A refusal is counted when its
+    /// caller hears of it, so just after a `GOAWAY` this may still count a
+    /// few the server refused.)
+    pub(crate) fn served(&self) -> u32 {
+        self.started()
+            .wrapping_sub(self.refused.load(Ordering::Relaxed))
+    }
+
     /// Attaches the rotation manager. A managed connection keeps serving past
-    /// its deadline until the manager replaces it (make-before-break).
-    pub(crate) fn observe(&self, observer: impl Fn(Event) + Send + Sync + 'static) {
+    /// its deadline until the manager replaces it (make-before-break). With
+    /// `cap_near_at`, the manager also hears [`Event::CapNear`] when that
+    /// many requests have started.
+    pub(crate) fn observe(
+        &self,
+        observer: impl Fn(Event) + Send + Sync + 'static,
+        cap_near_at: Option<u32>,
+    ) {
+        self.cap_near_at
+            .store(cap_near_at.unwrap_or(0), Ordering::Relaxed);
         let _ = self.observer.set(Box::new(observer));
         // It may have stopped serving before the observer was attached.
         if !self.is_serving() && self.drain_reason() != Some(DrainReason::Replaced) {
             self.emit(Event::Lost);
+        }
+    }
+
+    /// Stops taking requests once `cap` have started (at once if they
+    /// have): the server serves no more on one connection, and its
+    /// manager has the successor ready.
+    pub(crate) fn drain_at_cap(&self, cap: u32) {
+        self.drain_at.store(cap, Ordering::Relaxed);
+        if self.started() >= cap {
+            self.start_draining(DrainReason::RequestCap);
         }
     }
 
@@ -198,6 +250,7 @@ impl ConnectionState {
         self.wake.notify_one();
         match reason {
             DrainReason::Replaced => {}
+            DrainReason::RequestCap => self.emit(Event::CapReached),
             DrainReason::GoAway if self.handle.go_away_reason() == Some(h2::Reason::NO_ERROR) => {
                 self.emit(Event::GoAway)
             }
@@ -249,7 +302,14 @@ impl ConnectionState {
     /// Counts a request in flight until the returned guard is dropped.
     #[inline]
     pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
-        let before = self.handle.begin_stream();
+        let (before, started) = self.handle.begin_stream();
+        if started == self.cap_near_at.load(Ordering::Relaxed) {
+            self.emit(Event::CapNear);
+        }
+        if started == self.drain_at.load(Ordering::Relaxed) {
+            // This request is the cap's last: it goes; none after it.
+            self.start_draining(DrainReason::RequestCap);
+        }
         let start_ns = if self.load.samples_rtt() {
             let now = self.nanos_since_born(LoadInstant::now());
             if before == 0 {
@@ -259,13 +319,7 @@ impl ConnectionState {
         } else {
             0
         };
-        InFlight {
-            state: self.clone(),
-            start_ns,
-            responded: false,
-            unprocessed: false,
-            awaiting_trailers: false,
-        }
+        InFlight::new(self.clone(), start_ns)
     }
 
     /// The balancing cost of sending one more request here; lower is better.
@@ -305,163 +359,6 @@ impl fmt::Debug for ConnectionState {
     }
 }
 
-/// One request in flight on a connection: held until its response body ends
-/// (or the request fails), so that draining waits for it and the load sees it.
-pub(crate) struct InFlight {
-    state: Arc<ConnectionState>,
-    /// In nanoseconds since the connection was born (0 when the load needs
-    /// no clock): until the response head, when the request was sent; from
-    /// then on, when the connection's previous response came, for a
-    /// response judged by its trailers (the time since then weighs it).
-    start_ns: u64,
-    /// Its response headers came: `record_response` took the sample.
-    responded: bool,
-    /// It failed as provably unprocessed (the server said no): no failure
-    /// of the connection's.
-    unprocessed: bool,
-    /// A gRPC response whose status comes in its trailers: it is judged
-    /// when they come (or the body ends without them).
-    awaiting_trailers: bool,
-}
-
-impl InFlight {
-    /// Records the response's head: the time to it as an RTT sample, and
-    /// what it says about the pod (a gRPC response with a body says it in
-    /// its trailers, [`record_trailers`](Self::record_trailers)).
-    #[inline]
-    pub(crate) fn record_response(&mut self, status: http::StatusCode, headers: &http::HeaderMap) {
-        self.responded = true;
-        let state = &*self.state;
-        state.handle.note_heard();
-        let mut clock = None;
-        if state.load.samples_rtt() {
-            let now = state.nanos_since_born(LoadInstant::now());
-            let prev = state.stamp_ns.swap(now, Ordering::Relaxed);
-            state.quiet_since_ns.store(now, Ordering::Relaxed);
-            state
-                .load
-                .record(now.saturating_sub(self.start_ns), now.saturating_sub(prev));
-            clock = Some((now, now.saturating_sub(prev)));
-        }
-        match state.classifier.classify_head(status, headers) {
-            Some(class) => self.judge(class, || clock.unwrap_or_default()),
-            None => {
-                self.awaiting_trailers = true;
-                if let Some((now, since_previous)) = clock {
-                    self.start_ns = now.saturating_sub(since_previous);
-                }
-            }
-        }
-    }
-
-    /// A frame of the response's body came: the server is alive (for the
-    /// keepalive).
-    #[inline]
-    pub(crate) fn record_frame(&self) {
-        self.state.handle.note_heard();
-    }
-
-    /// The body of a response awaiting its trailers brought them, or ended
-    /// without (`None`: gRPC's `UNKNOWN`).
-    pub(crate) fn record_trailers(&mut self, trailers: Option<&http::HeaderMap>) {
-        if std::mem::take(&mut self.awaiting_trailers) {
-            let class = self.state.classifier.classify_trailers(trailers);
-            let previous = self.start_ns;
-            self.judge(class, || {
-                let now = self.state.nanos_since_born(LoadInstant::now());
-                (now, now.saturating_sub(previous))
-            });
-        }
-    }
-
-    /// What the response said, told to outlier detection and the load.
-    /// `clock`: the time now and since the connection's previous response
-    /// (read only when the load needs them).
-    #[inline]
-    fn judge(&self, class: ResponseClass, clock: impl FnOnce() -> (u64, u64)) {
-        let state = &*self.state;
-        if let Some(health) = state.health.get() {
-            health.response(class.is_failure());
-        }
-        state.load.record_class(class.is_penalized(), clock);
-    }
-
-    /// The request failed (before its response, or in its body): lets the
-    /// connection learn from it, and sorts it. A `GOAWAY` means the
-    /// connection takes no more requests, a request cut by our own
-    /// force-close or by a keepalive timeout says so, and one the server
-    /// provably did not process is no failure of the connection's.
-    pub(crate) fn failed(&mut self, mut err: Error) -> Error {
-        let state = &*self.state;
-        let wire = err.wire().unwrap_or_default();
-        if wire.remote_go_away {
-            state.start_draining(DrainReason::GoAway);
-        } else if err.is_draining() {
-            state.start_draining(DrainReason::Closed);
-        }
-        // grpc-go answers pings it finds too frequent with
-        // GOAWAY(ENHANCE_YOUR_CALM, "too_many_pings"): on a connection that
-        // sent keepalive pings, that code blames the pings, not the request.
-        if err.is_blamed() && blames_pings(wire.reason, state.handle.pinged()) {
-            err.clear_blame();
-        }
-        if err.is_unprocessed() {
-            self.unprocessed = true;
-        }
-        if err.kind() == ErrorKind::Request {
-            if state.handle.keep_alive_timed_out() {
-                err.set_kind(ErrorKind::KeepAlive);
-            } else if state.handle.was_forced() {
-                err.set_kind(ErrorKind::ForceClosed);
-            }
-        }
-        err
-    }
-
-    /// The request ended with no response (its caller gave up, a timeout,
-    /// the connection failed): the time it waited raises the RTT estimate if
-    /// it is longer, so a connection that stops answering costs more the
-    /// longer its requests wait, instead of looking cheaper as its estimate
-    /// decays with no samples. (A quick failure never lowers it.) Out of
-    /// line: most requests get a response.
-    #[cold]
-    #[inline(never)]
-    fn record_unanswered(&self) {
-        let state = &*self.state;
-        if !self.unprocessed
-            && let Some(health) = state.health.get()
-        {
-            health.failure();
-        }
-        if !state.load.samples_rtt() {
-            return;
-        }
-        let now_ns = state.nanos_since_born(LoadInstant::now());
-        let waited = now_ns.saturating_sub(self.start_ns);
-        if state.load.record_peak(waited) {
-            state.stamp_ns.store(now_ns, Ordering::Relaxed);
-        }
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        if !self.responded {
-            self.record_unanswered();
-        }
-        let state = &*self.state;
-        if state.handle.end_stream() == 1 && !state.is_serving() {
-            state.wake.notify_one();
-        }
-        // The slot this frees goes to the first request in line.
-        if let Some(waiters) = state.waiters.get()
-            && waiters.count.load(Ordering::SeqCst) > 0
-        {
-            waiters.admit_one();
-        }
-    }
-}
-
 #[cfg(test)]
 impl ConnectionState {
     /// A connection for in-memory tests: its requests counted on a handle
@@ -479,5 +376,6 @@ impl ConnectionState {
     }
 }
 
+mod in_flight;
 #[cfg(test)]
 mod tests;

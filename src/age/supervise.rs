@@ -124,7 +124,7 @@ mod tests {
         let (state, _) = state(Some(Duration::from_secs(60)));
         let heard = Arc::new(Mutex::new(Vec::new()));
         let h = heard.clone();
-        state.observe(move |event| h.lock().unwrap().push(event));
+        state.observe(move |event| h.lock().unwrap().push(event), None);
         let task = tokio::spawn(supervise(state.clone()));
         tokio::time::sleep(Duration::from_secs(3_600)).await;
         assert!(

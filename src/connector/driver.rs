@@ -350,11 +350,10 @@ where
         // woken together queue their streams first, and one turn of h2
         // writes them all with one flush. Run at once, h2 would flush for
         // the one caller that woke it, one write per request (hyper gathers
-        // the same way: its dispatch task drains its queue before writing).
-        // Out of process: client writes per request 1.0 -> 0.17, 0.88x ->
-        // 1.01x raw hyper's throughput at concurrency 256. With one request
-        // in flight there is nothing to gather, and the pass would only
-        // delay it.
+        // the same way: its dispatch task drains its queue before writing;
+        // the write syscalls per request are in `loadgen --process`). With
+        // one request in flight there is nothing to gather, and the pass
+        // would only delay it.
         this.yielded = !this.yielded && this.handle.is_shared();
         if this.yielded {
             cx.waker().wake_by_ref();

@@ -184,14 +184,17 @@ impl ConnectionHandle {
     }
 
     /// Counts one more request in flight and started; gives the number
-    /// in flight before it.
+    /// in flight before it, and the number started with it (wrapping).
     #[inline]
-    pub(crate) fn begin_stream(&self) -> usize {
-        (self
+    pub(crate) fn begin_stream(&self) -> (usize, u32) {
+        let before = self
             .inner
             .streams
-            .fetch_add(STARTED_ONE | 1, Ordering::AcqRel)
-            & IN_FLIGHT_MASK) as usize
+            .fetch_add(STARTED_ONE | 1, Ordering::AcqRel);
+        (
+            (before & IN_FLIGHT_MASK) as usize,
+            ((before >> 32) as u32).wrapping_add(1),
+        )
     }
 
     /// Counts one request fewer in flight; gives the number in flight

@@ -1,11 +1,14 @@
-//! The endpoints in service, and when each joined: what a resolution's
-//! answer adds and removes, and which endpoints start slowly.
+//! The endpoints in service, when each joined, and the request cap each
+//! server showed: what a resolution's answer adds and removes, which
+//! endpoints start slowly, and when a connection's successor is wanted.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::Uri;
 
+use crate::age::state::ConnectionState;
 use crate::load::LoadInstant;
 
 /// What an answer changes.
@@ -24,6 +27,19 @@ pub(super) struct Endpoints {
     joined: HashMap<Uri, LoadInstant>,
     answered: bool,
     slow_start: Duration,
+    /// The last two connections each server ended with a routine `GOAWAY`
+    /// after many requests (nginx's `keepalive_requests`, Envoy's
+    /// `max_requests_per_connection`): what they served is its request cap.
+    request_caps: HashMap<Uri, CapsSeen>,
+}
+
+/// The connections a server last ended at its request cap. Read when
+/// needed, not when they ended: a request above the cap counts as refused
+/// only once its caller hears of it, so just after the `GOAWAY` the count
+/// may be a little high.
+struct CapsSeen {
+    last: Arc<ConnectionState>,
+    before: Option<Arc<ConnectionState>>,
 }
 
 impl Endpoints {
@@ -33,6 +49,7 @@ impl Endpoints {
             joined: HashMap::new(),
             answered: false,
             slow_start,
+            request_caps: HashMap::new(),
         }
     }
 
@@ -50,6 +67,49 @@ impl Endpoints {
 
     pub(super) fn remove(&mut self, endpoint: &Uri) {
         self.in_service.retain(|e| e != endpoint);
+        self.request_caps.remove(endpoint);
+    }
+
+    /// The server ended `ended` with a routine `GOAWAY` after many
+    /// requests: what it served is the server's cap per connection, until
+    /// the next one says otherwise.
+    pub(super) fn learn_request_cap(&mut self, endpoint: &Uri, ended: Arc<ConnectionState>) {
+        if !self.in_service.contains(endpoint) {
+            return;
+        }
+        let before = self.request_caps.remove(endpoint).map(|seen| seen.last);
+        self.request_caps.insert(
+            endpoint.clone(),
+            CapsSeen {
+                last: ended,
+                before,
+            },
+        );
+    }
+
+    /// After how many requests a connection to the endpoint wants its
+    /// successor: a quarter before the server's cap, which leaves the
+    /// successor the time of a quarter of the connection's requests to
+    /// connect (and room for a cap counted a little high).
+    pub(super) fn successor_due_at(&self, endpoint: &Uri) -> Option<u32> {
+        let cap = self.request_caps.get(endpoint)?.last.served();
+        Some((cap - cap / 4).max(1))
+    }
+
+    /// The server's request cap, when its last two capped connections
+    /// served exactly as many requests: a fixed cap (nginx, Envoy), where
+    /// a connection may stop at it before the server says so and no
+    /// request goes above it to be refused. A `GOAWAY` for another reason
+    /// (the server's age, a shutdown) never repeats a count, and a server
+    /// that ends connections a little after a count (hyper's two-phase
+    /// graceful shutdown takes what comes during a round trip) neither:
+    /// for those the successor waits for the server's `GOAWAY`. (A cap the
+    /// server later raises is not heard: connections keep stopping at the
+    /// old one, which costs a connection per that many requests.)
+    pub(super) fn fixed_request_cap(&self, endpoint: &Uri) -> Option<u32> {
+        let seen = self.request_caps.get(endpoint)?;
+        let cap = seen.last.served();
+        (seen.before.as_ref()?.served() == cap).then_some(cap)
     }
 
     /// When the endpoint joined, while it is within its slow-start window.
@@ -125,6 +185,59 @@ mod tests {
         assert_eq!(later.added, vec![uri(3)]);
         assert!(endpoints.joined(&uri(3)).is_some(), "a new pod warms up");
         assert!(endpoints.joined(&uri(1)).is_none());
+    }
+
+    /// A connection that started `n` requests.
+    fn served(n: u32) -> Arc<ConnectionState> {
+        let state = ConnectionState::for_test(None);
+        for _ in 0..n {
+            drop(state.begin());
+        }
+        state
+    }
+
+    #[test]
+    fn a_learned_request_cap_wants_a_successor_a_quarter_before_it() {
+        let mut endpoints = Endpoints::new(Duration::ZERO);
+        endpoints.add(uri(1));
+        assert_eq!(endpoints.successor_due_at(&uri(1)), None);
+        endpoints.learn_request_cap(&uri(1), served(1000));
+        assert_eq!(endpoints.successor_due_at(&uri(1)), Some(750));
+        endpoints.learn_request_cap(&uri(1), served(100));
+        assert_eq!(
+            endpoints.successor_due_at(&uri(1)),
+            Some(75),
+            "the last one counts"
+        );
+        endpoints.learn_request_cap(&uri(2), served(100));
+        assert_eq!(endpoints.successor_due_at(&uri(2)), None, "not in service");
+        endpoints.remove(&uri(1));
+        endpoints.add(uri(1));
+        assert_eq!(
+            endpoints.successor_due_at(&uri(1)),
+            None,
+            "forgotten with it"
+        );
+    }
+
+    #[test]
+    fn a_cap_is_fixed_when_two_connections_in_a_row_served_exactly_as_many() {
+        let mut endpoints = Endpoints::new(Duration::ZERO);
+        endpoints.add(uri(1));
+        endpoints.learn_request_cap(&uri(1), served(1000));
+        assert_eq!(
+            endpoints.fixed_request_cap(&uri(1)),
+            None,
+            "once proves little"
+        );
+        endpoints.learn_request_cap(&uri(1), served(1003));
+        assert_eq!(
+            endpoints.fixed_request_cap(&uri(1)),
+            None,
+            "a shutdown, an age"
+        );
+        endpoints.learn_request_cap(&uri(1), served(1003));
+        assert_eq!(endpoints.fixed_request_cap(&uri(1)), Some(1003));
     }
 
     #[test]

@@ -13,6 +13,12 @@ use crate::age::state::ConnectionState;
 /// to be a routine end (a request cap), not load shedding.
 pub(super) const SERVED_MANY: u32 = 100;
 
+/// The requests a connection the server ended with `GOAWAY` served, when
+/// that was a request cap per connection: [`SERVED_MANY`] or more.
+pub(super) fn request_cap(ended: &ConnectionState) -> Option<u32> {
+    (ended.started() >= SERVED_MANY).then(|| ended.served())
+}
+
 /// The connection a slot holds.
 pub(super) enum Held {
     /// None: never connected, or the last one was lost or went away.
@@ -55,22 +61,30 @@ pub(super) enum Reconnect {
     After(Duration),
 }
 
-pub(super) struct Slot {
+/// The slot of one connection, with `C` the connection itself (what the
+/// worker hands the balancer) for a successor held in reserve.
+pub(super) struct Slot<C> {
     /// Bumped per connection, so events of a replaced one are ignored.
     generation: u64,
     held: Held,
     attempt: Attempt,
+    /// A successor, connected ahead of the server's request cap and kept
+    /// out of the pick until the connection in service ends (its `GOAWAY`,
+    /// its deadline, its loss): make-before-break for an end the server
+    /// sets. Only while a connection serves.
+    standby: Option<(Arc<ConnectionState>, C)>,
     /// Connects failed or connections lost in a row.
     failures: u32,
     kind: Kind,
 }
 
-impl Slot {
+impl<C> Slot<C> {
     pub(super) fn new(kind: Kind) -> Self {
         Slot {
             generation: 0,
             held: Held::Empty,
             attempt: Attempt::Idle,
+            standby: None,
             failures: 0,
             kind,
         }
@@ -116,6 +130,43 @@ impl Slot {
         }
         self.attempt = Attempt::Connecting;
         true
+    }
+
+    /// Starts connecting a successor for the connection in service, whose
+    /// server's request cap is near; unless something is under way, a
+    /// successor waits already, or the connection is not in service.
+    pub(super) fn begin_standby(&mut self) -> bool {
+        if self.attempt != Attempt::Idle
+            || self.standby.is_some()
+            || !matches!(self.held, Held::Serving(_))
+        {
+            return false;
+        }
+        self.attempt = Attempt::Connecting;
+        true
+    }
+
+    /// Whether the connect under way is for a successor (see
+    /// [`begin_standby`](Self::begin_standby)): the connection in service
+    /// still serves.
+    pub(super) fn connecting_standby(&self) -> bool {
+        self.attempt == Attempt::Connecting && matches!(self.held, Held::Serving(_))
+    }
+
+    /// The successor connected: it waits until the connection in service
+    /// ends.
+    pub(super) fn stand_by(&mut self, state: Arc<ConnectionState>, connection: C) {
+        self.attempt = Attempt::Idle;
+        self.standby = Some((state, connection));
+    }
+
+    /// The successor, to take the place of a connection that ended: `None`
+    /// when there is none, or it closed while it waited (a server's idle
+    /// timeout), and then a connect is due as without one.
+    pub(super) fn take_standby(&mut self) -> Option<(Arc<ConnectionState>, C)> {
+        self.standby
+            .take()
+            .filter(|(state, _)| state.is_serving() && !state.handle.is_closed())
     }
 
     /// Starts the backoff's wait, unless something is under way already.
@@ -184,7 +235,7 @@ impl Slot {
     ) -> Option<(Arc<ConnectionState>, Reconnect)> {
         let old = self.take()?;
         self.failures = 0;
-        let wait = if old.started() >= SERVED_MANY {
+        let wait = if request_cap(&old).is_some() {
             Duration::ZERO
         } else {
             backoff.min.saturating_sub(old.age())

@@ -7,10 +7,16 @@ use http::Uri;
 use super::EndpointKey;
 use super::slot::{Kind, Slot};
 
-#[derive(Default)]
-pub(super) struct Slots(HashMap<EndpointKey, Slot>);
+/// `C`: the connection a slot holds in reserve (see [`Slot`]).
+pub(super) struct Slots<C>(HashMap<EndpointKey, Slot<C>>);
 
-impl Slots {
+impl<C> Default for Slots<C> {
+    fn default() -> Self {
+        Slots(HashMap::new())
+    }
+}
+
+impl<C> Slots<C> {
     /// The endpoint's regular slots, `0..per_endpoint`, all empty.
     pub(super) fn add_endpoint(&mut self, endpoint: &Uri, per_endpoint: usize) {
         for slot in 0..per_endpoint {
@@ -46,11 +52,11 @@ impl Slots {
             .insert(key, Slot::new(Kind::Extra { idle_seen: None }));
     }
 
-    pub(super) fn get(&self, key: &EndpointKey) -> Option<&Slot> {
+    pub(super) fn get(&self, key: &EndpointKey) -> Option<&Slot<C>> {
         self.0.get(key)
     }
 
-    pub(super) fn get_mut(&mut self, key: &EndpointKey) -> Option<&mut Slot> {
+    pub(super) fn get_mut(&mut self, key: &EndpointKey) -> Option<&mut Slot<C>> {
         self.0.get_mut(key)
     }
 

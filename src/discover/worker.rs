@@ -3,13 +3,11 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use http::Uri;
 use tokio::sync::mpsc;
-use tower::ServiceExt;
 use tower::discover::Change;
 use tower_service::Service;
 
@@ -18,14 +16,15 @@ use super::endpoints::Endpoints;
 use super::extra::{Demand, extra_key};
 use super::resolution::Schedule;
 use super::settings::Settings;
-use super::slot::{Kind, Reconnect, Slot};
+use super::slot::{Reconnect, request_cap};
 use super::slots::Slots;
 use super::{DiscoverStatus, EndpointKey};
 use crate::age::AgedConnection;
-use crate::age::SlowStart;
 use crate::age::state::Event;
-use crate::error::{self, BoxError, Error, ErrorKind};
+use crate::error::{BoxError, Error};
 use crate::resolve::Resolution;
+
+mod connect;
 
 type Changes<S> = mpsc::UnboundedSender<Change<EndpointKey, AgedConnection<S>>>;
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -47,7 +46,7 @@ enum Step<S> {
 
 pub(crate) struct Worker<M, S> {
     make: M,
-    slots: Slots,
+    slots: Slots<AgedConnection<S>>,
     endpoints: Endpoints,
     settings: Settings,
     /// Re-resolution, when the endpoints come from a host name.
@@ -303,141 +302,6 @@ where
         }
     }
 
-    async fn connect(&mut self, key: EndpointKey) {
-        if !self
-            .slots
-            .get_mut(&key)
-            .is_some_and(|slot| slot.begin_connect())
-        {
-            return;
-        }
-        let future: BoxFuture<Step<S>> = match self.make.ready().await {
-            Ok(make) => {
-                let connecting = make.call(key.endpoint.clone());
-                let timeout = self.settings.connect_timeout;
-                Box::pin(async move {
-                    let result = match tokio::time::timeout(timeout, connecting).await {
-                        Ok(made) => made.map_err(|e| error::from_box(e.into(), ErrorKind::Connect)),
-                        Err(_) => {
-                            crate::metrics::connect_timed_out(&key.endpoint);
-                            Err(Error::new(ErrorKind::Connect)
-                                .with_message(format!("{key}: no connection within {timeout:?}")))
-                        }
-                    };
-                    Step::Connected { key, result }
-                })
-            }
-            Err(e) => {
-                let result = Err(error::from_box(e.into(), ErrorKind::Connect));
-                Box::pin(async move { Step::Connected { key, result } })
-            }
-        };
-        self.pending.push(future);
-    }
-
-    async fn connect_if_wanted(&mut self, key: EndpointKey) {
-        let wanted = self.slots.get(&key).is_some_and(Slot::wants_connect);
-        if wanted {
-            self.connect(key).await;
-        }
-    }
-
-    fn schedule_retry(&mut self, key: EndpointKey, delay: Duration) {
-        if !self
-            .slots
-            .get_mut(&key)
-            .is_some_and(|slot| slot.begin_backoff())
-        {
-            return;
-        }
-        self.pending.push(Box::pin(async move {
-            tokio::time::sleep(delay).await;
-            Step::Retry { key }
-        }));
-    }
-
-    async fn on_connected(&mut self, key: EndpointKey, result: Result<AgedConnection<S>, Error>) {
-        // A connection to an endpoint that left meanwhile is dropped here.
-        let Some(slot) = self.slots.get_mut(&key) else {
-            if key.slot >= self.settings.per_endpoint {
-                // It was the extra being opened.
-                self.extra_connecting = false;
-            }
-            return;
-        };
-        if matches!(slot.kind(), Kind::Extra { .. }) && slot.current().is_none() {
-            self.extra_connecting = false;
-            // Waiters hear of the new connection and ask again if they
-            // still find every connection full.
-            self.demand.clear();
-            if result.is_err() {
-                // Not retried: the regular connections keep serving.
-                self.slots.remove(&key);
-                return;
-            }
-        }
-        match result {
-            Ok(connection) => {
-                self.status.set_connect_error(key.to_string(), None);
-                let state = connection.state();
-                if let Some(ejections) = &self.ejections
-                    && let Some(health) = ejections.health(&key.endpoint)
-                {
-                    state.set_health(health.clone());
-                    state.set_ejected(ejections.is_ejected(&key.endpoint));
-                }
-                if let Some(joined) = self.endpoints.joined(&key.endpoint) {
-                    state.set_slow_start(SlowStart {
-                        joined,
-                        window: self.settings.slow_start,
-                    });
-                }
-                let (generation, replaced) = slot.connected(state.clone());
-                let events = self.events_tx.clone();
-                let observed_key = key.clone();
-                state.observe(move |event| {
-                    let _ = events.send((observed_key.clone(), generation, event));
-                });
-                match &replaced {
-                    Some(old) => {
-                        crate::metrics::rotated(&key.endpoint);
-                        tracing::debug!(
-                            endpoint = %key,
-                            old_age_ms = old.age().as_millis() as u64,
-                            "connection replaced"
-                        );
-                    }
-                    None => tracing::debug!(endpoint = %key, "connection added"),
-                }
-                let _ = self.changes.send(Change::Insert(key, connection));
-            }
-            Err(error) => {
-                let delay = slot.connect_failed(&self.settings.backoff);
-                let failures = slot.failures();
-                if let Some(health) = self
-                    .ejections
-                    .as_ref()
-                    .and_then(|ejections| ejections.health(&key.endpoint))
-                {
-                    health.failure();
-                }
-                let error = error::chain(&error);
-                self.status
-                    .set_connect_error(key.to_string(), Some(error.clone()));
-                tracing::warn!(
-                    endpoint = %key,
-                    %error,
-                    failures,
-                    retry_in_ms = delay.as_millis() as u64,
-                    "connect failed"
-                );
-                self.schedule_retry(key, delay);
-                // The endpoint may be gone: ask DNS again.
-                self.resolve_soon();
-            }
-        }
-    }
-
     async fn on_event(&mut self, key: EndpointKey, generation: u64, event: Event) {
         let Some(slot) = self.slots.get_mut(&key) else {
             return;
@@ -447,8 +311,33 @@ where
         }
         let backoff = self.settings.backoff;
         let next = match event {
+            Event::CapNear => {
+                // The server's request cap is near: connect the successor
+                // now, so it serves the moment the server's GOAWAY comes.
+                if slot.begin_standby() {
+                    self.dial(key).await;
+                }
+                return;
+            }
+            Event::CapReached => {
+                // It stopped at the server's cap: the successor takes over.
+                if self.install_standby(&key) {
+                    return;
+                }
+                let Some((_, next)) = self
+                    .slots
+                    .get_mut(&key)
+                    .and_then(|slot| slot.go_away(&backoff))
+                else {
+                    return;
+                };
+                next
+            }
             Event::Deadline => {
                 slot.deadline();
+                if self.install_standby(&key) {
+                    return;
+                }
                 // Resolve first when allowed, so the replacement goes to a
                 // current address; otherwise the last answer is fresh enough.
                 if !self.resolve_soon() {
@@ -457,17 +346,25 @@ where
                 return;
             }
             Event::GoAway => {
-                // The server asked for a new connection (its own maximum
-                // connection age, a graceful shutdown). The old connection
-                // finishes its in-flight requests.
+                // The server asked for a new connection (its request cap,
+                // its own maximum connection age, a graceful shutdown). The
+                // old connection finishes its in-flight requests.
                 let Some((old, next)) = slot.go_away(&backoff) else {
                     return;
                 };
+                if request_cap(&old).is_some() {
+                    self.endpoints.learn_request_cap(&key.endpoint, old.clone());
+                }
                 tracing::debug!(
                     endpoint = %key,
                     age_ms = old.age().as_millis() as u64,
+                    served = old.served(),
                     "server sent GOAWAY, rotating the connection"
                 );
+                if self.install_standby(&key) {
+                    self.resolve_soon();
+                    return;
+                }
                 next
             }
             Event::Lost => {
@@ -480,6 +377,10 @@ where
                     reason = ?lost.drain_reason(),
                     "connection lost, replacing it"
                 );
+                if self.install_standby(&key) {
+                    self.resolve_soon();
+                    return;
+                }
                 next
             }
         };

@@ -30,7 +30,7 @@
 //! | `upstream_cx_connect_fail` | counter | `endpoint` | connects that failed: TCP, TLS, the handshake, no HTTP/2, no `SETTINGS` from the server; timeouts included | `upstream_cx_connect_fail` |
 //! | `upstream_cx_connect_timeout` | counter | `endpoint` | connects that did not finish within `connect_timeout` (also counted in `upstream_cx_connect_fail`, as in Envoy) | `upstream_cx_connect_timeout` |
 //! | `upstream_cx_max_duration_reached` | counter | `endpoint` | connections whose maximum age (`max_connection_age` + jitter) was reached: a rotation starts, or, with no discovery managing it, the drain | `upstream_cx_max_duration_reached` |
-//! | `upstream_cx_rotated` | counter | `endpoint` | aged connections replaced make-before-break: the replacement was ready and took the old one's place, which then drains | – |
+//! | `upstream_cx_rotated` | counter | `endpoint` | connections replaced make-before-break: the replacement was ready and took the old one's place, at its maximum age (the old one then drains) or at the server's `GOAWAY` when its request cap was learned and a successor connected ahead | – |
 //! | `upstream_cx_drained` | counter | `endpoint` | connections that stopped taking requests (rotated, endpoint gone, client dropped, server's `GOAWAY`) and closed once their last request had finished | – |
 //! | `upstream_cx_force_closed` | counter | `endpoint` | draining connections closed by force because requests were still running at `drain_timeout`; those requests fail with `ForceClosed` | part of `upstream_cx_destroy_local_with_active_rq` |
 //! | `upstream_cx_destroy` | counter | `endpoint` | connections closed, for any reason | `upstream_cx_destroy` |
@@ -128,7 +128,8 @@ pub const UPSTREAM_CX_CONNECT_TIMEOUT: &str = name!("upstream_cx_connect_timeout
 /// Connections whose maximum age was reached (counter, `endpoint`). Envoy:
 /// `upstream_cx_max_duration_reached`.
 pub const UPSTREAM_CX_MAX_DURATION_REACHED: &str = name!("upstream_cx_max_duration_reached");
-/// Aged connections replaced make-before-break (counter, `endpoint`).
+/// Connections replaced make-before-break, at their age or at a server's
+/// request cap (counter, `endpoint`).
 pub const UPSTREAM_CX_ROTATED: &str = name!("upstream_cx_rotated");
 /// Connections that drained and closed once their last request ended
 /// (counter, `endpoint`).
@@ -220,7 +221,7 @@ const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
     (
         UPSTREAM_CX_ROTATED,
         Kind::Counter,
-        "Aged connections replaced make-before-break",
+        "Connections replaced make-before-break (at their maximum age, or at a server's request cap)",
     ),
     (
         UPSTREAM_CX_DRAINED,

@@ -4,13 +4,12 @@
 //! another and ends with `OK`. Started as a child process; killed on drop.
 //!
 //! `scripts/test` installs grpcio (`pip install grpcio`) when it is
-//! missing; without it [`SilentServer::start`] panics saying so.
+//! missing; without it [`SilentServer::start`] panics saying so. The same
+//! server on grpc-go is [`super::grpcgo`].
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// A running `grpcio_silent.py`.
@@ -34,30 +33,12 @@ impl SilentServer {
         if let Some(min) = min_ping {
             command.arg(min.as_millis().to_string());
         }
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("python3 is needed for the grpcio peer (scripts/test checks it)");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        let read = tokio::time::timeout(Duration::from_secs(20), stdout.read_line(&mut line)).await;
-        let port: u16 = match read {
-            Ok(Ok(n)) if n > 0 => line.trim().parse().expect("the server's port"),
-            _ => {
-                let mut err = String::new();
-                if let Some(stderr) = child.stderr.take() {
-                    let _ = BufReader::new(stderr).read_line(&mut err).await;
-                }
-                panic!(
-                    "the grpcio server did not start ({}); install grpcio: `pip install grpcio` \
-                     (scripts/test does)",
-                    err.trim()
-                );
-            }
-        };
+        let (child, port) = super::child::spawn_with_port(
+            &mut command,
+            "the grpcio server (python3 grpcio_silent.py)",
+            "install Python 3 and grpcio: `pip install grpcio` (scripts/test does)",
+        )
+        .await;
         SilentServer {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             _child: child,

@@ -6,6 +6,7 @@
 //! - [`backend`]: HTTP/2 backends ("pods") on 127.0.0.x with one port, that
 //!   count what they execute and can misbehave on purpose.
 //! - [`load`]: a bounded load generator that tallies responses per backend.
+//! - [`child`]: starts a peer process that prints its port (the gRPC peers).
 //! - [`dns`]: an authoritative DNS server on loopback whose records change while
 //!   it runs, that can drop queries to simulate an outage, and counts queries.
 //! - [`proxy`]: an L4 TCP proxy that spreads connections round-robin over
@@ -16,25 +17,32 @@
 //!   `grpc-timeout` and answers a call after the delay its metadata asks for.
 //! - [`grpcio`]: a gRPC server on grpcio (C-core, from pip) with C-core's
 //!   ping policy, one stream that stays silent for a while.
+//! - [`grpcgo`]: the same server on grpc-go (built from Go source with
+//!   Debian's grpc-go) with grpc-go's ping policy.
 //! - [`haproxy`]: a real HAProxy in TCP mode as that L4 balancer, started as a
 //!   child process, with servers enabled at run time over its admin socket.
 //! - [`memory`]: an in-memory connector over `tokio::io::duplex`, for exact
 //!   frame sequences against an `h2::server` with paused time.
 //! - [`nghttp`]: nghttp2's `nghttpd` (an HTTP/2 server that is not hyper) as a
 //!   child process, and `h2load` runs parsed into a report of what they lost.
+//! - [`nginx`]: nginx (`nginx-light`) with its default request cap and
+//!   stream limit on 127.0.0.x, one port, as a child process.
 //! - [`server`]: helpers for the server-side tests: a tracing-event recorder,
 //!   a test server, slow axum routes, plain hyper clients.
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod child;
 pub mod dns;
 pub mod fault;
 pub mod grpc;
+pub mod grpcgo;
 pub mod grpcio;
 pub mod haproxy;
 pub mod load;
 pub mod memory;
 pub mod nghttp;
+pub mod nginx;
 pub mod proxy;
 pub mod server;
 

@@ -59,7 +59,7 @@ async fn the_observer_hears_a_loss_and_a_graceful_goaway_but_not_a_replacement()
     let heard = Arc::new(Mutex::new(Vec::new()));
     let observe = |state: &ConnectionState| {
         let heard = heard.clone();
-        state.observe(move |event| heard.lock().unwrap().push(event));
+        state.observe(move |event| heard.lock().unwrap().push(event), None);
     };
     let replaced = state(None);
     observe(&replaced);
@@ -87,8 +87,53 @@ async fn an_observer_attached_late_still_hears_an_earlier_loss() {
     state.start_draining(DrainReason::Closed);
     let heard = Arc::new(Mutex::new(Vec::new()));
     let h = heard.clone();
-    state.observe(move |event| h.lock().unwrap().push(event));
+    state.observe(move |event| h.lock().unwrap().push(event), None);
     assert_eq!(*heard.lock().unwrap(), [Event::Lost]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_observer_hears_once_when_the_cap_is_near_and_refusals_do_not_count_as_served() {
+    let state = state(None);
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let h = heard.clone();
+    state.observe(move |event| h.lock().unwrap().push(event), Some(3));
+    drop(state.begin());
+    drop(state.begin());
+    assert!(heard.lock().unwrap().is_empty());
+    drop(state.begin());
+    assert_eq!(*heard.lock().unwrap(), [Event::CapNear], "at the third");
+    let mut refused = state.begin();
+    let _ = refused.failed(crate::error::Error::refused(http::Request::new(())));
+    drop(refused);
+    assert_eq!(*heard.lock().unwrap(), [Event::CapNear], "only once");
+    assert_eq!((state.started(), state.served()), (4, 3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_the_cap_the_last_request_goes_and_the_connection_drains_once() {
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let state = state(None);
+    let h = heard.clone();
+    state.observe(move |event| h.lock().unwrap().push(event), None);
+    state.drain_at_cap(2);
+    drop(state.begin());
+    assert!(state.is_serving());
+    let last = state.begin();
+    assert_eq!(state.drain_reason(), Some(DrainReason::RequestCap));
+    assert_eq!(state.in_flight(), 1, "the cap's last request is sent");
+    drop(last);
+    assert_eq!(*heard.lock().unwrap(), [Event::CapReached]);
+
+    let late = self::state(None);
+    for _ in 0..3 {
+        drop(late.begin());
+    }
+    late.drain_at_cap(2);
+    assert_eq!(
+        late.drain_reason(),
+        Some(DrainReason::RequestCap),
+        "past the cap already: at once"
+    );
 }
 
 fn grpc_head(status: Option<&'static str>) -> http::HeaderMap {

@@ -24,6 +24,8 @@ const DRAINING: u8 = 1;
 const CLOSED: u8 = 2;
 const PHASE_MASK: u8 = 0b11;
 const REASON_SHIFT: u32 = 2;
+/// [`ConnectionState::cap_marks`]' low half: when a successor is wanted.
+const CAP_NEAR_MASK: u64 = 0xFFFF_FFFF;
 
 /// Why a connection stopped taking new requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,12 +97,12 @@ pub(crate) struct ConnectionState {
     /// Wakes the supervisor: the phase changed, or the last request finished.
     wake: Notify,
     observer: OnceLock<Observer>,
-    /// The `started` count at which the observer hears [`Event::CapNear`]
-    /// (0: never; the count is at least 1 once a request started).
-    cap_near_at: AtomicU32,
-    /// The `started` count at which it drains, [`DrainReason::RequestCap`]
-    /// (0: never).
-    drain_at: AtomicU32,
+    /// The `started` counts at which the observer hears [`Event::CapNear`]
+    /// (low 32 bits) and at which it drains, [`DrainReason::RequestCap`]
+    /// (high 32 bits); 0: never (the count is at least 1 once a request
+    /// started). One word, so a request reads one atomic when neither is
+    /// set, as on connections to servers with no request cap.
+    cap_marks: AtomicU64,
     /// Requests the server provably did not process (`REFUSED_STREAM`,
     /// above a `GOAWAY`'s last-stream-id): `started` minus these is what
     /// the server counted against a request cap.
@@ -142,8 +144,7 @@ impl ConnectionState {
             phase: AtomicU8::new(SERVING),
             wake: Notify::new(),
             observer: OnceLock::new(),
-            cap_near_at: AtomicU32::new(0),
-            drain_at: AtomicU32::new(0),
+            cap_marks: AtomicU64::new(0),
             refused: AtomicU32::new(0),
             waiters: OnceLock::new(),
             slow_start: OnceLock::new(),
@@ -201,8 +202,12 @@ impl ConnectionState {
         observer: impl Fn(Event) + Send + Sync + 'static,
         cap_near_at: Option<u32>,
     ) {
-        self.cap_near_at
-            .store(cap_near_at.unwrap_or(0), Ordering::Relaxed);
+        let near = u64::from(cap_near_at.unwrap_or(0));
+        let _ = self
+            .cap_marks
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |marks| {
+                Some(marks & !CAP_NEAR_MASK | near)
+            });
         let _ = self.observer.set(Box::new(observer));
         // It may have stopped serving before the observer was attached.
         if !self.is_serving() && self.drain_reason() != Some(DrainReason::Replaced) {
@@ -214,7 +219,11 @@ impl ConnectionState {
     /// have): the server serves no more on one connection, and its
     /// manager has the successor ready.
     pub(crate) fn drain_at_cap(&self, cap: u32) {
-        self.drain_at.store(cap, Ordering::Relaxed);
+        let _ = self
+            .cap_marks
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |marks| {
+                Some(marks & CAP_NEAR_MASK | u64::from(cap) << 32)
+            });
         if self.started() >= cap {
             self.start_draining(DrainReason::RequestCap);
         }
@@ -303,12 +312,9 @@ impl ConnectionState {
     #[inline]
     pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
         let (before, started) = self.handle.begin_stream();
-        if started == self.cap_near_at.load(Ordering::Relaxed) {
-            self.emit(Event::CapNear);
-        }
-        if started == self.drain_at.load(Ordering::Relaxed) {
-            // This request is the cap's last: it goes; none after it.
-            self.start_draining(DrainReason::RequestCap);
+        let marks = self.cap_marks.load(Ordering::Relaxed);
+        if marks != 0 {
+            self.at_cap_marks(started, marks);
         }
         let start_ns = if self.load.samples_rtt() {
             let now = self.nanos_since_born(LoadInstant::now());
@@ -320,6 +326,19 @@ impl ConnectionState {
             0
         };
         InFlight::new(self.clone(), start_ns)
+    }
+
+    /// The request `started` reached a mark of the server's request cap.
+    #[cold]
+    #[inline(never)]
+    fn at_cap_marks(&self, started: u32, marks: u64) {
+        if u64::from(started) == marks & CAP_NEAR_MASK {
+            self.emit(Event::CapNear);
+        }
+        if u64::from(started) == marks >> 32 {
+            // This request is the cap's last: it goes; none after it.
+            self.start_draining(DrainReason::RequestCap);
+        }
     }
 
     /// The balancing cost of sending one more request here; lower is better.

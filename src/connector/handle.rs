@@ -52,19 +52,34 @@ type CloseFn = Box<dyn FnOnce() + Send>;
 const IN_FLIGHT_MASK: u64 = 0xFFFF_FFFF;
 const STARTED_ONE: u64 = 1 << 32;
 
+/// What has happened to the transport, in one word. Each fact goes from
+/// unset to set once and never back, so one load gives a reader every fact
+/// at one moment: a connection closed by force for a dead peer is never
+/// seen closed without its cause. The low 32 bits hold the server's
+/// `GOAWAY` code once [`GONE_AWAY`] is set.
+mod fact {
+    /// The server sent `GOAWAY` (its code in the low 32 bits).
+    pub(super) const GONE_AWAY: u64 = 1 << 32;
+    /// A keepalive `PING` went unanswered: closed as a dead peer.
+    pub(super) const KEEP_ALIVE_TIMED_OUT: u64 = 1 << 33;
+    /// [`force_close`](super::ConnectionHandle::force_close) was called.
+    pub(super) const FORCED: u64 = 1 << 34;
+    /// The transport has closed.
+    pub(super) const CLOSED: u64 = 1 << 35;
+    /// Keepalive `PING`s went out: a server's `GOAWAY(ENHANCE_YOUR_CALM)`
+    /// may be about them (grpc-go's "too_many_pings"), not about a request.
+    pub(super) const PINGED: u64 = 1 << 36;
+    /// Someone counts the streams: until then the connection counts as busy.
+    pub(super) const COUNTED: u64 = 1 << 37;
+    pub(super) const CODE: u64 = 0xFFFF_FFFF;
+}
+
 struct Inner {
-    closed: AtomicBool,
-    forced: AtomicBool,
-    /// The server's `GOAWAY` error code plus one; 0 while none came.
-    go_away: AtomicU64,
-    /// The keepalive `PING` went unanswered: closed as a dead peer.
-    keep_alive_timed_out: AtomicBool,
-    /// Keepalive `PING`s went out on this connection: a server's
-    /// `GOAWAY(ENHANCE_YOUR_CALM)` may be about them (grpc-go's
-    /// "too_many_pings"), not about a request.
-    pinged: AtomicBool,
+    /// See [`fact`].
+    facts: AtomicU64,
     /// The server sent response HEADERS or DATA since the keepalive last
-    /// looked (set by whoever reads responses: the age layer).
+    /// looked (set by whoever reads responses: the age layer). It comes and
+    /// goes, so it is not a fact.
     heard: AtomicBool,
     /// Requests in flight (low 32 bits) and requests ever started (high 32
     /// bits, wrapping), counted by whoever tracks requests until their
@@ -72,8 +87,6 @@ struct Inner {
     /// The connection task reads it to tell whether requests are in flight
     /// (keepalive pings only then, unless told to while idle).
     streams: AtomicU64,
-    /// Someone counts `streams`: until then the connection counts as busy.
-    counted: AtomicBool,
     notify: Notify,
     close: Mutex<Option<CloseFn>>,
 }
@@ -83,23 +96,27 @@ impl ConnectionHandle {
     pub fn new(close: impl FnOnce() + Send + 'static) -> Self {
         ConnectionHandle {
             inner: Arc::new(Inner {
-                closed: AtomicBool::new(false),
-                forced: AtomicBool::new(false),
-                go_away: AtomicU64::new(0),
-                keep_alive_timed_out: AtomicBool::new(false),
-                pinged: AtomicBool::new(false),
+                facts: AtomicU64::new(0),
                 heard: AtomicBool::new(false),
                 streams: AtomicU64::new(0),
-                counted: AtomicBool::new(false),
                 notify: Notify::new(),
                 close: Mutex::new(Some(Box::new(close))),
             }),
         }
     }
 
+    /// Sets `fact`; true when it was not set before.
+    fn record(&self, fact: u64) -> bool {
+        self.inner.facts.fetch_or(fact, Ordering::AcqRel) & fact == 0
+    }
+
+    fn has(&self, fact: u64) -> bool {
+        self.inner.facts.load(Ordering::Acquire) & fact != 0
+    }
+
     /// Records that the transport has closed and wakes everyone waiting.
     pub fn set_closed(&self) {
-        if !self.inner.closed.swap(true, Ordering::AcqRel) {
+        if self.record(fact::CLOSED) {
             self.inner.notify.notify_waiters();
         }
     }
@@ -108,24 +125,24 @@ impl ConnectionHandle {
     /// takes no new streams, its in-flight ones may finish. The first
     /// `GOAWAY` counts (a graceful shutdown sends two).
     pub fn set_going_away(&self, reason: h2::Reason) {
-        let code = u64::from(u32::from(reason)) + 1;
-        if self
+        let gone = fact::GONE_AWAY | u64::from(u32::from(reason));
+        let first = self
             .inner
-            .go_away
-            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
+            .facts
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |facts| {
+                (facts & fact::GONE_AWAY == 0).then_some(facts | gone)
+            })
+            .is_ok();
+        if first {
             self.inner.notify.notify_waiters();
         }
     }
 
     /// The error code of the server's `GOAWAY`, once one came.
     pub fn go_away_reason(&self) -> Option<h2::Reason> {
-        match self.inner.go_away.load(Ordering::Acquire) {
-            0 => None,
-            // Stored from a `u32` plus one, so this never truncates.
-            code => Some(h2::Reason::from((code - 1) as u32)),
-        }
+        let facts = self.inner.facts.load(Ordering::Acquire);
+        // The code sits in the low 32 bits: the cast keeps exactly those.
+        (facts & fact::GONE_AWAY != 0).then(|| h2::Reason::from((facts & fact::CODE) as u32))
     }
 
     /// Waits until the server sent `GOAWAY`, and gives its error code.
@@ -143,22 +160,20 @@ impl ConnectionHandle {
     /// transport's owner then closes it by force. Requests that were in
     /// flight fail with [`ErrorKind::KeepAlive`](crate::ErrorKind::KeepAlive).
     pub fn set_keep_alive_timed_out(&self) {
-        self.inner
-            .keep_alive_timed_out
-            .store(true, Ordering::Release);
+        self.record(fact::KEEP_ALIVE_TIMED_OUT);
     }
 
     /// True once a keepalive `PING` went unanswered.
     pub fn keep_alive_timed_out(&self) -> bool {
-        self.inner.keep_alive_timed_out.load(Ordering::Acquire)
+        self.has(fact::KEEP_ALIVE_TIMED_OUT)
     }
 
     pub(crate) fn set_pinged(&self) {
-        self.inner.pinged.store(true, Ordering::Release);
+        self.record(fact::PINGED);
     }
 
     pub(crate) fn pinged(&self) -> bool {
-        self.inner.pinged.load(Ordering::Acquire)
+        self.has(fact::PINGED)
     }
 
     /// A response's HEADERS or DATA came from the server: the connection is
@@ -180,7 +195,7 @@ impl ConnectionHandle {
     /// [`begin_stream`](Self::begin_stream) and
     /// [`end_stream`](Self::end_stream).
     pub(crate) fn count_streams(&self) {
-        self.inner.counted.store(true, Ordering::Release);
+        self.record(fact::COUNTED);
     }
 
     /// Counts one more request in flight and started; gives the number
@@ -220,14 +235,14 @@ impl ConnectionHandle {
 
     /// Whether requests are in flight (true while nobody counts them).
     pub(crate) fn is_busy(&self) -> bool {
-        !self.inner.counted.load(Ordering::Acquire) || self.in_flight() > 0
+        !self.has(fact::COUNTED) || self.in_flight() > 0
     }
 
     /// Whether more than one request is in flight (true while nobody counts
     /// them): only then can the connection task gather several streams
     /// into one write.
     pub(crate) fn is_shared(&self) -> bool {
-        !self.inner.counted.load(Ordering::Acquire) || self.in_flight() > 1
+        !self.has(fact::COUNTED) || self.in_flight() > 1
     }
 
     /// A guard that calls [`set_closed`](Self::set_closed) when dropped: hold it
@@ -238,17 +253,17 @@ impl ConnectionHandle {
 
     /// True once the transport has closed.
     pub fn is_closed(&self) -> bool {
-        self.inner.closed.load(Ordering::Acquire)
+        self.has(fact::CLOSED)
     }
 
     /// True when [`force_close`](Self::force_close) was called.
     pub fn was_forced(&self) -> bool {
-        self.inner.forced.load(Ordering::Acquire)
+        self.has(fact::FORCED)
     }
 
     /// Closes the transport now; requests still in flight on it fail.
     pub fn force_close(&self) {
-        self.inner.forced.store(true, Ordering::Release);
+        self.record(fact::FORCED);
         let close = self
             .inner
             .close
@@ -289,5 +304,47 @@ pub struct ClosedOnDrop(ConnectionHandle);
 impl Drop for ClosedOnDrop {
     fn drop(&mut self) {
         self.0.set_closed();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_goaway_counts_and_its_code_comes_back_whole() {
+        let handle = ConnectionHandle::new(|| {});
+        assert_eq!(handle.go_away_reason(), None);
+        handle.set_going_away(h2::Reason::from(u32::MAX));
+        handle.set_going_away(h2::Reason::NO_ERROR);
+        assert_eq!(handle.go_away_reason(), Some(h2::Reason::from(u32::MAX)));
+        assert!(!handle.is_closed() && !handle.was_forced() && !handle.pinged());
+    }
+
+    #[test]
+    fn each_fact_is_kept_apart_and_once_set_stays() {
+        let closes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = closes.clone();
+        let handle = ConnectionHandle::new(move || {
+            counted.fetch_add(1, Ordering::Relaxed);
+        });
+        assert!(handle.is_busy(), "nobody counts its streams yet");
+        handle.count_streams();
+        assert!(!handle.is_busy());
+        handle.set_pinged();
+        handle.set_keep_alive_timed_out();
+        assert!(handle.pinged() && handle.keep_alive_timed_out());
+        assert!(!handle.was_forced() && !handle.is_closed());
+        handle.force_close();
+        handle.force_close();
+        assert_eq!(closes.load(Ordering::Relaxed), 1, "closed once");
+        assert!(handle.was_forced() && !handle.is_closed());
+        handle.set_closed();
+        assert!(handle.is_closed() && handle.keep_alive_timed_out());
+        assert_eq!(
+            handle.go_away_reason(),
+            None,
+            "no GOAWAY in the other facts"
+        );
     }
 }

@@ -12,20 +12,25 @@
 //! `http2_max_concurrent_streams 128`.
 //!
 //! Cells: 1 and 3 pods, at each `--concurrency` (default 64 and 256), each
-//! for `--seconds` (default 5) per client, `--rounds` rounds (default 3),
-//! the clients' order swapped each round. Clients:
+//! for `--seconds` (default 5) per client, `--rounds` rounds (default 5),
+//! the clients' order rotated by one each round. Clients:
 //!
-//! - `raw hyper, reconnecting`: one hyper `http2::SendRequest` per pod,
-//!   requests spread round-robin; a pod's connection is opened again (one
-//!   connect at a time) when a request fails on it or it has closed. A
-//!   failed request is not sent again: it counts as failed.
+//! - `raw hyper, new conn. on close`: one hyper `http2::SendRequest` per
+//!   pod, requests spread round-robin; a pod's connection is opened again
+//!   (one connect at a time) once it has closed. A failed request is not
+//!   sent again: it counts as failed.
+//! - `raw hyper, new conn. on error`: the same, but a pod's connection is
+//!   dropped at the first request that fails on it, so the next request
+//!   opens a new one without waiting for the close.
 //! - `Client`: [`Client`] with its defaults over the same pods.
 //!
 //! Figures per client and cell: requests/s, p50 and p99 latency, failed
 //! requests, and with nginx the requests nginx served that no caller heard
 //! answered (`stub_status`'s count before and after the cell, minus the
-//! answered ones: a request lost or run twice shows here). The ratios are
-//! the medians of the per-round ratios of `Client` to raw hyper.
+//! answered ones: a request lost or run twice shows here), CPU and write
+//! syscalls of this process per answered request, and for `Client` its
+//! replays and waits. The ratios are the medians of the per-round ratios
+//! of `Client` to each raw hyper client.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -129,10 +134,13 @@ struct RawPod {
 struct Reconnecting {
     pods: Arc<Vec<RawPod>>,
     next: Arc<AtomicUsize>,
+    /// Drops a pod's connection at the first request that fails on it,
+    /// rather than when it has closed.
+    on_error: bool,
 }
 
 impl Reconnecting {
-    fn new(addrs: &[SocketAddr]) -> Self {
+    fn new(addrs: &[SocketAddr], on_error: bool) -> Self {
         Reconnecting {
             pods: Arc::new(
                 addrs
@@ -146,6 +154,7 @@ impl Reconnecting {
                     .collect(),
             ),
             next: Arc::new(AtomicUsize::new(0)),
+            on_error,
         }
     }
 
@@ -191,11 +200,13 @@ impl Reconnecting {
         }
         .await;
         if let Err(e) = result {
-            // The connection failed or went away: the next caller opens a
-            // new one.
-            let mut current = pod.current.lock().unwrap();
-            if current.as_ref().is_some_and(|(current, _)| *current == id) {
-                *current = None;
+            if self.on_error {
+                // The connection failed or went away: the next caller
+                // opens a new one.
+                let mut current = pod.current.lock().unwrap();
+                if current.as_ref().is_some_and(|(current, _)| *current == id) {
+                    *current = None;
+                }
             }
             return Err(e.to_string());
         }
@@ -208,16 +219,20 @@ impl Reconnecting {
 
 #[derive(Clone, Copy)]
 enum Row {
-    Raw,
+    /// Reconnects when the connection has closed.
+    RawOnClose,
+    /// Reconnects at the first failed request.
+    RawOnError,
     Client,
 }
 
-const ROWS: [Row; 2] = [Row::Raw, Row::Client];
+const ROWS: [Row; 3] = [Row::RawOnClose, Row::RawOnError, Row::Client];
 
 impl Row {
     fn name(self) -> &'static str {
         match self {
-            Row::Raw => "raw hyper, reconnecting",
+            Row::RawOnClose => "raw hyper, new conn. on close",
+            Row::RawOnError => "raw hyper, new conn. on error",
             Row::Client => "Client",
         }
     }
@@ -291,8 +306,8 @@ async fn cell(row: Row, backend: &Backend, pods: usize, callers: usize, time: Du
     let cpu_before = crate::process::usage(None);
     let mut stats = None;
     let (answered, mut latencies, failed, elapsed) = match row {
-        Row::Raw => {
-            let raw = Reconnecting::new(addrs);
+        Row::RawOnClose | Row::RawOnError => {
+            let raw = Reconnecting::new(addrs, matches!(row, Row::RawOnError));
             let send = move || {
                 let raw = raw.clone();
                 async move { raw.send(request()).await }
@@ -388,7 +403,7 @@ async fn run(options: &Options, pinning: Pinning) {
     let rounds = if options.rounds_given {
         options.rounds
     } else {
-        3
+        5
     };
     let concurrency = if options.concurrency.is_empty() {
         vec![64, 256]
@@ -408,11 +423,11 @@ async fn run(options: &Options, pinning: Pinning) {
     for pods in [1, 3] {
         for &callers in &concurrency {
             // [round][row]
-            let mut cells: Vec<[Cell; 2]> = Vec::new();
+            let mut cells: Vec<[Cell; 3]> = Vec::new();
             for round in 0..rounds {
-                let mut pair: [Cell; 2] = Default::default();
-                let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-                for i in order {
+                let mut pair: [Cell; 3] = Default::default();
+                // The rows' order rotated by one each round.
+                for i in (0..ROWS.len()).map(|i| (i + round) % ROWS.len()) {
                     eprint!(
                         "\r{pods} pod(s), {callers:>3} callers, round {}/{rounds}, {:<24}",
                         round + 1,
@@ -423,12 +438,17 @@ async fn run(options: &Options, pinning: Pinning) {
                 cells.push(pair);
             }
             eprint!("\r{:72}\r", "");
-            let ratio = |f: fn(&Cell) -> f64| {
-                median(cells.iter().map(|pair| f(&pair[1]) / f(&pair[0])).collect())
+            let ratio = |f: fn(&Cell) -> f64, raw: usize| {
+                median(
+                    cells
+                        .iter()
+                        .map(|pair| f(&pair[2]) / f(&pair[raw]))
+                        .collect(),
+                )
             };
             println!("\n{pods} pod(s), {callers} callers:");
             println!(
-                "  {:<26} {:>9} {:>9} {:>9} {:>8} {:>7} {:>9} {:>14} {:>9} {:>9}",
+                "  {:<30} {:>9} {:>9} {:>9} {:>8} {:>7} {:>9} {:>14} {:>9} {:>9}",
                 "client",
                 "req/s",
                 "p50 µs",
@@ -449,7 +469,7 @@ async fn run(options: &Options, pinning: Pinning) {
                 let waited: Option<u64> = cells.iter().map(|pair| pair[i].waited).sum();
                 let or_dash = |n: Option<String>| n.unwrap_or_else(|| "-".into());
                 println!(
-                    "  {:<26} {:>9.0} {:>9.0} {:>9.0} {:>8.2} {:>7.3} {:>9} {:>14} {:>9} {:>9}",
+                    "  {:<30} {:>9.0} {:>9.0} {:>9.0} {:>8.2} {:>7.3} {:>9} {:>14} {:>9} {:>9}",
                     row.name(),
                     column(|c| c.rps),
                     column(|c| c.p50_us),
@@ -462,17 +482,28 @@ async fn run(options: &Options, pinning: Pinning) {
                     or_dash(waited.map(|n| n.to_string())),
                 );
             }
-            let (throughput, p99) = (ratio(|c| c.rps), ratio(|c| c.p99_us));
-            println!("  Client / raw: throughput {throughput:.2}x, p99 {p99:.2}x");
-            summary.push((pods, callers, throughput, p99));
+            let mut ratios = [(0.0, 0.0); 2];
+            for (raw, ratios) in ratios.iter_mut().enumerate() {
+                *ratios = (ratio(|c| c.rps, raw), ratio(|c| c.p99_us, raw));
+                println!(
+                    "  Client / {}: throughput {:.2}x, p99 {:.2}x",
+                    ROWS[raw].name(),
+                    ratios.0,
+                    ratios.1
+                );
+            }
+            summary.push(ratios);
         }
     }
-    let throughputs: Vec<f64> = summary.iter().map(|s| s.2).collect();
-    println!(
-        "\nmedian throughput ratio {:.2}x (lowest {:.2}x), highest p99 ratio {:.2}x",
-        median(throughputs.clone()),
-        throughputs.iter().copied().fold(f64::INFINITY, f64::min),
-        summary.iter().map(|s| s.3).fold(0.0, f64::max),
-    );
+    for raw in 0..2 {
+        let throughputs: Vec<f64> = summary.iter().map(|s| s[raw].0).collect();
+        println!(
+            "\nClient / {}: median throughput ratio {:.2}x (lowest {:.2}x), highest p99 ratio {:.2}x",
+            ROWS[raw].name(),
+            median(throughputs.clone()),
+            throughputs.iter().copied().fold(f64::INFINITY, f64::min),
+            summary.iter().map(|s| s[raw].1).fold(0.0, f64::max),
+        );
+    }
     backend.stop().await;
 }

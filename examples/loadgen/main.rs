@@ -293,7 +293,7 @@ const USAGE: &str = "usage: loadgen [--requests N] [--rounds R] [--body-bytes B]
                       with --process: instead, servers that end each connection after N requests
                       (three `loadgen --serve --server-max-requests N` pods on 127.0.0.1-3, one port);
                       raw hyper reconnecting vs Client, 1 and 3 pods, concurrency 64 and 256,
-                      --seconds (default 5) per cell, --rounds (default 3); with --serve: the backend
+                      --seconds (default 5) per cell, --rounds (default 5); with --serve: the backend
                       ends each connection after N requests with a graceful GOAWAY
   --nginx             with --process: the same against nginx with its defaults (keepalive_requests
                       1000, 128 streams) serving 127.0.0.1-3

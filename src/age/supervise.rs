@@ -34,7 +34,15 @@ pub(super) async fn supervise(state: Arc<ConnectionState>) {
             _ = handle.going_away() => {
                 state.start_draining(DrainReason::GoAway);
             }
-            _ = handle.closed() => state.mark_closed(),
+            _ = handle.closed() => {
+                // A server that sent GOAWAY closes once its last stream
+                // ended; seen late, the close must not hide the GOAWAY
+                // (a routine end is no loss).
+                if handle.go_away_reason().is_some() {
+                    state.start_draining(DrainReason::GoAway);
+                }
+                state.mark_closed();
+            }
         }
     }
 
@@ -181,5 +189,23 @@ mod tests {
         task.await.unwrap();
         assert_eq!(state.drain_reason(), Some(DrainReason::GoAway));
         drop(request);
+    }
+
+    /// A server's `GOAWAY` and its close both came before the supervisor
+    /// looked (a busy runtime): the manager still hears a `GOAWAY`, not a
+    /// loss, whichever the supervisor's select picks first.
+    #[tokio::test(start_paused = true)]
+    async fn a_goaway_seen_only_with_the_close_is_still_a_goaway() {
+        for _ in 0..20 {
+            let (state, _) = state(None);
+            let heard = Arc::new(Mutex::new(Vec::new()));
+            let h = heard.clone();
+            state.observe(move |event| h.lock().unwrap().push(event), None);
+            state.handle.set_going_away(h2::Reason::NO_ERROR);
+            state.handle.set_closed();
+            supervise(state.clone()).await;
+            assert_eq!(*heard.lock().unwrap(), [Event::GoAway]);
+            assert_eq!(state.drain_reason(), Some(DrainReason::GoAway));
+        }
     }
 }

@@ -314,6 +314,17 @@ where
             Event::CapNear => {
                 // The server's request cap is near: connect the successor
                 // now, so it serves the moment the server's GOAWAY comes.
+                // A fixed cap is read now, not when the connection came:
+                // by now the requests its predecessor's server refused
+                // have all been counted. The connection stops at it, with
+                // its successor ready or not (requests then wait for it,
+                // rather than go to a server that refuses them).
+                if let (Some(cap), Some(current)) = (
+                    self.endpoints.fixed_request_cap(&key.endpoint),
+                    slot.current(),
+                ) {
+                    current.drain_at_cap(cap);
+                }
                 if slot.begin_standby() {
                     self.dial(key).await;
                 }

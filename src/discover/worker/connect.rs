@@ -109,12 +109,6 @@ where
                 self.status.set_connect_error(key.to_string(), None);
                 if slot.connecting_standby() {
                     tracing::debug!(endpoint = %key, "successor connected, waiting for the server's cap");
-                    if let (Some(cap), Some(current)) = (
-                        self.endpoints.fixed_request_cap(&key.endpoint),
-                        slot.current(),
-                    ) {
-                        current.drain_at_cap(cap);
-                    }
                     slot.stand_by(connection.state().clone(), connection);
                 } else {
                     self.install(key, connection);

@@ -477,6 +477,56 @@ async fn a_connect_that_never_finishes_times_out_and_is_retried() {
     );
 }
 
+/// With a connection `MakeService` of one's own (here hyper's, over a
+/// transport that never connects), which bounds nothing, discovery's
+/// `connect_timeout` bounds each connect, and it is retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_of_a_make_service_of_ones_own_times_out_too() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tower_max_connection_age::connector::HyperConnector;
+    use tower_max_connection_age::replay::ReplayBody;
+
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let transport = {
+        let attempts = attempts.clone();
+        tower::service_fn(move |_uri: http::Uri| {
+            attempts.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<std::io::Result<hyper_util::rt::TokioIo<tokio::net::TcpStream>>>(
+            )
+        })
+    };
+    let mut builder =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder.timer(hyper_util::rt::TokioTimer::new());
+    let client = Client::builder()
+        .endpoint("http://10.255.255.1:80".parse().unwrap())
+        .connect_timeout(Duration::from_millis(100))
+        .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(20))
+        .ready_timeout(Duration::from_millis(600))
+        .build_with::<Body, _>(HyperConnector::<_, ReplayBody<Body>>::new(
+            transport, builder,
+        ))
+        .unwrap();
+    let err = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.oneshot(get("http://10.255.255.1/", "x")),
+    )
+    .await
+    .expect("must not hang")
+    .unwrap_err();
+    assert!(err.is_no_ready_endpoint(), "{err:?}");
+    let message = format!("{:?}", err);
+    assert!(
+        message.contains("no connection within 100ms"),
+        "discovery's timeout named: {message}"
+    );
+    assert!(
+        attempts.load(Ordering::SeqCst) >= 2,
+        "the timed-out connect was not retried"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn goaway_above_the_last_stream_id_is_replayed_for_a_request_with_no_body_too() {
     // h2 fails a stream with the server's GOAWAY only when the stream is

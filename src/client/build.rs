@@ -38,10 +38,13 @@ impl<C> ClientBuilder<C> {
                  `connector(..)` (for example hyper-rustls' HttpsConnector asking for ALPN h2)",
             ));
         }
-        let (options, connector, http2, keep_alive) = self.split();
+        let (mut options, connector, http2, keep_alive) = self.split();
+        // One timeout per connect: the connector's, which says which step
+        // did not finish.
         let connector = Http2Connector::new(connector, http2)
             .connect_timeout(options.discover.connect_timeout_setting())
             .keep_alive_config(keep_alive);
+        options.discover = options.discover.connector_times_out();
         options.build(connector)
     }
 

@@ -315,7 +315,9 @@ impl<C> ClientBuilder<C> {
     }
 
     /// A connect (TCP, TLS, HTTP/2 handshake) slower than this fails and is
-    /// retried with backoff. Default: 10 s.
+    /// retried with backoff. Default: 10 s. One timer bounds each connect:
+    /// the crate's own connector's, whose error says which step did not
+    /// finish, or with [`build_with`](Self::build_with) discovery's.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.options.discover = self.options.discover.connect_timeout(timeout);
         self

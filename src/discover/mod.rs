@@ -174,6 +174,8 @@ pub struct RotatingDiscoverBuilder {
     outlier: Option<OutlierDetection>,
     backoff: Backoff,
     connect_timeout: Duration,
+    /// The connector bounds its connects with `connect_timeout` itself.
+    connector_times_out: bool,
 }
 
 impl Default for RotatingDiscoverBuilder {
@@ -189,6 +191,7 @@ impl Default for RotatingDiscoverBuilder {
             outlier: None,
             backoff: Backoff::default(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            connector_times_out: false,
         }
     }
 }
@@ -348,6 +351,15 @@ impl RotatingDiscoverBuilder {
         self.connect_timeout
     }
 
+    /// The connector bounds each connect with
+    /// [`connect_timeout`](Self::connect_timeout) itself (the crate's own
+    /// connector under `Client`): discovery sets no timer of its own, so a
+    /// connect has one timeout, whose error says which step did not finish.
+    pub(crate) fn connector_times_out(mut self) -> Self {
+        self.connector_times_out = true;
+        self
+    }
+
     pub(crate) fn first_endpoint(&self) -> Option<&Uri> {
         self.dns
             .as_ref()
@@ -439,7 +451,7 @@ impl RotatingDiscoverBuilder {
                 slow_start: self.slow_start,
                 outlier: self.outlier,
                 backoff: self.backoff,
-                connect_timeout: self.connect_timeout,
+                connect_timeout: (!self.connector_times_out).then_some(self.connect_timeout),
             },
             schedule,
             tx,

@@ -18,5 +18,7 @@ pub(crate) struct Settings {
     /// An extra that started no request for this long is closed.
     pub(crate) extra_idle: Duration,
     pub(crate) backoff: Backoff,
-    pub(crate) connect_timeout: Duration,
+    /// Discovery's bound on a connect; `None` when the connector bounds
+    /// its connects itself.
+    pub(crate) connect_timeout: Option<Duration>,
 }

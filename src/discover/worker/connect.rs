@@ -40,9 +40,15 @@ where
                 let connecting = make.call(key.endpoint.clone());
                 let timeout = self.settings.connect_timeout;
                 Box::pin(async move {
-                    let result = match tokio::time::timeout(timeout, connecting).await {
+                    let made = match timeout {
+                        None => Ok(connecting.await),
+                        Some(timeout) => tokio::time::timeout(timeout, connecting)
+                            .await
+                            .map_err(|_| timeout),
+                    };
+                    let result = match made {
                         Ok(made) => made.map_err(|e| error::from_box(e.into(), ErrorKind::Connect)),
-                        Err(_) => {
+                        Err(timeout) => {
                             crate::metrics::connect_timed_out(&key.endpoint);
                             Err(Error::new(ErrorKind::Connect)
                                 .with_message(format!("{key}: no connection within {timeout:?}")))

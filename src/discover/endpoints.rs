@@ -40,7 +40,14 @@ pub(super) struct Endpoints {
 struct CapsSeen {
     last: Arc<ConnectionState>,
     before: Option<Arc<ConnectionState>>,
+    /// Connections told to stop at the fixed cap since these were seen.
+    stopped: u32,
 }
+
+/// Every this many connections, one is not stopped at a fixed cap but left
+/// to the server's `GOAWAY`, so a cap the server raised is heard. It costs
+/// that connection the requests sent above the cap (refused, sent again).
+const CAP_PROBE_EVERY: u32 = 16;
 
 impl Endpoints {
     pub(super) fn new(slow_start: Duration) -> Self {
@@ -83,6 +90,7 @@ impl Endpoints {
             CapsSeen {
                 last: ended,
                 before,
+                stopped: 0,
             },
         );
     }
@@ -103,13 +111,17 @@ impl Endpoints {
     /// (the server's age, a shutdown) never repeats a count, and a server
     /// that ends connections a little after a count (hyper's two-phase
     /// graceful shutdown takes what comes during a round trip) neither:
-    /// for those the successor waits for the server's `GOAWAY`. (A cap the
-    /// server later raises is not heard: connections keep stopping at the
-    /// old one, which costs a connection per that many requests.)
-    pub(super) fn fixed_request_cap(&self, endpoint: &Uri) -> Option<u32> {
-        let seen = self.request_caps.get(endpoint)?;
+    /// for those the successor waits for the server's `GOAWAY`. Asked once
+    /// per connection: every [`CAP_PROBE_EVERY`]th gets `None` and runs to
+    /// the server's `GOAWAY`, which tells a cap the server changed since.
+    pub(super) fn fixed_request_cap(&mut self, endpoint: &Uri) -> Option<u32> {
+        let seen = self.request_caps.get_mut(endpoint)?;
         let cap = seen.last.served();
-        (seen.before.as_ref()?.served() == cap).then_some(cap)
+        if seen.before.as_ref()?.served() != cap {
+            return None;
+        }
+        seen.stopped += 1;
+        (seen.stopped % CAP_PROBE_EVERY != 0).then_some(cap)
     }
 
     /// When the endpoint joined, while it is within its slow-start window.
@@ -238,6 +250,29 @@ mod tests {
         );
         endpoints.learn_request_cap(&uri(1), served(1003));
         assert_eq!(endpoints.fixed_request_cap(&uri(1)), Some(1003));
+    }
+
+    #[test]
+    fn one_connection_in_sixteen_runs_to_the_servers_goaway_and_hears_a_raised_cap() {
+        let mut endpoints = Endpoints::new(Duration::ZERO);
+        endpoints.add(uri(1));
+        endpoints.learn_request_cap(&uri(1), served(1000));
+        endpoints.learn_request_cap(&uri(1), served(1000));
+        let stopped: Vec<bool> = (0..32)
+            .map(|_| endpoints.fixed_request_cap(&uri(1)).is_some())
+            .collect();
+        assert_eq!(stopped.iter().filter(|s| !**s).count(), 2);
+        assert!(!stopped[15] && !stopped[31], "the 16th and the 32nd probe");
+        // The probe ran to the server's GOAWAY: its cap is now 2,000.
+        endpoints.learn_request_cap(&uri(1), served(2000));
+        assert_eq!(
+            endpoints.fixed_request_cap(&uri(1)),
+            None,
+            "heard, not yet fixed"
+        );
+        assert_eq!(endpoints.successor_due_at(&uri(1)), Some(1500));
+        endpoints.learn_request_cap(&uri(1), served(2000));
+        assert_eq!(endpoints.fixed_request_cap(&uri(1)), Some(2000));
     }
 
     #[test]

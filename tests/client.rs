@@ -441,20 +441,51 @@ async fn relative_uris_get_the_origin_and_the_authority_is_kept() {
     );
 }
 
+/// A transport connector whose connects never finish, and the count of
+/// those it started.
+fn never_connecting() -> (
+    impl tower::Service<
+        http::Uri,
+        Response = hyper_util::rt::TokioIo<tokio::net::TcpStream>,
+        Error = std::io::Error,
+        Future = impl Send,
+    > + Clone
+    + Send
+    + 'static,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let attempts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = attempts.clone();
+    let connector = tower::service_fn(move |_uri: http::Uri| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::future::pending::<std::io::Result<hyper_util::rt::TokioIo<tokio::net::TcpStream>>>()
+    });
+    (connector, attempts)
+}
+
+/// Sends one request to a client whose only endpoint never connects: it
+/// fails with `NoReadyEndpoint`, not a hang.
+async fn no_ready_endpoint<C>(client: Client<Body, C>) -> tower_max_connection_age::Error
+where
+    Client<Body, C>: tower::Service<http::Request<Body>, Error = tower_max_connection_age::Error>,
+{
+    let err = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.oneshot(get("http://10.255.255.1/", "x")),
+    )
+    .await
+    .expect("must not hang")
+    .err()
+    .expect("no answer");
+    assert!(err.is_no_ready_endpoint(), "{err:?}");
+    err
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connect_that_never_finishes_times_out_and_is_retried() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
 
-    let attempts = Arc::new(AtomicUsize::new(0));
-    let connector = {
-        let attempts = attempts.clone();
-        tower::service_fn(move |_uri: http::Uri| {
-            attempts.fetch_add(1, Ordering::SeqCst);
-            std::future::pending::<std::io::Result<hyper_util::rt::TokioIo<tokio::net::TcpStream>>>(
-            )
-        })
-    };
+    let (connector, attempts) = never_connecting();
     let client = Client::builder()
         .endpoint("http://10.255.255.1:80".parse().unwrap())
         .connector(connector)
@@ -463,14 +494,7 @@ async fn a_connect_that_never_finishes_times_out_and_is_retried() {
         .ready_timeout(Duration::from_millis(600))
         .build::<Body>()
         .unwrap();
-    let err = tokio::time::timeout(
-        Duration::from_secs(5),
-        client.oneshot(get("http://10.255.255.1/", "x")),
-    )
-    .await
-    .expect("must not hang")
-    .unwrap_err();
-    assert!(err.is_no_ready_endpoint(), "{err:?}");
+    no_ready_endpoint(client).await;
     assert!(
         attempts.load(Ordering::SeqCst) >= 2,
         "the timed-out connect was not retried"
@@ -482,20 +506,11 @@ async fn a_connect_that_never_finishes_times_out_and_is_retried() {
 /// `connect_timeout` bounds each connect, and it is retried.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connect_of_a_make_service_of_ones_own_times_out_too() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
     use tower_max_connection_age::connector::HyperConnector;
     use tower_max_connection_age::replay::ReplayBody;
 
-    let attempts = Arc::new(AtomicUsize::new(0));
-    let transport = {
-        let attempts = attempts.clone();
-        tower::service_fn(move |_uri: http::Uri| {
-            attempts.fetch_add(1, Ordering::SeqCst);
-            std::future::pending::<std::io::Result<hyper_util::rt::TokioIo<tokio::net::TcpStream>>>(
-            )
-        })
-    };
+    let (transport, attempts) = never_connecting();
     let mut builder =
         hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
     builder.timer(hyper_util::rt::TokioTimer::new());
@@ -508,15 +523,8 @@ async fn a_connect_of_a_make_service_of_ones_own_times_out_too() {
             transport, builder,
         ))
         .unwrap();
-    let err = tokio::time::timeout(
-        Duration::from_secs(5),
-        client.oneshot(get("http://10.255.255.1/", "x")),
-    )
-    .await
-    .expect("must not hang")
-    .unwrap_err();
-    assert!(err.is_no_ready_endpoint(), "{err:?}");
-    let message = format!("{:?}", err);
+    let err = no_ready_endpoint(client).await;
+    let message = format!("{err:?}");
     assert!(
         message.contains("no connection within 100ms"),
         "discovery's timeout named: {message}"

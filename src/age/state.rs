@@ -53,8 +53,8 @@ impl DrainReason {
             0 => DrainReason::Aged,
             1 => DrainReason::Replaced,
             2 => DrainReason::GoAway,
-            4 => DrainReason::RequestCap,
-            _ => DrainReason::Closed,
+            3 => DrainReason::Closed,
+            _ => DrainReason::RequestCap,
         }
     }
 }
@@ -329,10 +329,13 @@ impl ConnectionState {
     }
 
     /// The request `started` reached a mark of the server's request cap.
+    /// The first mark is cleared once it fires, so a connection with no
+    /// drain mark goes back to the one load per request.
     #[cold]
     #[inline(never)]
     fn at_cap_marks(&self, started: u32, marks: u64) {
         if u64::from(started) == marks & CAP_NEAR_MASK {
+            self.cap_marks.fetch_and(!CAP_NEAR_MASK, Ordering::Relaxed);
             self.emit(Event::CapNear);
         }
         if u64::from(started) == marks >> 32 {

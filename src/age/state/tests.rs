@@ -15,6 +15,7 @@ async fn the_drain_reason_is_read_with_the_phase_and_kept_when_closed() {
         DrainReason::Replaced,
         DrainReason::GoAway,
         DrainReason::Closed,
+        DrainReason::RequestCap,
     ] {
         let state = state(None);
         assert_eq!(state.drain_reason(), None);
@@ -102,6 +103,11 @@ async fn the_observer_hears_once_when_the_cap_is_near_and_refusals_do_not_count_
     assert!(heard.lock().unwrap().is_empty());
     drop(state.begin());
     assert_eq!(*heard.lock().unwrap(), [Event::CapNear], "at the third");
+    assert_eq!(
+        state.cap_marks.load(Ordering::Relaxed),
+        0,
+        "the mark is spent"
+    );
     let mut refused = state.begin();
     let _ = refused.failed(crate::error::Error::refused(http::Request::new(())));
     drop(refused);

@@ -1,17 +1,21 @@
 //! What the pick weighs besides load, per endpoint: its run of failures
-//! (outlier detection) and its slow-start ramp.
+//! and its ejection (outlier detection), and its slow-start ramp.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use crate::load::LoadInstant;
 
-/// One endpoint's transport failures in a row, shared by its connections
-/// and the discovery worker; the worker hears when they reach the
-/// threshold, and decides on ejection.
+/// One endpoint's failures in a row, shared by its connections and the
+/// discovery worker; the worker hears when they reach the threshold, and
+/// decides on ejection, which it publishes here for every connection to
+/// the endpoint at once.
 pub(crate) struct EndpointHealth {
     consecutive: AtomicU32,
+    /// Out of the pick: ejected as an outlier (set by the worker's
+    /// ejection timeline, read by the pick).
+    ejected: AtomicBool,
     threshold: u32,
     /// Counts every request's end for the failure percentage (only when it
     /// is on: two atomic adds per request otherwise spared).
@@ -33,6 +37,7 @@ impl EndpointHealth {
     ) -> Arc<Self> {
         Arc::new(EndpointHealth {
             consecutive: AtomicU32::new(0),
+            ejected: AtomicBool::new(false),
             threshold,
             counting,
             ended: AtomicU32::new(0),
@@ -88,6 +93,15 @@ impl EndpointHealth {
         let failed = self.failed.swap(0, Ordering::Relaxed);
         let ended = self.ended.swap(0, Ordering::Relaxed);
         (ended.max(failed), failed)
+    }
+
+    #[inline]
+    pub(crate) fn is_ejected(&self) -> bool {
+        self.ejected.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_ejected(&self, ejected: bool) {
+        self.ejected.store(ejected, Ordering::Relaxed);
     }
 
     pub(crate) fn reset(&self) {

@@ -6,7 +6,7 @@ use std::task::{Context, Poll, ready};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::state::InFlight;
+use super::balancing::InFlight;
 use crate::error::{BoxError, Error, ErrorKind};
 
 pin_project! {

@@ -7,9 +7,9 @@ use std::task::{Context, Poll, ready};
 use http::Response;
 use pin_project_lite::pin_project;
 
+use super::balancing::InFlight;
 use super::body::ResponseBody;
 use super::settle::answered;
-use super::state::InFlight;
 use crate::error::{self, BoxError, Error, ErrorKind};
 
 pin_project! {

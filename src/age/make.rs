@@ -93,7 +93,6 @@ impl Wrap {
             deadline,
             self.config.drain_timeout,
             service.handle(),
-            self.config.judging,
         );
         tracing::debug!(
             endpoint = %state.endpoint,
@@ -102,6 +101,6 @@ impl Wrap {
         );
         state.handle.count_streams();
         tokio::spawn(supervise(state.clone()));
-        AgedConnection::new(service, state)
+        AgedConnection::new(service, state, self.config.judging)
     }
 }

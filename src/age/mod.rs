@@ -8,6 +8,7 @@
 //! drain timeout.
 
 mod balance;
+pub(crate) mod balancing;
 mod body;
 mod config;
 mod future;
@@ -17,7 +18,7 @@ mod service;
 mod settle;
 pub(crate) mod state;
 mod supervise;
-mod waiters;
+pub(crate) mod waiters;
 
 pub use crate::connector::{AgeableConnection, ClosedOnDrop, ConnectionHandle};
 pub use body::ResponseBody;

@@ -9,9 +9,13 @@ use http::{Request, Response};
 use tokio::time::Instant;
 use tower_service::Service;
 
+use super::balance::{EndpointHealth, SlowStart};
+use super::balancing::{Balancing, InFlight};
 use super::body::ResponseBody;
+use super::config::Judging;
 use super::future::ResponseFuture;
-use super::state::{ConnectionState, DrainReason, InFlight};
+use super::state::{ConnectionState, DrainReason};
+use super::waiters::Waiters;
 use crate::connector::SharedConnection;
 use crate::error::{self, BoxError, Error, ErrorKind};
 
@@ -37,7 +41,8 @@ pub struct AgedConnection<S> {
     /// close) goes, and a closing transport is never taken for a lost one.
     _owner: Arc<DrainOnDrop>,
     inner: S,
-    state: Arc<ConnectionState>,
+    /// What the pick weighs of it, which holds its lifetime.
+    balancing: Arc<Balancing>,
 }
 
 /// Starts its connection's drain when dropped: held by every clone of an
@@ -51,17 +56,50 @@ impl Drop for DrainOnDrop {
 }
 
 impl<S> AgedConnection<S> {
-    pub(crate) fn new(inner: S, state: Arc<ConnectionState>) -> Self {
+    pub(crate) fn new(inner: S, state: Arc<ConnectionState>, judging: impl Into<Judging>) -> Self {
         let owner = Arc::new(DrainOnDrop(state.clone()));
         AgedConnection {
             _owner: owner,
             inner,
-            state,
+            balancing: Arc::new(Balancing::new(state, judging)),
         }
     }
 
+    /// Its lifetime: phase, drain, requests in flight.
     pub(crate) fn state(&self) -> &Arc<ConnectionState> {
-        &self.state
+        &self.balancing.lifetime
+    }
+
+    pub(crate) fn balancing(&self) -> &Balancing {
+        &self.balancing
+    }
+
+    /// Discovery hands in what it owns of the connection's endpoint, as it
+    /// takes the connection: its health (with its ejection) and its
+    /// slow-start ramp.
+    pub(crate) fn weighed_as(
+        &mut self,
+        health: Option<Arc<EndpointHealth>>,
+        slow_start: Option<SlowStart>,
+    ) {
+        self.balancing_mut().weigh_as(health, slow_start);
+    }
+
+    /// The client hands in its wait line, as it takes the connection: each
+    /// request that ends here admits the first request waiting for room.
+    pub(crate) fn waited_on_by(&mut self, waiters: Arc<Waiters>) {
+        self.balancing_mut().wait_on(waiters);
+    }
+
+    /// The balancing record, which nobody else holds yet when the owner
+    /// that takes the connection completes it. Should a clone of this
+    /// connection exist already (a make service that kept one), this one
+    /// is weighed on its own from here, rather than changing the clone's.
+    fn balancing_mut(&mut self) -> &mut Balancing {
+        if Arc::get_mut(&mut self.balancing).is_none() {
+            self.balancing = Arc::new(self.balancing.fresh());
+        }
+        Arc::get_mut(&mut self.balancing).expect("just made, so held by this one alone")
     }
 
     pub(crate) fn inner(&self) -> &S {
@@ -83,33 +121,33 @@ impl<S> AgedConnection<S> {
 
     /// True while the connection takes new requests.
     pub fn is_serving(&self) -> bool {
-        self.state.is_serving()
+        self.state().is_serving()
     }
 
     /// Why it stopped taking requests, if it has.
     pub fn drain_reason(&self) -> Option<DrainReason> {
-        self.state.drain_reason()
+        self.state().drain_reason()
     }
 
     /// How long ago the connection was opened.
     pub fn age(&self) -> Duration {
-        self.state.age()
+        self.state().age()
     }
 
     /// When it stops taking requests (or, when rotated, starts its
     /// replacement); `None` when it never ages.
     pub fn deadline(&self) -> Option<Instant> {
-        self.state.deadline
+        self.state().deadline
     }
 
     /// Requests sent on it whose response body has not ended yet.
     pub fn in_flight(&self) -> usize {
-        self.state.in_flight()
+        self.state().in_flight()
     }
 
     /// Stops taking new requests now; in-flight ones finish as usual.
     pub fn start_draining(&self) {
-        self.state.start_draining(DrainReason::Replaced);
+        self.state().start_draining(DrainReason::Replaced);
     }
 }
 
@@ -118,7 +156,7 @@ impl<S: Clone> Clone for AgedConnection<S> {
         AgedConnection {
             _owner: self._owner.clone(),
             inner: self.inner.clone(),
-            state: self.state.clone(),
+            balancing: self.balancing.clone(),
         }
     }
 }
@@ -126,7 +164,7 @@ impl<S: Clone> Clone for AgedConnection<S> {
 impl<S> fmt::Debug for AgedConnection<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AgedConnection")
-            .field("state", &self.state)
+            .field("state", &self.balancing)
             .finish()
     }
 }
@@ -150,22 +188,22 @@ where
     type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if !self.state.is_serving() {
+        if !self.state().is_serving() {
             return Poll::Ready(Err(
-                Error::new(ErrorKind::Draining).with_message(self.state.endpoint.clone())
+                Error::new(ErrorKind::Draining).with_message(self.state().endpoint.clone())
             ));
         }
         self.inner.poll_ready(cx).map_err(|e| {
-            self.state.start_draining(DrainReason::Closed);
+            self.state().start_draining(DrainReason::Closed);
             error::from_box(e.into(), ErrorKind::Draining)
         })
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        if !self.state.is_serving() {
-            return ResponseFuture::rejected(draining(&self.state, request));
+        if !self.state().is_serving() {
+            return ResponseFuture::rejected(draining(self.state(), request));
         }
-        let in_flight = self.state.begin();
+        let in_flight = self.balancing.begin();
         ResponseFuture::sent(self.inner.call(request), in_flight)
     }
 }
@@ -182,7 +220,7 @@ impl<C> AgedConnection<C> {
     where
         C: SharedConnection<B>,
     {
-        (self.state.begin(), self.inner.send(request))
+        (self.balancing.begin(), self.inner.send(request))
     }
 }
 
@@ -190,7 +228,7 @@ impl<S> tower::load::Load for AgedConnection<S> {
     type Metric = f64;
 
     fn load(&self) -> f64 {
-        self.state.cost(crate::load::LoadInstant::now())
+        self.balancing.cost(crate::load::LoadInstant::now())
     }
 }
 
@@ -199,6 +237,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+    use crate::load::LoadKind;
 
     fn state() -> Arc<ConnectionState> {
         ConnectionState::for_test(None)
@@ -225,7 +264,7 @@ mod tests {
             state: state.clone(),
             seen: seen.clone(),
         };
-        drop(AgedConnection::new(probe, state));
+        drop(AgedConnection::new(probe, state, LoadKind::default()));
         // Dropping the service may let the transport close; by then the
         // connection must be draining, or its close reads as a loss.
         assert_eq!(*seen.lock().unwrap(), Some(Some(DrainReason::Replaced)));
@@ -234,7 +273,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn clones_share_the_connection_and_the_last_one_starts_the_drain() {
         let state = state();
-        let first = AgedConnection::new((), state.clone());
+        let first = AgedConnection::new((), state.clone(), LoadKind::default());
         let second = first.clone();
         drop(first);
         assert!(state.is_serving(), "a clone is left");

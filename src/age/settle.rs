@@ -7,8 +7,8 @@
 
 use http::Response;
 
+use super::balancing::InFlight;
 use super::body::ResponseBody;
-use super::state::InFlight;
 
 /// The response came: its time is a load sample, what it says about the pod
 /// (see [`crate::classify`]) goes to the load and outlier detection, and the

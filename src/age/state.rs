@@ -2,20 +2,14 @@
 //! requests, its supervisor task and whoever manages its rotation.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::balance::{EndpointHealth, SlowStart};
-use super::config::Judging;
-pub(crate) use super::waiters::{Turn, Waiters};
-use crate::classify::ResponseClassifier;
 use crate::connector::ConnectionHandle;
-use crate::load::{Load, LoadInstant};
-pub(crate) use in_flight::InFlight;
 
 /// The phase, in the low two bits of [`ConnectionState::phase`]; the drain
 /// reason sits above them, so one load reads both.
@@ -80,13 +74,13 @@ pub(crate) enum Event {
 
 type Observer = Box<dyn Fn(Event) + Send + Sync>;
 
+/// A connection's lifetime: its phase and why it left `SERVING`, its
+/// requests in flight (on the transport's handle), its deadline and drain,
+/// and the request-cap marks. What the pick weighs of it is not here: that
+/// is its [`Balancing`](super::balancing::Balancing), which holds this.
 pub(crate) struct ConnectionState {
     pub(crate) endpoint: String,
     pub(crate) born: Instant,
-    /// `born` on the system clock, for load stamps. The load is measured per
-    /// request, so it uses `std`'s clock: tokio's `Instant::now` takes a lock
-    /// whenever tokio's `test-util` feature is on anywhere in the build.
-    born_std: LoadInstant,
     pub(crate) deadline: Option<Instant>,
     pub(crate) drain_timeout: Duration,
     pub(crate) handle: ConnectionHandle,
@@ -96,6 +90,10 @@ pub(crate) struct ConnectionState {
     phase: AtomicU8,
     /// Wakes the supervisor: the phase changed, or the last request finished.
     wake: Notify,
+    /// The rotation manager's subscription to [`Event`]s: the one thing
+    /// attached after construction, because the connection's supervisor
+    /// runs (and may report) from the moment it is made, before any
+    /// manager has it. Set once; a connection nobody manages has none.
     observer: OnceLock<Observer>,
     /// The `started` counts at which the observer hears [`Event::CapNear`]
     /// (low 32 bits) and at which it drains, [`DrainReason::RequestCap`]
@@ -107,22 +105,6 @@ pub(crate) struct ConnectionState {
     /// above a `GOAWAY`'s last-stream-id): `started` minus these is what
     /// the server counted against a request cap.
     refused: AtomicU32,
-    waiters: OnceLock<Arc<Waiters>>,
-    /// Set on connections to an endpoint that joined recently.
-    slow_start: OnceLock<SlowStart>,
-    /// The endpoint's failure count, under outlier detection.
-    health: OnceLock<Arc<EndpointHealth>>,
-    /// Out of the pick: its endpoint is ejected as an outlier.
-    ejected: AtomicBool,
-    load: Load,
-    /// What a response says about the pod (see [`crate::classify`]).
-    classifier: ResponseClassifier,
-    /// Nanoseconds since `born` of the last RTT sample.
-    stamp_ns: AtomicU64,
-    /// Nanoseconds since `born` of the last response, or of the moment the
-    /// connection went from idle to busy: with requests in flight, how long
-    /// it has been since it last answered.
-    quiet_since_ns: AtomicU64,
 }
 
 impl ConnectionState {
@@ -131,13 +113,10 @@ impl ConnectionState {
         deadline: Option<Instant>,
         drain_timeout: Duration,
         handle: ConnectionHandle,
-        judging: impl Into<Judging>,
     ) -> Arc<Self> {
-        let judging = judging.into();
         Arc::new(ConnectionState {
             endpoint,
             born: Instant::now(),
-            born_std: LoadInstant::now(),
             deadline,
             drain_timeout,
             handle,
@@ -146,14 +125,6 @@ impl ConnectionState {
             observer: OnceLock::new(),
             cap_marks: AtomicU64::new(0),
             refused: AtomicU32::new(0),
-            waiters: OnceLock::new(),
-            slow_start: OnceLock::new(),
-            health: OnceLock::new(),
-            ejected: AtomicBool::new(false),
-            load: Load::new(judging.load, judging.penalty),
-            classifier: judging.classifier,
-            stamp_ns: AtomicU64::new(0),
-            quiet_since_ns: AtomicU64::new(0),
         })
     }
 
@@ -268,36 +239,6 @@ impl ConnectionState {
         true
     }
 
-    pub(crate) fn set_health(&self, health: Arc<EndpointHealth>) {
-        let _ = self.health.set(health);
-    }
-
-    #[inline]
-    pub(crate) fn is_ejected(&self) -> bool {
-        self.ejected.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn set_ejected(&self, ejected: bool) {
-        self.ejected.store(ejected, Ordering::Relaxed);
-    }
-
-    pub(crate) fn set_slow_start(&self, slow_start: SlowStart) {
-        let _ = self.slow_start.set(slow_start);
-    }
-
-    /// The share of its normal traffic this connection should take at
-    /// `now`: below 1 while its endpoint is in its slow-start window.
-    #[inline]
-    pub(crate) fn weight(&self, now: LoadInstant) -> f64 {
-        self.slow_start.get().map_or(1.0, |s| s.weight(now))
-    }
-
-    /// Lets requests that wait for room on some connection hear when one
-    /// ends here. Set once, by the client that balances over it.
-    pub(crate) fn set_waiters(&self, waiters: Arc<Waiters>) {
-        let _ = self.waiters.set(waiters);
-    }
-
     pub(crate) fn mark_closed(&self) {
         self.start_draining(DrainReason::Closed);
         // Keeps the reason it drained for.
@@ -308,24 +249,32 @@ impl ConnectionState {
             });
     }
 
-    /// Counts a request in flight until the returned guard is dropped.
+    /// A request starts: counted in flight (until [`request_ended`](Self::request_ended)),
+    /// and checked against the request-cap marks. Returns how many were in
+    /// flight before it.
     #[inline]
-    pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
+    pub(crate) fn request_started(&self) -> usize {
         let (before, started) = self.handle.begin_stream();
         let marks = self.cap_marks.load(Ordering::Relaxed);
         if marks != 0 {
             self.at_cap_marks(started, marks);
         }
-        let start_ns = if self.load.samples_rtt() {
-            let now = self.nanos_since_born(LoadInstant::now());
-            if before == 0 {
-                self.quiet_since_ns.store(now, Ordering::Relaxed);
-            }
-            now
-        } else {
-            0
-        };
-        InFlight::new(self.clone(), start_ns)
+        before
+    }
+
+    /// A request counted by [`request_started`](Self::request_started)
+    /// ended; the last one of a draining connection wakes its supervisor.
+    #[inline]
+    pub(crate) fn request_ended(&self) {
+        if self.handle.end_stream() == 1 && !self.is_serving() {
+            self.wake.notify_one();
+        }
+    }
+
+    /// The server provably did not process one of its requests: it does
+    /// not count toward the server's request cap ([`served`](Self::served)).
+    pub(crate) fn request_refused(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The request `started` reached a mark of the server's request cap.
@@ -342,26 +291,6 @@ impl ConnectionState {
             // This request is the cap's last: it goes; none after it.
             self.start_draining(DrainReason::RequestCap);
         }
-    }
-
-    /// The balancing cost of sending one more request here; lower is better.
-    #[inline]
-    pub(crate) fn cost(&self, now: LoadInstant) -> f64 {
-        let now = self.nanos_since_born(now);
-        let since = now.saturating_sub(self.stamp_ns.load(Ordering::Relaxed));
-        let quiet = now.saturating_sub(self.quiet_since_ns.load(Ordering::Relaxed));
-        self.load.cost(self.in_flight(), since, quiet, now)
-    }
-
-    /// In `u64` arithmetic: `Duration::as_nanos` is a `u128`, whose
-    /// conversions cost more than the rest of the load bookkeeping.
-    #[inline]
-    fn nanos_since_born(&self, now: LoadInstant) -> u64 {
-        let since = now.saturating_duration_since(self.born_std);
-        since
-            .as_secs()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(u64::from(since.subsec_nanos()))
     }
 
     /// Resolves once the phase changed or, while draining, the last request ended.
@@ -384,7 +313,7 @@ impl fmt::Debug for ConnectionState {
 #[cfg(test)]
 impl ConnectionState {
     /// A connection for in-memory tests: its requests counted on a handle
-    /// that closes nothing, the default load, a 5 s drain timeout.
+    /// that closes nothing, a 5 s drain timeout.
     pub(crate) fn for_test(deadline: Option<Instant>) -> Arc<Self> {
         let handle = ConnectionHandle::new(|| {});
         handle.count_streams();
@@ -393,11 +322,27 @@ impl ConnectionState {
             deadline,
             Duration::from_secs(5),
             handle,
-            crate::load::LoadKind::default(),
         )
+    }
+
+    /// Counts a request in flight until the returned guard is dropped, as
+    /// a connection's [`InFlight`](super::balancing::InFlight) does.
+    pub(crate) fn begin(self: &Arc<Self>) -> Counted {
+        self.request_started();
+        Counted(self.clone())
     }
 }
 
-mod in_flight;
+/// A request counted in flight on a connection, in tests of its lifetime.
+#[cfg(test)]
+pub(crate) struct Counted(Arc<ConnectionState>);
+
+#[cfg(test)]
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.request_ended();
+    }
+}
+
 #[cfg(test)]
 mod tests;

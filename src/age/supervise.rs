@@ -91,7 +91,6 @@ mod tests {
 
     use super::*;
     use crate::connector::ConnectionHandle;
-    use crate::load::LoadKind;
 
     /// A state whose force-close is counted, with a 10 s drain timeout.
     fn state(deadline: Option<Duration>) -> (Arc<ConnectionState>, Arc<AtomicUsize>) {
@@ -106,7 +105,6 @@ mod tests {
             deadline.map(|d| Instant::now() + d),
             Duration::from_secs(10),
             handle,
-            LoadKind::default(),
         );
         (state, forced)
     }

@@ -11,7 +11,7 @@ use http_body::Body;
 use super::deadline::Deadline;
 use super::{Client, First, SharedConnection};
 use crate::age::ResponseBody;
-use crate::age::state::InFlight;
+use crate::age::balancing::InFlight;
 use crate::connector::Http2Connection;
 use crate::error::{BoxError, Error};
 use crate::replay::{ReplayBody, Replayer};

@@ -37,7 +37,7 @@ impl<B, C: SharedConnection<B>> Candidate<B> for AgedConnection<C> {
 
     #[inline]
     fn is_ejected(&self) -> bool {
-        self.state().is_ejected()
+        self.balancing().is_ejected()
     }
 
     /// Its state's address.
@@ -48,12 +48,12 @@ impl<B, C: SharedConnection<B>> Candidate<B> for AgedConnection<C> {
 
     #[inline]
     fn cost(&self, now: LoadInstant) -> f64 {
-        self.state().cost(now)
+        self.balancing().cost(now)
     }
 
     #[inline]
     fn weight(&self, now: LoadInstant) -> f64 {
-        self.state().weight(now)
+        self.balancing().weight(now)
     }
 }
 

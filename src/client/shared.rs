@@ -12,7 +12,7 @@ use http::uri::{Authority, Scheme};
 use tower::discover::Change;
 
 use crate::age::AgedConnection;
-use crate::age::state::Waiters;
+use crate::age::waiters::Waiters;
 use crate::discover::{AbortOnDrop, Demand, DiscoverStatus, EndpointKey, RotatingDiscover};
 use crate::replay::ReplayConfig;
 
@@ -89,9 +89,9 @@ impl<C> Shared<C> {
     pub(super) fn apply(&self, change: Change<EndpointKey, AgedConnection<C>>) {
         let mut connections = self.connections.write().unwrap_or_else(|p| p.into_inner());
         match change {
-            Change::Insert(key, connection) => {
+            Change::Insert(key, mut connection) => {
                 self.opened.fetch_add(1, Ordering::Relaxed);
-                connection.state().set_waiters(self.waiters.clone());
+                connection.waited_on_by(self.waiters.clone());
                 match connections.iter_mut().find(|(k, _)| *k == key) {
                     // Dropping the old one starts its drain.
                     Some(slot) => {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::age::state::{Turn, Waiters};
+use crate::age::waiters::{Turn, Waiters};
 
 /// A request's place among the [`Waiters`] for as long as it waits, however
 /// its wait ends: sent, or timed out or dropped by its caller, which passes

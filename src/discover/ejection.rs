@@ -96,10 +96,15 @@ impl Ejections {
         self.endpoints.get(endpoint).map(|o| &o.health)
     }
 
+    /// Ejected, by its standing; and the flag its connections read says
+    /// the same.
+    #[cfg(test)]
     pub(super) fn is_ejected(&self, endpoint: &Uri) -> bool {
-        self.endpoints
-            .get(endpoint)
-            .is_some_and(|o| matches!(o.standing, Standing::Ejected))
+        self.endpoints.get(endpoint).is_some_and(|o| {
+            let ejected = matches!(o.standing, Standing::Ejected);
+            assert_eq!(o.health.is_ejected(), ejected, "published as decided");
+            ejected
+        })
     }
 
     pub(super) fn ejected(&self) -> usize {
@@ -191,6 +196,8 @@ impl Ejections {
         }
         outlier.ejections = outlier.ejections.saturating_add(1);
         outlier.standing = Standing::Ejected;
+        // Every connection to it, now and later, reads it out of the pick.
+        outlier.health.set_ejected(true);
         Decision::Eject {
             time: detection.ejection_time(outlier.ejections),
             ejections: outlier.ejections,
@@ -206,6 +213,7 @@ impl Ejections {
         outlier.standing = Standing::In {
             readmitted: Some(Instant::now()),
         };
+        outlier.health.set_ejected(false);
         outlier.health.reset();
         tracing::info!(endpoint = %endpoint, "ejected endpoint readmitted");
         true

@@ -64,17 +64,6 @@ impl<C> Slots<C> {
         self.0.keys()
     }
 
-    /// Marks the endpoint's connections in or out of the pick.
-    pub(super) fn set_ejected(&self, endpoint: &Uri, ejected: bool) {
-        for (key, slot) in &self.0 {
-            if key.endpoint == *endpoint
-                && let Some(state) = slot.current()
-            {
-                state.set_ejected(ejected);
-            }
-        }
-    }
-
     /// The extras that started no request since the last check and have
     /// none in flight.
     pub(super) fn idle_extras(&mut self) -> Vec<EndpointKey> {

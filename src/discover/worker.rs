@@ -161,9 +161,10 @@ where
         }
     }
 
+    /// Says so in the status; the pick reads it from the endpoint's
+    /// health, which the ejection timeline sets.
     fn set_ejected(&self, endpoint: &Uri, reason: Option<EjectionReason>) {
         self.status.set_ejected(endpoint, reason);
-        self.slots.set_ejected(endpoint, reason.is_some());
     }
 
     fn remove_slot(&mut self, key: EndpointKey) {

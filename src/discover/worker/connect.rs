@@ -149,23 +149,24 @@ where
 
     /// Puts a connection in the slot's place and in the balancer's, in
     /// place of the one it replaces (which then drains).
-    pub(super) fn install(&mut self, key: EndpointKey, connection: AgedConnection<S>) {
+    pub(super) fn install(&mut self, key: EndpointKey, mut connection: AgedConnection<S>) {
         let Some(slot) = self.slots.get_mut(&key) else {
             return;
         };
-        let state = connection.state();
-        if let Some(ejections) = &self.ejections
-            && let Some(health) = ejections.health(&key.endpoint)
-        {
-            state.set_health(health.clone());
-            state.set_ejected(ejections.is_ejected(&key.endpoint));
-        }
-        if let Some(joined) = self.endpoints.joined(&key.endpoint) {
-            state.set_slow_start(SlowStart {
+        let health = self
+            .ejections
+            .as_ref()
+            .and_then(|ejections| ejections.health(&key.endpoint))
+            .cloned();
+        let slow_start = self
+            .endpoints
+            .joined(&key.endpoint)
+            .map(|joined| SlowStart {
                 joined,
                 window: self.settings.slow_start,
             });
-        }
+        connection.weighed_as(health, slow_start);
+        let state = connection.state();
         let (generation, replaced) = slot.connected(state.clone());
         let events = self.events_tx.clone();
         let observed_key = key.clone();

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::{ConnectionState, DrainReason};
+use super::Balancing;
+use crate::age::state::DrainReason;
 use crate::classify::ResponseClass;
 use crate::error::{Error, ErrorKind};
 use crate::load::LoadInstant;
@@ -13,7 +14,7 @@ use crate::outcome::blames_pings;
 /// One request in flight on a connection: held until its response body ends
 /// (or the request fails), so that draining waits for it and the load sees it.
 pub(crate) struct InFlight {
-    state: Arc<ConnectionState>,
+    state: Arc<Balancing>,
     /// In nanoseconds since the connection was born (0 when the load needs
     /// no clock): until the response head, when the request was sent; from
     /// then on, when the connection's previous response came, for a
@@ -30,7 +31,7 @@ pub(crate) struct InFlight {
 }
 
 impl InFlight {
-    pub(super) fn new(state: Arc<ConnectionState>, start_ns: u64) -> Self {
+    pub(super) fn new(state: Arc<Balancing>, start_ns: u64) -> Self {
         InFlight {
             state,
             start_ns,
@@ -47,7 +48,7 @@ impl InFlight {
     pub(crate) fn record_response(&mut self, status: http::StatusCode, headers: &http::HeaderMap) {
         self.responded = true;
         let state = &*self.state;
-        state.handle.note_heard();
+        state.lifetime.handle.note_heard();
         let mut clock = None;
         if state.load.samples_rtt() {
             let now = state.nanos_since_born(LoadInstant::now());
@@ -73,7 +74,7 @@ impl InFlight {
     /// keepalive).
     #[inline]
     pub(crate) fn record_frame(&self) {
-        self.state.handle.note_heard();
+        self.state.lifetime.handle.note_heard();
     }
 
     /// The body of a response awaiting its trailers brought them, or ended
@@ -95,7 +96,7 @@ impl InFlight {
     #[inline]
     fn judge(&self, class: ResponseClass, clock: impl FnOnce() -> (u64, u64)) {
         let state = &*self.state;
-        if let Some(health) = state.health.get() {
+        if let Some(health) = &state.health {
             health.response(class.is_failure());
         }
         state.load.record_class(class.is_penalized(), clock);
@@ -107,7 +108,7 @@ impl InFlight {
     /// force-close or by a keepalive timeout says so, and one the server
     /// provably did not process is no failure of the connection's.
     pub(crate) fn failed(&mut self, mut err: Error) -> Error {
-        let state = &*self.state;
+        let state = &*self.state.lifetime;
         let wire = err.wire().unwrap_or_default();
         if wire.remote_go_away {
             // The request may hear of the GOAWAY before the connection's
@@ -128,7 +129,7 @@ impl InFlight {
         }
         if err.is_unprocessed() {
             self.unprocessed = true;
-            state.refused.fetch_add(1, Ordering::Relaxed);
+            state.request_refused();
         }
         if err.kind() == ErrorKind::Request {
             if state.handle.keep_alive_timed_out() {
@@ -151,7 +152,7 @@ impl InFlight {
     fn record_unanswered(&self) {
         let state = &*self.state;
         if !self.unprocessed
-            && let Some(health) = state.health.get()
+            && let Some(health) = &state.health
         {
             health.failure();
         }
@@ -172,11 +173,9 @@ impl Drop for InFlight {
             self.record_unanswered();
         }
         let state = &*self.state;
-        if state.handle.end_stream() == 1 && !state.is_serving() {
-            state.wake.notify_one();
-        }
+        state.lifetime.request_ended();
         // The slot this frees goes to the first request in line.
-        if let Some(waiters) = state.waiters.get()
+        if let Some(waiters) = &state.waiters
             && waiters.count.load(Ordering::SeqCst) > 0
         {
             waiters.admit_one();

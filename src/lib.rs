@@ -53,9 +53,10 @@
 //! ```text
 //! client, replay, server          what a caller or a server uses
 //!   discover, resolve             which endpoints exist, which connections to hold
-//!     age                         how long a connection lives (deadline, drain,
-//!                                 force-close) and what the pick weighs (load,
-//!                                 health, slow start, the wait line)
+//!     age                         how long a connection lives (state.rs: deadline,
+//!                                 drain, force-close), and above it what the pick
+//!                                 weighs (balancing.rs: load, health, ejection,
+//!                                 slow start, the wait line)
 //!       connector                 the transport: h2's and hyper's connections, their
 //!                                 task, the handle that reports GOAWAY and closes
 //!                                 by force, and the in-flight count it reads
@@ -63,6 +64,19 @@
 //!         classify, load,         errors are read, what a response says, the load
 //!         metrics, time, jitter   model, metric names, the one "never" and jitter
 //! ```
+//!
+//! Why balancing sits in `age`, above the lifetime and not in a layer over
+//! it: an [`AgedConnection`] is what tower's `Balance` weighs (it implements
+//! `tower::load::Load`), and its load is measured by its own requests, in
+//! the one guard that also keeps them counted for the drain. So the
+//! balancing record travels with the connection, and its parts owned
+//! elsewhere are handed in whole, by value, by their owners as they take
+//! the connection: discovery's per-endpoint health (with its ejection) and
+//! slow start, the client's wait line. Nothing is filled in later into
+//! state others already share; the one subscription attached after
+//! construction is the rotation manager's to a connection's lifetime
+//! events, since the connection's supervisor runs from the moment it is
+//! made.
 //!
 //! `grpc` (feature `tonic`) documents the gRPC codes and converts errors
 //! into `tonic::Status`; the table itself sits beside `Error::source`.

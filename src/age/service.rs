@@ -280,4 +280,27 @@ mod tests {
         drop(second);
         assert_eq!(state.drain_reason(), Some(DrainReason::Replaced));
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_owner_hands_its_parts_in_as_it_takes_the_connection() {
+        let (report, _reports) = tokio::sync::mpsc::unbounded_channel();
+        let health = EndpointHealth::new("http://10.0.0.1:80".parse().unwrap(), 3, false, report);
+        health.set_ejected(true);
+        let mut taken = AgedConnection::new((), state(), LoadKind::default());
+        let record = Arc::as_ptr(&taken.balancing);
+        taken.weighed_as(Some(health.clone()), None);
+        assert_eq!(Arc::as_ptr(&taken.balancing), record, "completed in place");
+        assert!(taken.balancing().is_ejected());
+
+        // A clone made before the hand-over keeps its own record.
+        let mut first = AgedConnection::new((), state(), LoadKind::default());
+        let kept = first.clone();
+        first.weighed_as(Some(health), None);
+        assert!(first.balancing().is_ejected());
+        assert!(!kept.balancing().is_ejected(), "the clone is unchanged");
+        assert!(
+            Arc::ptr_eq(first.state(), kept.state()),
+            "one connection still"
+        );
+    }
 }

@@ -120,6 +120,11 @@ where
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
+        if this.deadline.is_none() {
+            // Most requests: the response is returned where it is made,
+            // not moved once more through a local.
+            return this.poll_response(cx);
+        }
         let polled = this.poll_response(cx);
         if polled.is_pending()
             && let Some(deadline) = &mut this.deadline

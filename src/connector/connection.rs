@@ -174,6 +174,7 @@ where
     /// can share the connection. A request h2 did not take comes back in a
     /// [`ErrorKind::Draining`] error.
     #[allow(clippy::result_large_err)]
+    #[inline]
     pub(crate) fn send(&self, request: Request<B>) -> Result<ResponseFuture<B>, Error> {
         let (parts, body) = request.into_parts();
         // A CONNECT stream is a tunnel: it stays open whatever the body.

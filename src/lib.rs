@@ -62,7 +62,8 @@
 //!                                 by force, and the in-flight count it reads
 //!         error, outcome,         at the bottom: the error type, the one place h2's
 //!         classify, load,         errors are read, what a response says, the load
-//!         metrics, time, jitter   model, metric names, the one "never" and jitter
+//!         metrics, time, jitter,  model, metric names, the one "never" and jitter,
+//!         accessors               and the wrappers' `get_ref`/`get_mut`/`into_inner`
 //! ```
 //!
 //! Why balancing sits in `age`, above the lifetime and not in a layer over
@@ -165,6 +166,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod accessors;
 pub mod age;
 pub mod classify;
 pub mod client;

@@ -142,20 +142,7 @@ pub struct MaxConnectionAge<M> {
 }
 
 impl<M> MaxConnectionAge<M> {
-    /// The wrapped connection `MakeService`.
-    pub fn get_ref(&self) -> &M {
-        &self.inner
-    }
-
-    /// The wrapped connection `MakeService`, mutably.
-    pub fn get_mut(&mut self) -> &mut M {
-        &mut self.inner
-    }
-
-    /// The wrapped connection `MakeService`.
-    pub fn into_inner(self) -> M {
-        self.inner
-    }
+    crate::accessors::inner_accessors!(inner: M, "the wrapped connection `MakeService`");
 }
 
 impl<M, T> Service<T> for MaxConnectionAge<M>

@@ -106,18 +106,10 @@ impl<S> AgedConnection<S> {
         &self.inner
     }
 
-    /// The connection service this wraps.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The connection service this wraps, mutably. (There is no
-    /// `into_inner`: dropping the last clone of an `AgedConnection` is what
-    /// starts its drain, so the connection cannot leave it without that
-    /// bookkeeping.)
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
+    // No `into_inner`: dropping the last clone of an `AgedConnection` is
+    // what starts its drain, so the connection cannot leave it without
+    // that bookkeeping.
+    crate::accessors::inner_accessors!(borrow inner: S, "the connection service this wraps");
 
     /// True while the connection takes new requests.
     pub fn is_serving(&self) -> bool {

@@ -294,20 +294,7 @@ impl<C, B> HyperConnector<C, B> {
         }
     }
 
-    /// The transport connector.
-    pub fn get_ref(&self) -> &C {
-        &self.connector
-    }
-
-    /// The transport connector, mutably.
-    pub fn get_mut(&mut self) -> &mut C {
-        &mut self.connector
-    }
-
-    /// The transport connector.
-    pub fn into_inner(self) -> C {
-        self.connector
-    }
+    crate::accessors::inner_accessors!(connector: C, "the wrapped transport connector");
 }
 
 impl<C: Clone, B> Clone for HyperConnector<C, B> {

@@ -221,20 +221,7 @@ impl<C, B> Http2Connector<C, B> {
         self
     }
 
-    /// The wrapped transport connector.
-    pub fn get_ref(&self) -> &C {
-        &self.connector
-    }
-
-    /// The wrapped transport connector, mutably.
-    pub fn get_mut(&mut self) -> &mut C {
-        &mut self.connector
-    }
-
-    /// The wrapped transport connector.
-    pub fn into_inner(self) -> C {
-        self.connector
-    }
+    crate::accessors::inner_accessors!(connector: C, "the wrapped transport connector");
 }
 
 impl<C: Clone, B> Clone for Http2Connector<C, B> {

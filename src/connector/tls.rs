@@ -164,20 +164,7 @@ impl<C> RustlsConnector<C> {
         self.tls.config()
     }
 
-    /// The wrapped transport connector.
-    pub fn get_ref(&self) -> &C {
-        &self.inner
-    }
-
-    /// The wrapped transport connector, mutably.
-    pub fn get_mut(&mut self) -> &mut C {
-        &mut self.inner
-    }
-
-    /// The wrapped transport connector.
-    pub fn into_inner(self) -> C {
-        self.inner
-    }
+    crate::accessors::inner_accessors!(inner: C, "the wrapped transport connector");
 
     /// The name to verify a connection to `uri` against.
     fn name_for(&self, uri: &Uri) -> Result<ServerName<'static>, Error> {

@@ -14,7 +14,7 @@ use crate::outcome::blames_pings;
 /// One request in flight on a connection: held until its response body ends
 /// (or the request fails), so that draining waits for it and the load sees it.
 pub(crate) struct InFlight {
-    state: Arc<Balancing>,
+    balancing: Arc<Balancing>,
     /// In nanoseconds since the connection was born (0 when the load needs
     /// no clock): until the response head, when the request was sent; from
     /// then on, when the connection's previous response came, for a
@@ -31,9 +31,9 @@ pub(crate) struct InFlight {
 }
 
 impl InFlight {
-    pub(super) fn new(state: Arc<Balancing>, start_ns: u64) -> Self {
+    pub(super) fn new(balancing: Arc<Balancing>, start_ns: u64) -> Self {
         InFlight {
-            state,
+            balancing,
             start_ns,
             responded: false,
             unprocessed: false,
@@ -47,19 +47,19 @@ impl InFlight {
     #[inline]
     pub(crate) fn record_response(&mut self, status: http::StatusCode, headers: &http::HeaderMap) {
         self.responded = true;
-        let state = &*self.state;
-        state.lifetime.handle.note_heard();
+        let balancing = &*self.balancing;
+        balancing.lifetime.handle.note_heard();
         let mut clock = None;
-        if state.load.samples_rtt() {
-            let now = state.nanos_since_born(LoadInstant::now());
-            let prev = state.stamp_ns.swap(now, Ordering::Relaxed);
-            state.quiet_since_ns.store(now, Ordering::Relaxed);
-            state
+        if balancing.load.samples_rtt() {
+            let now = balancing.nanos_since_born(LoadInstant::now());
+            let prev = balancing.stamp_ns.swap(now, Ordering::Relaxed);
+            balancing.quiet_since_ns.store(now, Ordering::Relaxed);
+            balancing
                 .load
                 .record(now.saturating_sub(self.start_ns), now.saturating_sub(prev));
             clock = Some((now, now.saturating_sub(prev)));
         }
-        match state.classifier.classify_head(status, headers) {
+        match balancing.classifier.classify_head(status, headers) {
             Some(class) => self.judge(class, || clock.unwrap_or_default()),
             None => {
                 self.awaiting_trailers = true;
@@ -74,17 +74,17 @@ impl InFlight {
     /// keepalive).
     #[inline]
     pub(crate) fn record_frame(&self) {
-        self.state.lifetime.handle.note_heard();
+        self.balancing.lifetime.handle.note_heard();
     }
 
     /// The body of a response awaiting its trailers brought them, or ended
     /// without (`None`: gRPC's `UNKNOWN`).
     pub(crate) fn record_trailers(&mut self, trailers: Option<&http::HeaderMap>) {
         if std::mem::take(&mut self.awaiting_trailers) {
-            let class = self.state.classifier.classify_trailers(trailers);
+            let class = self.balancing.classifier.classify_trailers(trailers);
             let previous = self.start_ns;
             self.judge(class, || {
-                let now = self.state.nanos_since_born(LoadInstant::now());
+                let now = self.balancing.nanos_since_born(LoadInstant::now());
                 (now, now.saturating_sub(previous))
             });
         }
@@ -95,11 +95,11 @@ impl InFlight {
     /// (read only when the load needs them).
     #[inline]
     fn judge(&self, class: ResponseClass, clock: impl FnOnce() -> (u64, u64)) {
-        let state = &*self.state;
-        if let Some(health) = &state.health {
+        let balancing = &*self.balancing;
+        if let Some(health) = &balancing.health {
             health.response(class.is_failure());
         }
-        state.load.record_class(class.is_penalized(), clock);
+        balancing.load.record_class(class.is_penalized(), clock);
     }
 
     /// The request failed (before its response, or in its body): lets the
@@ -108,33 +108,33 @@ impl InFlight {
     /// force-close or by a keepalive timeout says so, and one the server
     /// provably did not process is no failure of the connection's.
     pub(crate) fn failed(&mut self, mut err: Error) -> Error {
-        let state = &*self.state.lifetime;
+        let lifetime = &*self.balancing.lifetime;
         let wire = err.wire().unwrap_or_default();
         if wire.remote_go_away {
             // The request may hear of the GOAWAY before the connection's
             // task records it: its code tells a routine end (`NO_ERROR`)
             // from a failure either way.
             if let Some(reason) = wire.reason {
-                state.handle.set_going_away(reason);
+                lifetime.handle.set_going_away(reason);
             }
-            state.start_draining(DrainReason::GoAway);
+            lifetime.start_draining(DrainReason::GoAway);
         } else if err.is_draining() {
-            state.start_draining(DrainReason::Closed);
+            lifetime.start_draining(DrainReason::Closed);
         }
         // grpc-go answers pings it finds too frequent with
         // GOAWAY(ENHANCE_YOUR_CALM, "too_many_pings"): on a connection that
         // sent keepalive pings, that code blames the pings, not the request.
-        if err.is_blamed() && blames_pings(wire.reason, state.handle.pinged()) {
+        if err.is_blamed() && blames_pings(wire.reason, lifetime.handle.pinged()) {
             err.clear_blame();
         }
         if err.is_unprocessed() {
             self.unprocessed = true;
-            state.request_refused();
+            lifetime.request_refused();
         }
         if err.kind() == ErrorKind::Request {
-            if state.handle.keep_alive_timed_out() {
+            if lifetime.handle.keep_alive_timed_out() {
                 err.set_kind(ErrorKind::KeepAlive);
-            } else if state.handle.was_forced() {
+            } else if lifetime.handle.was_forced() {
                 err.set_kind(ErrorKind::ForceClosed);
             }
         }
@@ -150,19 +150,19 @@ impl InFlight {
     #[cold]
     #[inline(never)]
     fn record_unanswered(&self) {
-        let state = &*self.state;
+        let balancing = &*self.balancing;
         if !self.unprocessed
-            && let Some(health) = &state.health
+            && let Some(health) = &balancing.health
         {
             health.failure();
         }
-        if !state.load.samples_rtt() {
+        if !balancing.load.samples_rtt() {
             return;
         }
-        let now_ns = state.nanos_since_born(LoadInstant::now());
+        let now_ns = balancing.nanos_since_born(LoadInstant::now());
         let waited = now_ns.saturating_sub(self.start_ns);
-        if state.load.record_peak(waited) {
-            state.stamp_ns.store(now_ns, Ordering::Relaxed);
+        if balancing.load.record_peak(waited) {
+            balancing.stamp_ns.store(now_ns, Ordering::Relaxed);
         }
     }
 }
@@ -172,10 +172,10 @@ impl Drop for InFlight {
         if !self.responded {
             self.record_unanswered();
         }
-        let state = &*self.state;
-        state.lifetime.request_ended();
+        let balancing = &*self.balancing;
+        balancing.lifetime.request_ended();
         // The slot this frees goes to the first request in line.
-        if let Some(waiters) = &state.waiters
+        if let Some(waiters) = &balancing.waiters
             && waiters.count.load(Ordering::SeqCst) > 0
         {
             waiters.admit_one();

@@ -92,6 +92,11 @@ fn assert_killed(result: &Called) {
 }
 
 /// A 70 s silent stream through a `Client` with its defaults.
+/// The stream answered both its messages and ended with `OK`.
+fn assert_completed(result: Called, what: &str) {
+    assert_eq!(result, Ok((2, "0".to_string())), "{what}");
+}
+
 async fn seventy_seconds(uri: http::Uri) -> Called {
     let client = Client::builder()
         .endpoint(uri.clone())
@@ -105,11 +110,9 @@ async fn seventy_seconds(uri: http::Uri) -> Called {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_grpcio_keeps_silent_outlives_the_keepalive() {
     let server = SilentServer::start(Duration::from_secs(3), Some(Duration::from_secs(1))).await;
-    let result = scaled_down(server.uri(), None).await;
-    assert_eq!(
-        result,
-        Ok((2, "0".to_string())),
-        "fifteen intervals of silence"
+    assert_completed(
+        scaled_down(server.uri(), None).await,
+        "fifteen intervals of silence",
     );
 }
 
@@ -131,20 +134,15 @@ async fn pinging_at_every_interval_gets_the_stream_killed_by_grpcio() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_70_second_silent_stream_completes_against_grpcios_defaults() {
     let server = SilentServer::start(Duration::from_secs(70), None).await;
-    assert_eq!(
-        seventy_seconds(server.uri()).await,
-        Ok((2, "0".to_string()))
-    );
+    assert_completed(seventy_seconds(server.uri()).await, "70 s of silence");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_grpc_go_keeps_silent_outlives_the_keepalive() {
     let server = GoSilentServer::start(Duration::from_secs(3), Some(Duration::from_secs(1))).await;
-    let result = scaled_down(server.uri(), None).await;
-    assert_eq!(
-        result,
-        Ok((2, "0".to_string())),
-        "fifteen intervals of silence"
+    assert_completed(
+        scaled_down(server.uri(), None).await,
+        "fifteen intervals of silence",
     );
 }
 
@@ -165,8 +163,5 @@ async fn pinging_at_every_interval_gets_the_stream_killed_by_grpc_go() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_70_second_silent_stream_completes_against_grpc_gos_defaults() {
     let server = GoSilentServer::start(Duration::from_secs(70), None).await;
-    assert_eq!(
-        seventy_seconds(server.uri()).await,
-        Ok((2, "0".to_string()))
-    );
+    assert_completed(seventy_seconds(server.uri()).await, "70 s of silence");
 }
